@@ -1,0 +1,330 @@
+//! The operators' HTTP API (JSON, bearer token on everything but the console page) and the
+//! Prometheus endpoint.
+
+use crate::hub::{Hub, SendError};
+use crate::ids;
+use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use perf_protocol::{auth, Command, CommandKind, Message};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bounds on the capture length operators may ask for.
+pub const MAX_SECONDS: u32 = 600;
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    let api = Router::new()
+        .route("/api/processes", get(list_processes))
+        .route("/api/processes/{id}", get(get_process))
+        .route("/api/processes/{id}/metrics", get(process_metrics))
+        .route("/api/processes/{id}/commands", post(post_command))
+        .route("/api/artifacts", get(list_artifacts))
+        .route("/api/artifacts/{id}", get(get_artifact))
+        .route("/api/artifacts/{id}/download", get(download_artifact))
+        .route("/api/audit", get(list_audit))
+        .route("/metrics", get(prometheus))
+        .layer(middleware::from_fn_with_state(hub.clone(), require_token));
+    Router::new().route("/", get(console)).merge(api).with_state(hub)
+}
+
+/// An API error as `{"error": "..."}` with a status code.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(status, msg.into())
+}
+
+async fn require_token(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if auth::tokens_equal(t, &hub.config.token) => next.run(req).await,
+        _ => {
+            let mut resp = err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+fn actor(remote: &SocketAddr) -> String {
+    format!("operator@{}", remote.ip())
+}
+
+fn valid_id(id: &str) -> Result<(), ApiError> {
+    if ids::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(err(StatusCode::BAD_REQUEST, "malformed id"))
+    }
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("../../../console/index.html"))
+}
+
+async fn list_processes(State(hub): State<Arc<Hub>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(hub.store.list_processes()?)?))
+}
+
+async fn get_process(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_id(&id)?;
+    let p = hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
+    Ok(Json(serde_json::to_value(p)?))
+}
+
+async fn process_metrics(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_id(&id)?;
+    hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
+    // Metric history arrives with the metrics work (issue 4); the route is part of the contract.
+    Ok(Json(json!([])))
+}
+
+/// Body of `POST /api/processes/{id}/commands`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub kind: String,
+    pub seconds: Option<u32>,
+    pub interval_us: Option<u32>,
+    pub frequency: Option<u32>,
+    pub interval_bytes: Option<u32>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Validates a request into a protocol command kind, with a message a human can act on.
+pub fn command_kind(req: &CommandRequest) -> Result<CommandKind, String> {
+    let seconds = || -> Result<u32, String> {
+        let s = req.seconds.unwrap_or(10);
+        if (1..=MAX_SECONDS).contains(&s) {
+            Ok(s)
+        } else {
+            Err(format!("seconds must be between 1 and {MAX_SECONDS}, got {s}"))
+        }
+    };
+    match req.kind.as_str() {
+        "heap_snapshot" => Ok(CommandKind::HeapSnapshot),
+        "cpu_profile" => Ok(CommandKind::CpuProfile { seconds: seconds()?, interval_us: req.interval_us }),
+        "perf_flamegraph" => Ok(CommandKind::PerfFlamegraph { seconds: seconds()?, frequency: req.frequency }),
+        "heap_sampling" => Ok(CommandKind::HeapSampling { seconds: seconds()?, interval_bytes: req.interval_bytes }),
+        other => Err(format!(
+            "unknown command kind '{other}' (expected heap_snapshot, cpu_profile, perf_flamegraph or heap_sampling)"
+        )),
+    }
+}
+
+async fn post_command(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    valid_id(&id)?;
+    let actor = actor(&remote);
+    let Json(req) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let kind = command_kind(&req).map_err(|m| err(StatusCode::BAD_REQUEST, m))?;
+    let process = hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
+    if !process.capabilities.iter().any(|c| c == kind.name()) {
+        let msg = format!("process does not support {} (capabilities: {})", kind.name(), process.capabilities.join(", "));
+        hub.audit(&actor, "command.request", &id, json!({"kind": kind.name()}), "unsupported");
+        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, msg));
+    }
+    let artifact = new_artifact(&process, &kind, &req, &actor)?;
+    hub.store.insert_artifact(&artifact)?;
+    let command = Command { id: artifact.id.clone(), kind, upload_token: artifact.upload_token.clone(), force: req.force };
+    let ack = hub.wait_for_ack(&artifact.id);
+    if let Err(e) = hub.send_to(&id, Message::Command(command)) {
+        hub.forget_ack(&artifact.id);
+        let _ = hub.store.update_artifact(&artifact.id, |a| {
+            a.status = ArtifactStatus::Failed;
+            a.error = Some(e.to_string());
+        });
+        hub.audit(&actor, "command.request", &id, json!({"kind": artifact.kind, "artifact": artifact.id}), &e.to_string());
+        let status = match e {
+            SendError::NotConnected => StatusCode::CONFLICT,
+            SendError::LinkClosed => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return Err(err(status, e.to_string()));
+    }
+    let outcome = tokio::time::timeout(Duration::from_millis(hub.config.ack_timeout_ms), ack).await;
+    hub.forget_ack(&artifact.id);
+    let current = hub.store.get_artifact(&artifact.id)?.unwrap_or(artifact);
+    let (status, result) = match outcome {
+        Ok(Ok(a)) if !a.accepted => (StatusCode::CONFLICT, a.error.unwrap_or_else(|| "refused".into())),
+        Ok(Ok(_)) => (StatusCode::ACCEPTED, "accepted".to_string()),
+        _ => (StatusCode::ACCEPTED, "sent (no ack yet)".to_string()),
+    };
+    hub.audit(&actor, "command.request", &id, json!({"kind": current.kind, "artifact": current.id, "params": current.params}), &result);
+    let mut body = json!({ "artifact": current });
+    if status != StatusCode::ACCEPTED {
+        body["error"] = json!(result);
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+fn new_artifact(
+    process: &crate::store::ProcessRecord,
+    kind: &CommandKind,
+    req: &CommandRequest,
+    actor: &str,
+) -> Result<ArtifactRecord, ApiError> {
+    let id = ids::new_id()?;
+    let now = now_rfc3339();
+    Ok(ArtifactRecord {
+        file_name: format!("{id}.{}", kind.file_extension()),
+        id,
+        process_id: process.id.clone(),
+        app: process.app.clone(),
+        kind: kind.name().to_string(),
+        params: serde_json::to_value(kind)?.as_object().cloned().map(serde_json::Value::Object).map(|mut v| {
+            v["force"] = json!(req.force);
+            v
+        }).unwrap_or_default(),
+        status: ArtifactStatus::Pending,
+        error: None,
+        size: None,
+        sha256: None,
+        created_at: now.clone(),
+        updated_at: now,
+        requested_by: actor.to_string(),
+        estimate: None,
+        progress: None,
+        notes: vec![],
+        uploaded_bytes: 0,
+        upload_token: ids::new_secret()?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ArtifactQuery {
+    pub process_id: Option<String>,
+    pub limit: Option<u32>,
+}
+
+async fn list_artifacts(State(hub): State<Arc<Hub>>, Query(q): Query<ArtifactQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(p) = &q.process_id {
+        valid_id(p)?;
+    }
+    let limit = q.limit.unwrap_or(200).min(1000);
+    Ok(Json(serde_json::to_value(hub.store.list_artifacts(q.process_id.as_deref(), false, limit)?)?))
+}
+
+async fn get_artifact(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_id(&id)?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    Ok(Json(serde_json::to_value(a)?))
+}
+
+async fn download_artifact(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    valid_id(&id)?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    if a.status != ArtifactStatus::Ready {
+        return Err(err(StatusCode::CONFLICT, format!("artifact is {}, not ready", a.status.as_str())));
+    }
+    let path = hub.blobs.final_path(&a.file_name);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| err(StatusCode::GONE, format!("artifact file missing: {e}")))?;
+    // Heap snapshots can hold secrets: every download is on the audit trail.
+    hub.audit(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok");
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    let disposition = format!("attachment; filename=\"{}-{}\"", a.app.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"), a.file_name);
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(size) = a.size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    pub limit: Option<u32>,
+}
+
+async fn list_audit(State(hub): State<Arc<Hub>>, Query(q): Query<AuditQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(hub.store.list_audit(q.limit.unwrap_or(200).min(5000))?)?))
+}
+
+/// Prometheus text format: hub-level gauges (per-process metrics come with issue 4).
+async fn prometheus(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
+    let procs = hub.store.list_processes()?;
+    let connected = procs.iter().filter(|p| p.connected).count();
+    let mut out = String::new();
+    out.push_str("# HELP perf_hub_processes Processes known to the hub, by connection state.\n");
+    out.push_str("# TYPE perf_hub_processes gauge\n");
+    out.push_str(&format!("perf_hub_processes{{state=\"connected\"}} {connected}\n"));
+    out.push_str(&format!("perf_hub_processes{{state=\"disconnected\"}} {}\n", procs.len() - connected));
+    out.push_str("# HELP perf_process_up Whether the process's agent is connected.\n");
+    out.push_str("# TYPE perf_process_up gauge\n");
+    for p in &procs {
+        out.push_str(&format!(
+            "perf_process_up{{app=\"{}\",hostname=\"{}\",pid=\"{}\"}} {}\n",
+            escape_label(&p.app),
+            escape_label(&p.hostname),
+            p.pid,
+            p.connected as u8
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Escapes a Prometheus label value.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(kind: &str, seconds: Option<u32>) -> CommandRequest {
+        CommandRequest { kind: kind.into(), seconds, interval_us: None, frequency: None, interval_bytes: None, force: false }
+    }
+
+    #[test]
+    fn command_validation() {
+        assert_eq!(command_kind(&req("heap_snapshot", None)), Ok(CommandKind::HeapSnapshot));
+        assert!(matches!(command_kind(&req("cpu_profile", Some(3))), Ok(CommandKind::CpuProfile { seconds: 3, .. })));
+        assert!(command_kind(&req("cpu_profile", Some(0))).is_err());
+        assert!(command_kind(&req("perf_flamegraph", Some(601))).unwrap_err().contains("between 1 and 600"));
+        assert!(command_kind(&req("rm -rf", None)).unwrap_err().contains("unknown command kind"));
+    }
+
+    #[test]
+    fn label_escaping() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,80 @@
+//! Hub configuration: command-line flags, environment and an optional JSON config file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    pub agent_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Operator API bearer token.
+    pub token: String,
+    /// App name → shared secret agents of that app prove they know.
+    pub apps: BTreeMap<String, String>,
+    /// Largest artifact an agent may upload.
+    pub max_artifact_bytes: u64,
+    /// How often both ends of a link send heartbeats; 3 missed ones close the link.
+    pub heartbeat_ms: u64,
+    /// How long `POST .../commands` waits for the agent to accept or refuse.
+    pub ack_timeout_ms: u64,
+}
+
+impl HubConfig {
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            agent_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: "test-token".into(),
+            apps: BTreeMap::from([("orders".to_string(), "s3cret".to_string())]),
+            max_artifact_bytes: 8 << 30,
+            heartbeat_ms: 5000,
+            ack_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Parses `name:secret` pairs (`--app` flags or the comma-separated `PERF_HUB_APPS`).
+pub fn parse_app(spec: &str) -> Result<(String, String), String> {
+    let (name, secret) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("app '{spec}' must be NAME:SECRET"))?;
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("app name in '{spec}' must be 1-128 characters"));
+    }
+    if secret.len() < 8 {
+        return Err(format!("secret for app '{name}' must be at least 8 characters"));
+    }
+    Ok((name.to_string(), secret.to_string()))
+}
+
+/// The optional `--config FILE` (JSON); flags given on the command line win.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub agent_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub token: Option<String>,
+    #[serde(default)]
+    pub apps: BTreeMap<String, String>,
+    pub max_artifact_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_specs() {
+        assert_eq!(parse_app("orders:longsecret").expect("ok"), ("orders".into(), "longsecret".into()));
+        assert!(parse_app("orders").is_err());
+        assert!(parse_app(":longsecret").is_err());
+        assert!(parse_app("orders:short").is_err());
+        // Secrets may contain ':'.
+        assert_eq!(parse_app("a:b:c:d:e:f:g").expect("ok").1, "b:c:d:e:f:g");
+    }
+}

@@ -1,0 +1,394 @@
+//! The agent gateway: accepts agent connections, authenticates control links, routes commands
+//! and acks, and takes in artifact uploads on their own connections.
+
+use crate::hub::Hub;
+use crate::ids;
+use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
+use perf_protocol::{
+    auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome,
+    ProtocolError, UploadHello, PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Record upload progress in the store every this many bytes.
+const UPLOAD_PROGRESS_STEP: u64 = 8 << 20;
+
+type Reader = FrameReader<OwnedReadHalf>;
+type Writer = FrameWriter<OwnedWriteHalf>;
+
+/// Accepts agent connections forever.
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_connection(hub, stream, remote).await {
+                        tracing::debug!(%remote, error = %e, "agent connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(hub: Arc<Hub>, stream: TcpStream, remote: SocketAddr) -> Result<(), ProtocolError> {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message())
+        .await
+        .map_err(|_| ProtocolError::Closed)?;
+    let first = match first {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = send_error(&mut writer, ErrorCode::BadRequest, &e.to_string()).await;
+            return Err(e);
+        }
+    };
+    match first {
+        Message::Hello(hello) => control_session(hub, reader, writer, hello, remote).await,
+        Message::UploadHello(up) => upload_session(hub, reader, writer, up, remote).await,
+        other => {
+            let msg = format!("expected hello or upload_hello, got {}", other.name());
+            send_error(&mut writer, ErrorCode::BadRequest, &msg).await
+        }
+    }
+}
+
+async fn send_error(w: &mut Writer, code: ErrorCode, message: &str) -> Result<(), ProtocolError> {
+    w.send(&Message::Error { code, message: message.to_string() }).await?;
+    let _ = w.shutdown().await;
+    Ok(())
+}
+
+fn validate_hello(h: &Hello) -> Result<(), String> {
+    if h.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (hub speaks {PROTOCOL_VERSION})",
+            h.protocol_version
+        ));
+    }
+    if !ids::is_valid_id(&h.instance_id) {
+        return Err("instance_id must be 8-64 hex characters".into());
+    }
+    let too_long = |s: &str, n: usize| s.len() > n;
+    if h.app.is_empty() || too_long(&h.app, 128) || too_long(&h.hostname, 255) || h.labels.len() > 64 {
+        return Err("hello fields out of bounds".into());
+    }
+    if h.labels.iter().any(|(k, v)| too_long(k, 128) || too_long(v, 512)) || h.capabilities.len() > 64 {
+        return Err("labels or capabilities out of bounds".into());
+    }
+    Ok(())
+}
+
+/// Challenge–response: returns whether the agent proved it knows its app's secret.
+async fn authenticate(hub: &Hub, reader: &mut Reader, writer: &mut Writer, hello: &Hello) -> Result<bool, ProtocolError> {
+    let nonce = ids::new_secret().map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?;
+    writer.send(&Message::Challenge { nonce: nonce.clone() }).await?;
+    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message())
+        .await
+        .map_err(|_| ProtocolError::Closed)??;
+    let Message::Auth { mac } = answer else {
+        return Err(ProtocolError::Unexpected { expected: "auth", got: answer.name().into() });
+    };
+    // An unknown app and a wrong secret look the same from outside.
+    Ok(match hub.config.apps.get(&hello.app) {
+        Some(secret) => auth::verify_mac(secret, &nonce, &hello.app, &hello.instance_id, &mac),
+        None => false,
+    })
+}
+
+async fn control_session(
+    hub: Arc<Hub>,
+    mut reader: Reader,
+    mut writer: Writer,
+    hello: Hello,
+    remote: SocketAddr,
+) -> Result<(), ProtocolError> {
+    if let Err(msg) = validate_hello(&hello) {
+        let code = if hello.protocol_version != PROTOCOL_VERSION {
+            ErrorCode::UnsupportedVersion
+        } else {
+            ErrorCode::BadRequest
+        };
+        return send_error(&mut writer, code, &msg).await;
+    }
+    if !authenticate(&hub, &mut reader, &mut writer, &hello).await? {
+        hub.audit(
+            &format!("agent@{remote}"),
+            "agent.auth_failed",
+            &hello.app,
+            serde_json::json!({"pid": hello.pid, "hostname": hello.hostname}),
+            "denied",
+        );
+        return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret").await;
+    }
+    let process_id = hello.instance_id.clone();
+    let (tx, rx) = mpsc::channel::<Message>(256);
+    let generation = hub.register_link(&process_id, tx);
+    hub.save_process(&process_record(&hello, remote));
+    reconcile_in_flight(&hub, &hello);
+    tracing::info!(process = %process_id, app = %hello.app, pid = hello.pid, %remote, "agent connected");
+    writer
+        .send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms })
+        .await?;
+
+    let writer_task = tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms));
+    let result = read_loop(&hub, &mut reader, &process_id).await;
+    writer_task.abort();
+    if hub.unregister_link(&process_id, generation) {
+        let reason = match &result {
+            Ok(()) => "agent said goodbye".to_string(),
+            Err(e) => e.to_string(),
+        };
+        hub.process_disconnected(&process_id, &reason);
+        tracing::info!(process = %process_id, reason, "agent disconnected");
+    }
+    result
+}
+
+fn process_record(hello: &Hello, remote: SocketAddr) -> ProcessRecord {
+    let now = now_rfc3339();
+    ProcessRecord {
+        id: hello.instance_id.clone(),
+        app: hello.app.clone(),
+        hostname: hello.hostname.clone(),
+        pid: hello.pid,
+        labels: hello.labels.clone(),
+        node_version: hello.node_version.clone(),
+        agent_version: hello.agent_version.clone(),
+        capabilities: hello.capabilities.clone(),
+        connected: true,
+        state: "running".into(),
+        connected_at: now.clone(),
+        last_seen: now,
+        remote_addr: remote.to_string(),
+    }
+}
+
+/// After a reconnect (e.g. the hub restarted), commands the agent no longer works on are lost.
+fn reconcile_in_flight(hub: &Hub, hello: &Hello) {
+    hub.fail_unfinished(
+        &hello.instance_id,
+        "the process reconnected without this command in flight (lost across a restart)",
+        |a| !hello.active_commands.contains(&a.id),
+    );
+}
+
+async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbeat_ms: u64) {
+    let mut beat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => break },
+            _ = beat.tick() => Message::Heartbeat { ts_ms: now_ms() },
+        };
+        if writer.send(&msg).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(), ProtocolError> {
+    let idle = Duration::from_millis(hub.config.heartbeat_ms * 3);
+    loop {
+        let msg = tokio::time::timeout(idle, reader.read_message())
+            .await
+            .map_err(|_| ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no heartbeat from agent")))??;
+        match msg {
+            Message::Heartbeat { .. } => touch_process(hub, process_id),
+            Message::Ack(ack) => on_ack(hub, process_id, ack),
+            Message::Progress(p) => {
+                let _ = hub.store.update_artifact(&p.command_id, |a| {
+                    if a.process_id == process_id {
+                        a.progress = Some(serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total}));
+                    }
+                });
+            }
+            Message::CommandResult(r) => on_result(hub, process_id, r),
+            Message::Metrics { .. } => touch_process(hub, process_id),
+            Message::Goodbye { reason } => {
+                tracing::info!(process = %process_id, reason, "agent goodbye");
+                return Ok(());
+            }
+            other => tracing::warn!(process = %process_id, msg = other.name(), "unexpected message from agent"),
+        }
+    }
+}
+
+fn touch_process(hub: &Hub, process_id: &str) {
+    if let Ok(Some(mut p)) = hub.store.get_process(process_id) {
+        p.last_seen = now_rfc3339();
+        hub.save_process(&p);
+    }
+}
+
+fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {
+    let _ = hub.store.update_artifact(&ack.command_id, |a| {
+        if a.process_id != process_id || a.status.is_final() {
+            return;
+        }
+        a.estimate = ack.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok());
+        if ack.accepted {
+            a.status = ArtifactStatus::Running;
+        } else {
+            a.status = ArtifactStatus::Failed;
+            a.error = Some(ack.error.clone().unwrap_or_else(|| "refused by the agent".into()));
+        }
+    });
+    hub.deliver_ack(ack);
+}
+
+fn on_result(hub: &Hub, process_id: &str, r: CommandResult) {
+    let updated = hub.store.update_artifact(&r.command_id, |a| {
+        if a.process_id != process_id || a.status == ArtifactStatus::Ready {
+            return;
+        }
+        match &r.outcome {
+            Outcome::Captured { size, sha256, notes } => {
+                a.status = ArtifactStatus::Uploading;
+                a.error = None;
+                a.size = Some(*size);
+                a.sha256 = Some(sha256.clone());
+                a.notes = notes.clone();
+            }
+            Outcome::Failed { error } => {
+                a.status = ArtifactStatus::Failed;
+                a.error = Some(error.clone());
+            }
+        }
+    });
+    if let Ok(Some(a)) = updated {
+        hub.audit("agent", "command.result", &a.id, serde_json::json!({"kind": a.kind}), a.status.as_str());
+    }
+}
+
+async fn upload_session(
+    hub: Arc<Hub>,
+    mut reader: Reader,
+    mut writer: Writer,
+    up: UploadHello,
+    remote: SocketAddr,
+) -> Result<(), ProtocolError> {
+    let artifact = match check_upload(&hub, &up) {
+        Ok(a) => a,
+        Err(msg) => {
+            tracing::warn!(%remote, command = %up.command_id, msg, "upload refused");
+            return send_error(&mut writer, ErrorCode::AuthFailed, &msg).await;
+        }
+    };
+    if artifact.status == ArtifactStatus::Ready {
+        // Already stored (the agent missed our ack): confirm so it can drop its spool.
+        let same = artifact.sha256.as_deref() == Some(up.sha256.as_str());
+        let error = (!same).then(|| "artifact already stored with another checksum".to_string());
+        return writer.send(&Message::UploadAck { ok: same, error }).await;
+    }
+    let id = artifact.id.clone();
+    let mut offset = hub.blobs.part_len(&id).await;
+    if offset > up.size {
+        hub.blobs.discard_part(&id).await;
+        offset = 0;
+    }
+    let _ = hub.store.update_artifact(&id, |a| {
+        a.status = ArtifactStatus::Uploading;
+        a.size = Some(up.size);
+        a.sha256 = Some(up.sha256.clone());
+        a.uploaded_bytes = offset;
+    });
+    writer.send(&Message::UploadOffset { offset }).await?;
+    receive_data(&hub, &mut reader, &id, offset, up.size).await?;
+    finish_upload(&hub, &mut writer, &artifact.file_name, &up).await
+}
+
+fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
+    if !ids::is_valid_id(&up.command_id) {
+        return Err("bad artifact id".into());
+    }
+    let a = hub
+        .store
+        .get_artifact(&up.command_id)
+        .map_err(|e| format!("store error: {e}"))?
+        .ok_or("unknown artifact")?;
+    if a.upload_token.is_empty() || !auth::tokens_equal(&a.upload_token, &up.token) {
+        return Err("bad upload token".into());
+    }
+    if up.size > hub.config.max_artifact_bytes {
+        return Err(format!("artifact of {} bytes exceeds the hub's limit of {}", up.size, hub.config.max_artifact_bytes));
+    }
+    if up.sha256.len() != 64 || !up.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("bad sha256".into());
+    }
+    Ok(a)
+}
+
+/// Appends data frames to the partial file until `UploadDone`.
+async fn receive_data(hub: &Hub, reader: &mut Reader, id: &str, mut offset: u64, size: u64) -> Result<(), ProtocolError> {
+    let path = hub.blobs.part_path(id);
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+    let mut next_report = offset + UPLOAD_PROGRESS_STEP;
+    loop {
+        let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())
+            .await
+            .map_err(|_| ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "upload stalled")))??;
+        match frame {
+            Frame::Data(d) => {
+                if offset + d.len() as u64 > size {
+                    return Err(ProtocolError::Unexpected { expected: "no more data than announced", got: "excess data".into() });
+                }
+                file.write_all(&d).await?;
+                offset += d.len() as u64;
+                if offset >= next_report {
+                    next_report = offset + UPLOAD_PROGRESS_STEP;
+                    let _ = hub.store.update_artifact(id, |a| a.uploaded_bytes = offset);
+                }
+            }
+            Frame::Message(Message::UploadDone) => break,
+            Frame::Message(m) => return Err(ProtocolError::Unexpected { expected: "data or upload_done", got: m.name().into() }),
+        }
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(())
+}
+
+async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &UploadHello) -> Result<(), ProtocolError> {
+    let id = &up.command_id;
+    match hub.blobs.commit(id, file_name, up.size, &up.sha256).await {
+        Ok(()) => {
+            let _ = hub.store.update_artifact(id, |a| {
+                a.status = ArtifactStatus::Ready;
+                a.error = None;
+                a.uploaded_bytes = up.size;
+            });
+            hub.audit("agent", "artifact.stored", id, serde_json::json!({"size": up.size, "sha256": up.sha256}), "ok");
+            writer.send(&Message::UploadAck { ok: true, error: None }).await
+        }
+        Err(e) => {
+            // A corrupt part can't be resumed; the agent retries from zero.
+            hub.blobs.discard_part(id).await;
+            tracing::warn!(artifact = %id, error = %e, "upload rejected");
+            writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

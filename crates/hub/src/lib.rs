@@ -1,0 +1,78 @@
+//! perf-hub: the one server of perf-agent.
+//!
+//! - [`gateway`]: agent connections (control links and upload streams) on the agent port;
+//! - [`api`]: the operators' HTTP API, console and Prometheus endpoint;
+//! - [`hub`]: shared state between the two; [`store`] (SQLite metadata) and [`blobs`]
+//!   (artifact files) underneath.
+
+pub mod api;
+pub mod blobs;
+pub mod config;
+pub mod gateway;
+pub mod hub;
+pub mod ids;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use config::HubConfig;
+pub use hub::Hub;
+
+/// How long after a hub start in-flight artifacts wait for their process to come back.
+const RESTART_GRACE: Duration = Duration::from_secs(120);
+
+/// A hub whose listeners are bound and whose tasks run on the current tokio runtime.
+pub struct RunningHub {
+    pub hub: Arc<Hub>,
+    pub agent_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHub {
+    /// Stops accepting agents and HTTP requests (open connections end with their tasks).
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for RunningHub {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Opens the data directory, binds both listeners and starts serving.
+pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
+    let agent_listener = TcpListener::bind(config.agent_addr).await?;
+    let http_listener = TcpListener::bind(config.http_addr).await?;
+    let agent_addr = agent_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let hub = Arc::new(Hub::open(config)?);
+    let app = api::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let tasks = vec![
+        tokio::spawn(gateway::serve(hub.clone(), agent_listener)),
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, app).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        }),
+        tokio::spawn(sweep_after_restart(hub.clone())),
+    ];
+    Ok(RunningHub { hub, agent_addr, http_addr, tasks })
+}
+
+/// Artifacts left in flight by a previous run whose process never came back are failed, so
+/// nobody waits forever on them.
+async fn sweep_after_restart(hub: Arc<Hub>) {
+    tokio::time::sleep(RESTART_GRACE).await;
+    let Ok(open) = hub.store.list_artifacts(None, true, 10_000) else { return };
+    for a in open.into_iter().filter(|a| !hub.is_connected(&a.process_id)) {
+        hub.fail_unfinished(&a.process_id, "the hub restarted and the process did not reconnect", |x| x.id == a.id);
+    }
+}

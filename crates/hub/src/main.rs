@@ -1,0 +1,154 @@
+//! `perf-hub` command line: `serve` runs the hub; the other subcommands work on files.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use perf_hub::config::{parse_app, FileConfig};
+use perf_hub::HubConfig;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "perf-hub", version, about = "Self-hosted diagnostics hub for Node.js processes running @corp/perf-agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub: agent gateway, HTTP API and console.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// JSON config file with the same settings (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where artifacts, metadata (SQLite) and the audit log live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address agents connect to.
+    #[arg(long)]
+    agent_addr: Option<SocketAddr>,
+    /// Address of the HTTP API and console.
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Operator API token (generated and written to DATA_DIR/operator-token if not given).
+    #[arg(long, env = "PERF_HUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// An app agents may connect as, NAME:SECRET (repeatable).
+    #[arg(long = "app", value_name = "NAME:SECRET")]
+    apps: Vec<String>,
+    /// Largest artifact accepted, in MiB.
+    #[arg(long)]
+    max_artifact_mb: Option<u64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PERF_HUB_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve_config(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let running = perf_hub::start(config).await?;
+        let c = &running.hub.config;
+        for (what, addr) in [("agents", running.agent_addr), ("http", running.http_addr)] {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "{what} listener is reachable from other hosts (no TLS yet): restrict it with a firewall");
+            }
+        }
+        tracing::info!(agent_addr = %running.agent_addr, http_addr = %running.http_addr,
+            data_dir = %c.data_dir.display(), apps = c.apps.len(), "perf-hub listening");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.abort();
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
+    let file: FileConfig = match &args.config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("parsing {}", p.display()))?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./perf-hub-data"));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut apps: BTreeMap<String, String> = file.apps;
+    let env_apps = std::env::var("PERF_HUB_APPS").unwrap_or_default();
+    for spec in args.apps.iter().map(String::as_str).chain(env_apps.split(',').map(str::trim).filter(|s| !s.is_empty())) {
+        let (name, secret) = parse_app(spec).map_err(anyhow::Error::msg)?;
+        apps.insert(name, secret);
+    }
+    if apps.is_empty() {
+        tracing::warn!("no apps configured (--app NAME:SECRET): no agent can connect");
+    }
+    let token = match args.token.or(file.token) {
+        Some(t) if t.len() < 16 => bail!("the operator token must be at least 16 characters"),
+        Some(t) => t,
+        None => generated_token(&data_dir)?,
+    };
+    Ok(HubConfig {
+        agent_addr: args.agent_addr.or(file.agent_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+        http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7080))),
+        data_dir,
+        token,
+        apps,
+        max_artifact_bytes: args.max_artifact_mb.or(file.max_artifact_bytes.map(|b| b >> 20)).unwrap_or(16 * 1024) << 20,
+        ..HubConfig::for_test(PathBuf::new())
+    })
+}
+
+/// Without a configured token, make one and keep it in a file only the owner can read.
+fn generated_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("operator-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 16 {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = perf_hub::ids::new_secret().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    write_private(&path, &token)?;
+    tracing::warn!(path = %path.display(), "no --token given: generated an operator token and wrote it there");
+    Ok(token)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! Metadata store: processes, artifacts and the audit log in embedded SQLite.
+//!
+//! Records are kept as JSON documents with a few indexed columns; that keeps migrations cheap
+//! while the schema of a record grows. Writes are small and serialized behind one mutex.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("bad record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("store lock poisoned")]
+    Poisoned,
+}
+
+/// A process an agent runs in, as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessRecord {
+    pub id: String,
+    pub app: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub labels: BTreeMap<String, String>,
+    pub node_version: String,
+    pub agent_version: String,
+    pub capabilities: Vec<String>,
+    pub connected: bool,
+    /// "running", "blocked" or "disconnected".
+    pub state: String,
+    pub connected_at: String,
+    pub last_seen: String,
+    pub remote_addr: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactStatus {
+    Pending,
+    Running,
+    Uploading,
+    Ready,
+    Failed,
+}
+
+impl ArtifactStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactStatus::Pending => "pending",
+            ArtifactStatus::Running => "running",
+            ArtifactStatus::Uploading => "uploading",
+            ArtifactStatus::Ready => "ready",
+            ArtifactStatus::Failed => "failed",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, ArtifactStatus::Ready | ArtifactStatus::Failed)
+    }
+}
+
+/// One requested capture and, once ready, its stored file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactRecord {
+    pub id: String,
+    pub process_id: String,
+    pub app: String,
+    pub kind: String,
+    /// The command's parameters as requested (seconds, frequency, force...).
+    pub params: serde_json::Value,
+    pub status: ArtifactStatus,
+    pub error: Option<String>,
+    /// Bytes stored (or announced by the agent while uploading).
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub file_name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub requested_by: String,
+    /// Cost estimate the agent computed before a heap snapshot.
+    pub estimate: Option<serde_json::Value>,
+    /// Latest progress report: `{stage, done, total}`.
+    pub progress: Option<serde_json::Value>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Bytes received so far on the upload stream.
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+    /// Authorises the upload stream; never shown by the API.
+    #[serde(skip_serializing, default)]
+    pub upload_token: String,
+}
+
+/// Internal form that also persists the upload token (which the API form skips).
+#[derive(Serialize, Deserialize)]
+struct StoredArtifact {
+    #[serde(flatten)]
+    record: ArtifactRecord,
+    upload_token: String,
+}
+
+/// Who did what, when, and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub ts: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+    pub result: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS processes (
+    id TEXT PRIMARY KEY, doc TEXT NOT NULL, last_seen TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY, process_id TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS artifacts_by_process ON artifacts(process_id);
+CREATE INDEX IF NOT EXISTS artifacts_by_status ON artifacts(status);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, doc TEXT NOT NULL);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers don't block the writer; NORMAL sync is durable across process crashes.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&conn)
+    }
+
+    pub fn upsert_process(&self, p: &ProcessRecord) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(p)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO processes (id, doc, last_seen) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, last_seen = excluded.last_seen",
+                params![p.id, doc, p.last_seen],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get_process(&self, id: &str) -> Result<Option<ProcessRecord>, StoreError> {
+        self.with(|c| {
+            let doc: Option<String> = c
+                .query_row("SELECT doc FROM processes WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()?;
+            Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+        })
+    }
+
+    pub fn list_processes(&self) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT doc FROM processes ORDER BY last_seen DESC")?;
+            let docs = st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+        })
+    }
+
+    pub fn insert_artifact(&self, a: &ArtifactRecord) -> Result<(), StoreError> {
+        let doc = stored_doc(a)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO artifacts (id, process_id, status, created_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.id, a.process_id, a.status.as_str(), a.created_at, doc],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get_artifact(&self, id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
+        self.with(|c| get_artifact_in(c, id))
+    }
+
+    /// Read-modify-write of one artifact under the lock; returns the new record.
+    pub fn update_artifact(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ArtifactRecord),
+    ) -> Result<Option<ArtifactRecord>, StoreError> {
+        self.with(|c| {
+            let Some(mut a) = get_artifact_in(c, id)? else {
+                return Ok(None);
+            };
+            f(&mut a);
+            a.updated_at = now_rfc3339();
+            c.execute(
+                "UPDATE artifacts SET status = ?2, doc = ?3 WHERE id = ?1",
+                params![a.id, a.status.as_str(), stored_doc(&a)?],
+            )?;
+            Ok(Some(a))
+        })
+    }
+
+    /// Artifacts, newest first, optionally of one process or not yet final.
+    pub fn list_artifacts(
+        &self,
+        process_id: Option<&str>,
+        only_unfinished: bool,
+        limit: u32,
+    ) -> Result<Vec<ArtifactRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT doc FROM artifacts
+                 WHERE (?1 IS NULL OR process_id = ?1)
+                   AND (?2 = 0 OR status NOT IN ('ready', 'failed'))
+                 ORDER BY created_at DESC, id LIMIT ?3",
+            )?;
+            let docs = st
+                .query_map(params![process_id, only_unfinished as i32, limit], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| parse_stored(d)).collect()
+        })
+    }
+
+    pub fn insert_audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(a)?;
+        self.with(|c| {
+            c.execute("INSERT INTO audit (ts, doc) VALUES (?1, ?2)", params![a.ts, doc])?;
+            Ok(())
+        })
+    }
+
+    pub fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT doc FROM audit ORDER BY seq DESC LIMIT ?1")?;
+            let docs = st.query_map(params![limit], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+        })
+    }
+}
+
+fn stored_doc(a: &ArtifactRecord) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(&StoredArtifact { record: a.clone(), upload_token: a.upload_token.clone() })?)
+}
+
+fn parse_stored(doc: &str) -> Result<ArtifactRecord, StoreError> {
+    let s: StoredArtifact = serde_json::from_str(doc)?;
+    let mut rec = s.record;
+    rec.upload_token = s.upload_token;
+    Ok(rec)
+}
+
+fn get_artifact_in(c: &Connection, id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
+    let doc: Option<String> =
+        c.query_row("SELECT doc FROM artifacts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+    doc.map(|d| parse_stored(&d)).transpose()
+}
+
+/// Current time as RFC 3339 with milliseconds (sorts lexically in time order).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn artifact(id: &str, process: &str) -> ArtifactRecord {
+        ArtifactRecord {
+            id: id.into(),
+            process_id: process.into(),
+            app: "orders".into(),
+            kind: "heap_snapshot".into(),
+            params: serde_json::json!({}),
+            status: ArtifactStatus::Pending,
+            error: None,
+            size: None,
+            sha256: None,
+            file_name: format!("{id}.heapsnapshot"),
+            created_at: now_rfc3339(),
+            updated_at: now_rfc3339(),
+            requested_by: "operator".into(),
+            estimate: None,
+            progress: None,
+            notes: vec![],
+            uploaded_bytes: 0,
+            upload_token: "tok".into(),
+        }
+    }
+
+    #[test]
+    fn artifacts_survive_reopen_with_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.db");
+        {
+            let s = Store::open(&path).expect("open");
+            s.insert_artifact(&artifact("a1", "p1")).expect("insert");
+            s.update_artifact("a1", |a| {
+                a.status = ArtifactStatus::Ready;
+                a.size = Some(10);
+            })
+            .expect("update");
+        }
+        let s = Store::open(&path).expect("reopen");
+        let a = s.get_artifact("a1").expect("get").expect("present");
+        assert_eq!(a.status, ArtifactStatus::Ready);
+        assert_eq!(a.size, Some(10));
+        assert_eq!(a.upload_token, "tok");
+        // The API form never carries the token.
+        assert!(!serde_json::to_string(&a).expect("json").contains("tok"));
+    }
+
+    #[test]
+    fn list_filters_unfinished_and_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("hub.db")).expect("open");
+        s.insert_artifact(&artifact("a1", "p1")).expect("insert");
+        s.insert_artifact(&artifact("a2", "p2")).expect("insert");
+        s.update_artifact("a2", |a| a.status = ArtifactStatus::Failed).expect("update");
+        assert_eq!(s.list_artifacts(None, false, 10).expect("list").len(), 2);
+        let open = s.list_artifacts(None, true, 10).expect("list");
+        assert_eq!(open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), vec!["a1"]);
+        assert_eq!(s.list_artifacts(Some("p2"), false, 10).expect("list").len(), 1);
+        assert!(s.update_artifact("nope", |_| {}).expect("update").is_none());
+    }
+
+    #[test]
+    fn audit_is_listed_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("hub.db")).expect("open");
+        for i in 0..3 {
+            s.insert_audit(&AuditRecord {
+                ts: now_rfc3339(),
+                actor: "op".into(),
+                action: format!("a{i}"),
+                target: "t".into(),
+                detail: serde_json::json!({}),
+                result: "ok".into(),
+            })
+            .expect("audit");
+        }
+        let got = s.list_audit(2).expect("list");
+        assert_eq!(got.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), vec!["a2", "a1"]);
+    }
+}

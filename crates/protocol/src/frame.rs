@@ -1,0 +1,223 @@
+//! Frame encoding and an incremental, allocation-bounded decoder.
+//!
+//! Layout: `u32 BE length | u8 kind | payload`, where length counts the kind byte and the payload.
+//! The decoder accepts bytes in any split (as TCP delivers them) and yields whole frames.
+
+use crate::{message::Message, ProtocolError};
+
+/// Largest frame either side accepts (kind byte + payload). Data chunks are far smaller.
+pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Length prefix + kind byte.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_DATA: u8 = 2;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Message(Message),
+    Data(Vec<u8>),
+}
+
+/// Appends an encoded control frame to `out`.
+pub fn encode_message(msg: &Message, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let payload = serde_json::to_vec(msg)?;
+    encode_raw(KIND_MESSAGE, &payload, out)
+}
+
+/// Appends an encoded data frame to `out`.
+pub fn encode_data(data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    encode_raw(KIND_DATA, data, out)
+}
+
+fn encode_raw(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let len = payload.len() + 1;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::FrameTooLarge { len, max: MAX_FRAME_LEN });
+    }
+    out.reserve(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Incremental decoder: feed it bytes with [`FrameDecoder::extend`], take frames with
+/// [`FrameDecoder::next_frame`]. It never buffers more than one maximal frame plus one read.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed, or an error for a frame that
+    /// can never be valid (the connection should then be closed).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len == 0 {
+            return Err(ProtocolError::EmptyFrame);
+        }
+        if len > MAX_FRAME_LEN {
+            return Err(ProtocolError::FrameTooLarge { len, max: MAX_FRAME_LEN });
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let kind = avail[4];
+        let payload = &avail[5..4 + len];
+        let frame = match kind {
+            KIND_MESSAGE => Frame::Message(serde_json::from_slice(payload)?),
+            KIND_DATA => Frame::Data(payload.to_vec()),
+            other => return Err(ProtocolError::UnknownFrameKind(other)),
+        };
+        self.start += 4 + len;
+        Ok(Some(frame))
+    }
+
+    /// Drops consumed bytes so the buffer doesn't grow with the connection's lifetime.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use proptest::prelude::*;
+
+    fn sample_frames() -> Vec<Frame> {
+        vec![
+            Frame::Message(Message::Heartbeat { ts_ms: 42 }),
+            Frame::Data(vec![0, 1, 2, 255]),
+            Frame::Message(Message::Challenge { nonce: "ab".repeat(16) }),
+            Frame::Data(Vec::new()),
+        ]
+    }
+
+    fn encode_all(frames: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            match f {
+                Frame::Message(m) => encode_message(m, &mut out).expect("encode"),
+                Frame::Data(d) => encode_data(d, &mut out).expect("encode"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn roundtrip_whole_buffer() {
+        let frames = sample_frames();
+        let mut dec = FrameDecoder::new();
+        dec.extend(&encode_all(&frames));
+        let mut got = Vec::new();
+        while let Some(f) = dec.next_frame().expect("decode") {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+        assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn oversized_length_is_rejected_before_buffering() {
+        let mut dec = FrameDecoder::new();
+        dec.extend(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn zero_length_and_unknown_kind_are_errors() {
+        let mut dec = FrameDecoder::new();
+        dec.extend(&[0, 0, 0, 0]);
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::EmptyFrame)));
+        let mut dec = FrameDecoder::new();
+        dec.extend(&[0, 0, 0, 2, 9, 9]);
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::UnknownFrameKind(9))));
+    }
+
+    #[test]
+    fn bad_json_is_an_error() {
+        let mut dec = FrameDecoder::new();
+        dec.extend(&[0, 0, 0, 3, 1, b'{', b'x']);
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::BadMessage(_))));
+        let mut dec = FrameDecoder::new();
+        let mut bytes = Vec::new();
+        encode_raw(KIND_MESSAGE, br#"{"type":"no_such_message"}"#, &mut bytes).expect("encode");
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::BadMessage(_))));
+    }
+
+    #[test]
+    fn encoder_refuses_oversized_payload() {
+        let big = vec![0u8; MAX_FRAME_LEN];
+        assert!(matches!(
+            encode_data(&big, &mut Vec::new()),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        // The decoder is a trust boundary: arbitrary bytes must give frames or errors, never a
+        // panic, and must never make it hold more than one maximal frame.
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            let mut dec = FrameDecoder::new();
+            for c in chunks {
+                dec.extend(&c);
+                loop {
+                    match dec.next_frame() {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                prop_assert!(dec.pending() <= MAX_FRAME_LEN + 4 + 64);
+            }
+        }
+
+        #[test]
+        fn any_split_yields_the_same_frames(cuts in proptest::collection::vec(0usize..200, 0..10)) {
+            let frames = sample_frames();
+            let bytes = encode_all(&frames);
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut dec = FrameDecoder::new();
+            let mut got = Vec::new();
+            let mut prev = 0;
+            for p in points.into_iter().chain(std::iter::once(bytes.len())) {
+                dec.extend(&bytes[prev..p]);
+                prev = p;
+                while let Some(f) = dec.next_frame().expect("valid stream") {
+                    got.push(f);
+                }
+            }
+            prop_assert_eq!(got, frames);
+        }
+    }
+}

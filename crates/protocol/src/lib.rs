@@ -1,0 +1,46 @@
+//! The wire protocol between the perf-agent addon (in every Node process) and perf-hub.
+//!
+//! A connection carries *frames*: a 4-byte big-endian length, one kind byte and a payload.
+//! Control frames hold one JSON [`Message`]; data frames hold raw artifact bytes on an upload
+//! connection. Frames are bounded by [`MAX_FRAME_LEN`] so a bad peer can't make us allocate
+//! without limit, and every decoding failure is a [`ProtocolError`] value, never a panic.
+//!
+//! Two kinds of connection use the agent port of the hub:
+//! - the *control link*: `Hello` → `Challenge` → `Auth` → `Welcome`, then heartbeats, commands,
+//!   acks, progress and results in both directions;
+//! - an *upload stream* per artifact: `UploadHello` (with the one-time token the hub issued in
+//!   the command) → `UploadOffset` (where to resume) → data frames → `UploadDone` → `UploadAck`.
+//!   Large artifacts travel there so the control link never queues behind a gigabyte.
+
+pub mod auth;
+pub mod frame;
+pub mod io;
+pub mod message;
+
+pub use frame::{encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use io::{FrameReader, FrameWriter};
+pub use message::*;
+
+/// Version spoken by this build. The hub refuses a `Hello` with another major version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Everything that can go wrong on the wire, as a value the caller can report.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    EmptyFrame,
+    #[error("unknown frame kind {0}")]
+    UnknownFrameKind(u8),
+    #[error("malformed message: {0}")]
+    BadMessage(#[from] serde_json::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("connection closed in the middle of a frame")]
+    TruncatedFrame,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected message: expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+}

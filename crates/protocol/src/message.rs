@@ -1,0 +1,253 @@
+//! The messages carried in control frames, as a serde-tagged enum (`{"type": "...", ...}`).
+//!
+//! JSON keeps the link debuggable and lets either side add optional fields without breaking
+//! the other; unknown message types are refused as errors.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Every control message, in both directions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    // ---- control link handshake ----
+    /// Agent → hub, first frame of a control link.
+    Hello(Hello),
+    /// Hub → agent: prove you know the app secret by MACing this nonce.
+    Challenge { nonce: String },
+    /// Agent → hub: `auth::auth_mac(secret, nonce, app, instance_id)`.
+    Auth { mac: String },
+    /// Hub → agent: authenticated.
+    Welcome { process_id: String, heartbeat_ms: u64 },
+
+    // ---- both directions ----
+    Heartbeat { ts_ms: u64 },
+    /// A refusal or failure the peer should show to a human; the connection usually closes after.
+    Error { code: ErrorCode, message: String },
+    Goodbye { reason: String },
+
+    // ---- commands ----
+    /// Hub → agent.
+    Command(Command),
+    /// Agent → hub: the command was accepted (and is running) or refused (busy, no headroom...).
+    Ack(Ack),
+    /// Agent → hub: how far a running command is.
+    Progress(Progress),
+    /// Agent → hub: the capture is complete (the artifact now uploads) or failed.
+    CommandResult(CommandResult),
+    /// Agent → hub: a metrics sample (schema owned by the agent's collector).
+    Metrics { sample: serde_json::Value },
+
+    // ---- upload stream ----
+    /// Agent → hub, first frame of an upload connection.
+    UploadHello(UploadHello),
+    /// Hub → agent: bytes of this artifact the hub already holds; send from there.
+    UploadOffset { offset: u64 },
+    /// Agent → hub: all data frames are sent.
+    UploadDone,
+    /// Hub → agent: the artifact is stored and its checksum verified (or why not).
+    UploadAck { ok: bool, error: Option<String> },
+}
+
+impl Message {
+    /// Short name for logs and "unexpected message" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Challenge { .. } => "challenge",
+            Message::Auth { .. } => "auth",
+            Message::Welcome { .. } => "welcome",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Error { .. } => "error",
+            Message::Goodbye { .. } => "goodbye",
+            Message::Command(_) => "command",
+            Message::Ack(_) => "ack",
+            Message::Progress(_) => "progress",
+            Message::CommandResult(_) => "command_result",
+            Message::Metrics { .. } => "metrics",
+            Message::UploadHello(_) => "upload_hello",
+            Message::UploadOffset { .. } => "upload_offset",
+            Message::UploadDone => "upload_done",
+            Message::UploadAck { .. } => "upload_ack",
+        }
+    }
+}
+
+/// Who the agent is. `instance_id` is random per agent start and names the process in the hub,
+/// so a reconnect after a network blip or hub restart maps to the same process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub app: String,
+    pub instance_id: String,
+    pub hostname: String,
+    pub pid: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub node_version: String,
+    pub agent_version: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Commands this agent is still working on (capturing or uploading) — after a reconnect
+    /// the hub fails the others it thought were in flight.
+    #[serde(default)]
+    pub active_commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    AuthFailed,
+    UnsupportedVersion,
+    BadRequest,
+    Busy,
+    Internal,
+}
+
+/// A command for one process. `id` is the artifact id the result will be stored under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+    /// One-time secret that authorises the upload stream of this artifact.
+    pub upload_token: String,
+    /// Skip safety checks (memory headroom) the operator has been warned about.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommandKind {
+    HeapSnapshot,
+    CpuProfile {
+        seconds: u32,
+        #[serde(default)]
+        interval_us: Option<u32>,
+    },
+    PerfFlamegraph {
+        seconds: u32,
+        #[serde(default)]
+        frequency: Option<u32>,
+    },
+    HeapSampling {
+        seconds: u32,
+        #[serde(default)]
+        interval_bytes: Option<u32>,
+    },
+}
+
+impl CommandKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandKind::HeapSnapshot => "heap_snapshot",
+            CommandKind::CpuProfile { .. } => "cpu_profile",
+            CommandKind::PerfFlamegraph { .. } => "perf_flamegraph",
+            CommandKind::HeapSampling { .. } => "heap_sampling",
+        }
+    }
+
+    /// File extension of the artifact this command produces.
+    pub fn file_extension(&self) -> &'static str {
+        match self {
+            CommandKind::HeapSnapshot => "heapsnapshot",
+            CommandKind::CpuProfile { .. } => "cpuprofile",
+            CommandKind::PerfFlamegraph { .. } => "folded",
+            CommandKind::HeapSampling { .. } => "heapprofile",
+        }
+    }
+}
+
+/// What a heap snapshot will cost the process, estimated from its current heap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEstimate {
+    pub heap_used_bytes: u64,
+    /// Extra memory V8 needs while writing the snapshot (~8x the live heap, measured).
+    pub extra_memory_bytes: u64,
+    /// How long the JS thread will be paused (~115 ms per MB of live heap, measured).
+    pub pause_ms: u64,
+    /// Expected file size (~1.7x the live heap).
+    pub file_bytes: u64,
+    /// How much the process may still grow (tighter of cgroup limit and MemAvailable), if known.
+    pub headroom_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub command_id: String,
+    pub accepted: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub estimate: Option<SnapshotEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub command_id: String,
+    pub stage: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub command_id: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Captured; the upload stream follows.
+    Captured {
+        size: u64,
+        sha256: String,
+        #[serde(default)]
+        notes: Vec<String>,
+    },
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadHello {
+    pub protocol_version: u32,
+    pub command_id: String,
+    pub token: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_wire_shape_is_flat() {
+        let cmd = Message::Command(Command {
+            id: "a1".into(),
+            kind: CommandKind::CpuProfile { seconds: 3, interval_us: None },
+            upload_token: "t".into(),
+            force: false,
+        });
+        let v: serde_json::Value = serde_json::to_value(&cmd).expect("serialize");
+        assert_eq!(v["type"], "command");
+        assert_eq!(v["kind"], "cpu_profile");
+        assert_eq!(v["seconds"], 3);
+        let back: Message = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn outcome_roundtrip() {
+        let m = Message::CommandResult(CommandResult {
+            command_id: "x".into(),
+            outcome: Outcome::Failed { error: "boom".into() },
+        });
+        let s = serde_json::to_string(&m).expect("serialize");
+        assert!(s.contains(r#""status":"failed""#), "{s}");
+        assert_eq!(serde_json::from_str::<Message>(&s).expect("deserialize"), m);
+    }
+}
