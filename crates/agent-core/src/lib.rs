@@ -1,1 +1,331 @@
-//! placeholder
+//! The agent's logic, without Node: it keeps the link to perf-hub, receives commands, hands them
+//! to an [`Executor`] (in the addon: the inspector worker), spools what the executor produces and
+//! uploads it. The napi binding only adapts this crate; everything here is tested with
+//! `cargo test` against a real hub.
+//!
+//! Threading: all network work runs on the agent's own tokio runtime (one worker thread named
+//! `perf-agent-link`), never on the JS thread; executor callbacks (chunks, progress) arrive on
+//! the worker's thread and only touch a spool file and a bounded channel.
+
+pub mod backoff;
+pub mod config;
+pub mod headroom;
+mod job;
+mod link;
+pub mod spool;
+pub mod upload;
+
+pub use config::{parse_labels, AgentConfig, ConfigError};
+pub use job::JobSpec;
+
+use job::Job;
+use perf_protocol::{Ack, CommandKind, CommandResult, Message, Outcome, Progress, SnapshotEstimate};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Runs commands. Implemented by the addon (a threadsafe call into the inspector worker) and by
+/// tests. `dispatch` must not block; the job's results come back through [`Agent::job`].
+pub trait Executor: Send + Sync + 'static {
+    fn dispatch(&self, job: JobSpec) -> Result<(), String>;
+}
+
+/// Link state for `status()` and tests.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LinkStatus {
+    pub connected: bool,
+    pub process_id: Option<String>,
+    pub last_error: Option<String>,
+    pub connects: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot start the agent's runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("no such command in flight: {0}")]
+    UnknownJob(String),
+}
+
+/// Capacity of the queue of messages waiting for the link (drops beyond it, never blocks).
+const OUTBOX_CAPACITY: usize = 1024;
+
+pub(crate) struct Inner {
+    pub config: AgentConfig,
+    executor: RwLock<Option<Arc<dyn Executor>>>,
+    outbox: mpsc::Sender<Message>,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// The one heavy command allowed at a time (capture phase; uploads may overlap).
+    busy: Mutex<Option<String>>,
+    status: Mutex<LinkStatus>,
+    shutdown: watch::Sender<bool>,
+    /// The agent's runtime, for spawning from executor threads (which run outside it).
+    rt: tokio::runtime::Handle,
+}
+
+/// A running agent. Dropping it without `stop()` leaves the runtime to die with the process.
+pub struct Agent {
+    inner: Arc<Inner>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Agent {
+    /// Starts the link on a dedicated runtime. Never fails because of the network: an absent hub
+    /// is retried with backoff and jitter.
+    pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .thread_name("perf-agent-link")
+            .enable_all()
+            .build()
+            .map_err(AgentError::Runtime)?;
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config,
+            executor: RwLock::new(None),
+            outbox,
+            jobs: Mutex::new(HashMap::new()),
+            busy: Mutex::new(None),
+            status: Mutex::new(LinkStatus::default()),
+            shutdown,
+            rt: runtime.handle().clone(),
+        });
+        runtime.spawn(link::run(inner.clone(), outbox_rx));
+        Ok(Self { inner, runtime: Some(runtime) })
+    }
+
+    pub fn set_executor(&self, executor: Option<Arc<dyn Executor>>) {
+        if let Ok(mut e) = self.inner.executor.write() {
+            *e = executor;
+        }
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Handle for the executor to report on a command.
+    pub fn job(&self, id: &str) -> Result<JobHandle, AgentError> {
+        let job = self.inner.job(id).ok_or_else(|| AgentError::UnknownJob(id.to_string()))?;
+        Ok(JobHandle { inner: self.inner.clone(), job })
+    }
+
+    /// Says goodbye to the hub, cancels uploads (their spool files are removed) and stops the
+    /// runtime, waiting at most `timeout`.
+    pub fn stop(mut self, timeout: Duration) {
+        let _ = self.inner.shutdown.send(true);
+        if let Some(rt) = self.runtime.take() {
+            // Give the link a moment to send its goodbye before the runtime goes.
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+            rt.shutdown_timeout(timeout);
+        }
+        self.inner.discard_all_jobs();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            let _ = self.inner.shutdown.send(true);
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    fn job(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs.lock().ok().and_then(|j| j.get(id).cloned())
+    }
+
+    pub(crate) fn active_job_ids(&self) -> Vec<String> {
+        self.jobs.lock().map(|j| j.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub(crate) fn set_status(&self, f: impl FnOnce(&mut LinkStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Queues a message for the hub; dropped (with a log line) if the queue is full.
+    pub(crate) fn send(&self, msg: Message) {
+        if let Err(e) = self.outbox.try_send(msg) {
+            tracing::warn!(error = %e, "perf-agent: outbox full, message dropped");
+        }
+    }
+
+    fn ack(&self, command_id: &str, accepted: bool, error: Option<String>, estimate: Option<SnapshotEstimate>) {
+        self.send(Message::Ack(Ack { command_id: command_id.to_string(), accepted, error, estimate }));
+    }
+
+    /// A command from the hub: refuse it or hand it to the executor.
+    pub(crate) fn handle_command(self: &Arc<Self>, cmd: perf_protocol::Command) {
+        if let Err(reason) = self.try_dispatch(&cmd) {
+            tracing::warn!(command = %cmd.id, reason, "perf-agent: command refused");
+            self.ack(&cmd.id, false, Some(reason), None);
+        }
+    }
+
+    fn try_dispatch(self: &Arc<Self>, cmd: &perf_protocol::Command) -> Result<(), String> {
+        if !self.config.capabilities.iter().any(|c| c == cmd.kind.name()) {
+            return Err(format!("this process does not support {}", cmd.kind.name()));
+        }
+        let executor = self.executor.read().ok().and_then(|e| e.clone()).ok_or("the agent's inspector worker is not running")?;
+        {
+            let mut busy = self.busy.lock().map_err(|_| "agent state poisoned")?;
+            if let Some(current) = busy.as_ref() {
+                return Err(format!("busy: command {current} is still capturing; one heavy command at a time per process"));
+            }
+            *busy = Some(cmd.id.clone());
+        }
+        let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force };
+        let name = format!("{}-{}.{}", self.config.pid, cmd.id, cmd.kind.file_extension());
+        let spool = match spool::SpoolWriter::create(&self.config.spool_dir, &name, self.config.max_spool_bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                self.release_busy(&cmd.id);
+                return Err(e.to_string());
+            }
+        };
+        let job = Arc::new(Job::new(spec.clone(), cmd.upload_token.clone(), spool));
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(cmd.id.clone(), job.clone());
+        }
+        if let Err(e) = executor.dispatch(spec) {
+            self.drop_job(&cmd.id);
+            job.discard();
+            return Err(format!("cannot start the capture: {e}"));
+        }
+        // A heap snapshot is acknowledged after the executor's memory preflight.
+        if !matches!(cmd.kind, CommandKind::HeapSnapshot) {
+            self.ack(&cmd.id, true, None, None);
+        }
+        Ok(())
+    }
+
+    fn release_busy(&self, id: &str) {
+        if let Ok(mut busy) = self.busy.lock() {
+            if busy.as_deref() == Some(id) {
+                *busy = None;
+            }
+        }
+    }
+
+    fn drop_job(&self, id: &str) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.remove(id);
+        }
+        self.release_busy(id);
+    }
+
+    fn discard_all_jobs(&self) {
+        let jobs: Vec<_> = self.jobs.lock().map(|mut j| j.drain().map(|(_, v)| v).collect()).unwrap_or_default();
+        for job in jobs {
+            job.discard();
+            // Uploads in flight own a finished spool: remove it too, nobody will resume it.
+            let name = format!("{}-{}.{}", self.config.pid, job.spec.id, job.spec.kind.file_extension());
+            let _ = std::fs::remove_file(self.config.spool_dir.join(name));
+        }
+    }
+
+    fn start_upload(self: &Arc<Self>, job: Arc<Job>, file: spool::SpoolFile) {
+        let inner = self.clone();
+        self.rt.spawn(async move {
+            let upload = upload::UploadJob {
+                hub: inner.config.hub.clone(),
+                command_id: job.spec.id.clone(),
+                token: job.upload_token.clone(),
+                file,
+            };
+            let backoff = backoff::Backoff::new(inner.config.reconnect_min, inner.config.reconnect_max);
+            let result = upload::upload_with_retry(&upload, backoff, inner.shutdown.subscribe()).await;
+            match &result {
+                Ok(()) => tracing::info!(artifact = %upload.command_id, size = upload.file.size, "perf-agent: artifact uploaded"),
+                Err(e) => tracing::error!(artifact = %upload.command_id, error = %e, "perf-agent: upload abandoned"),
+            }
+            let _ = tokio::fs::remove_file(&upload.file.path).await;
+            if let Ok(mut jobs) = inner.jobs.lock() {
+                jobs.remove(&upload.command_id);
+            }
+        });
+    }
+}
+
+/// The executor's side of one command.
+pub struct JobHandle {
+    inner: Arc<Inner>,
+    job: Arc<Job>,
+}
+
+impl JobHandle {
+    pub fn spec(&self) -> &JobSpec {
+        &self.job.spec
+    }
+
+    /// Heap snapshots only: decides from the live heap whether the snapshot is safe, and
+    /// acknowledges the command either way. `Err` means "don't take it" (already reported).
+    pub fn preflight_snapshot(&self, heap_used_bytes: u64) -> Result<SnapshotEstimate, String> {
+        let est = headroom::estimate_snapshot(heap_used_bytes, headroom::memory_headroom());
+        let id = &self.job.spec.id;
+        match headroom::check(&est, self.job.spec.force) {
+            Ok(()) => {
+                self.inner.ack(id, true, None, Some(est.clone()));
+                Ok(est)
+            }
+            Err(reason) => {
+                self.inner.ack(id, false, Some(reason.clone()), Some(est));
+                self.job.discard();
+                self.inner.drop_job(id);
+                Err(reason)
+            }
+        }
+    }
+
+    pub fn write_chunk(&self, chunk: &[u8]) -> Result<(), String> {
+        self.job.write(chunk)
+    }
+
+    pub fn progress(&self, stage: &str, done: u64, total: u64) {
+        if self.job.progress_due() || (total > 0 && done >= total) {
+            self.inner.send(Message::Progress(Progress {
+                command_id: self.job.spec.id.clone(),
+                stage: stage.to_string(),
+                done,
+                total,
+            }));
+        }
+    }
+
+    /// The capture is complete: report size and checksum, free the busy slot, upload.
+    pub fn finish(&self, notes: Vec<String>) -> Result<(), String> {
+        let id = self.job.spec.id.clone();
+        let file = match self.job.take_spool() {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(&e);
+                return Err(e);
+            }
+        };
+        self.inner.send(Message::CommandResult(CommandResult {
+            command_id: id.clone(),
+            outcome: Outcome::Captured { size: file.size, sha256: file.sha256.clone(), notes },
+        }));
+        self.inner.release_busy(&id);
+        self.inner.start_upload(self.job.clone(), file);
+        Ok(())
+    }
+
+    /// The capture failed: report why and clean up.
+    pub fn fail(&self, error: &str) {
+        let id = self.job.spec.id.clone();
+        self.job.discard();
+        self.inner.drop_job(&id);
+        self.inner.send(Message::CommandResult(CommandResult {
+            command_id: id,
+            outcome: Outcome::Failed { error: error.to_string() },
+        }));
+    }
+}

@@ -1,9 +1,9 @@
 //! The operators' HTTP API (JSON, bearer token on everything but the console page) and the
 //! Prometheus endpoint.
 
-use crate::hub::{Hub, SendError};
+use crate::hub::{CommandError, Hub};
 use crate::ids;
-use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus};
+use crate::store::ArtifactStatus;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -11,12 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use perf_protocol::{auth, Command, CommandKind, Message};
+use perf_protocol::{auth, CommandKind};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Bounds on the capture length operators may ask for.
 pub const MAX_SECONDS: u32 = 600;
@@ -146,79 +145,24 @@ async fn post_command(
     body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let actor = actor(&remote);
     let Json(req) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
     let kind = command_kind(&req).map_err(|m| err(StatusCode::BAD_REQUEST, m))?;
-    let process = hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
-    if !process.capabilities.iter().any(|c| c == kind.name()) {
-        let msg = format!("process does not support {} (capabilities: {})", kind.name(), process.capabilities.join(", "));
-        hub.audit(&actor, "command.request", &id, json!({"kind": kind.name()}), "unsupported");
-        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, msg));
+    match hub.request_command(&id, kind, req.force, &actor(&remote)).await {
+        Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact })) ).into_response()),
+        Ok((artifact, Some(refusal))) => {
+            Ok((StatusCode::CONFLICT, Json(json!({ "error": refusal, "artifact": artifact }))).into_response())
+        }
+        Err(e) => {
+            let status = match e {
+                CommandError::NoSuchProcess => StatusCode::NOT_FOUND,
+                CommandError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                CommandError::NotConnected => StatusCode::CONFLICT,
+                CommandError::LinkClosed => StatusCode::SERVICE_UNAVAILABLE,
+                CommandError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(err(status, e.to_string()))
+        }
     }
-    let artifact = new_artifact(&process, &kind, &req, &actor)?;
-    hub.store.insert_artifact(&artifact)?;
-    let command = Command { id: artifact.id.clone(), kind, upload_token: artifact.upload_token.clone(), force: req.force };
-    let ack = hub.wait_for_ack(&artifact.id);
-    if let Err(e) = hub.send_to(&id, Message::Command(command)) {
-        hub.forget_ack(&artifact.id);
-        let _ = hub.store.update_artifact(&artifact.id, |a| {
-            a.status = ArtifactStatus::Failed;
-            a.error = Some(e.to_string());
-        });
-        hub.audit(&actor, "command.request", &id, json!({"kind": artifact.kind, "artifact": artifact.id}), &e.to_string());
-        let status = match e {
-            SendError::NotConnected => StatusCode::CONFLICT,
-            SendError::LinkClosed => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        return Err(err(status, e.to_string()));
-    }
-    let outcome = tokio::time::timeout(Duration::from_millis(hub.config.ack_timeout_ms), ack).await;
-    hub.forget_ack(&artifact.id);
-    let current = hub.store.get_artifact(&artifact.id)?.unwrap_or(artifact);
-    let (status, result) = match outcome {
-        Ok(Ok(a)) if !a.accepted => (StatusCode::CONFLICT, a.error.unwrap_or_else(|| "refused".into())),
-        Ok(Ok(_)) => (StatusCode::ACCEPTED, "accepted".to_string()),
-        _ => (StatusCode::ACCEPTED, "sent (no ack yet)".to_string()),
-    };
-    hub.audit(&actor, "command.request", &id, json!({"kind": current.kind, "artifact": current.id, "params": current.params}), &result);
-    let mut body = json!({ "artifact": current });
-    if status != StatusCode::ACCEPTED {
-        body["error"] = json!(result);
-    }
-    Ok((status, Json(body)).into_response())
-}
-
-fn new_artifact(
-    process: &crate::store::ProcessRecord,
-    kind: &CommandKind,
-    req: &CommandRequest,
-    actor: &str,
-) -> Result<ArtifactRecord, ApiError> {
-    let id = ids::new_id()?;
-    let now = now_rfc3339();
-    Ok(ArtifactRecord {
-        file_name: format!("{id}.{}", kind.file_extension()),
-        id,
-        process_id: process.id.clone(),
-        app: process.app.clone(),
-        kind: kind.name().to_string(),
-        params: serde_json::to_value(kind)?.as_object().cloned().map(serde_json::Value::Object).map(|mut v| {
-            v["force"] = json!(req.force);
-            v
-        }).unwrap_or_default(),
-        status: ArtifactStatus::Pending,
-        error: None,
-        size: None,
-        sha256: None,
-        created_at: now.clone(),
-        updated_at: now,
-        requested_by: actor.to_string(),
-        estimate: None,
-        progress: None,
-        notes: vec![],
-        uploaded_bytes: 0,
-        upload_token: ids::new_secret()?,
-    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,13 +24,17 @@ const UPLOAD_PROGRESS_STEP: u64 = 8 << 20;
 type Reader = FrameReader<OwnedReadHalf>;
 type Writer = FrameWriter<OwnedWriteHalf>;
 
-/// Accepts agent connections forever.
+/// Accepts agent connections until aborted; aborting it also ends every open connection (the
+/// tasks live in a JoinSet owned by this future).
 pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connection tasks so the set doesn't grow.
+        while connections.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let hub = hub.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = handle_connection(hub, stream, remote).await {
                         tracing::debug!(%remote, error = %e, "agent connection ended");
                     }
@@ -147,9 +151,9 @@ async fn control_session(
         .send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms })
         .await?;
 
-    let writer_task = tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms));
+    let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
     let result = read_loop(&hub, &mut reader, &process_id).await;
-    writer_task.abort();
+    drop(writer_task);
     if hub.unregister_link(&process_id, generation) {
         let reason = match &result {
             Ok(()) => "agent said goodbye".to_string(),
@@ -159,6 +163,15 @@ async fn control_session(
         tracing::info!(process = %process_id, reason, "agent disconnected");
     }
     result
+}
+
+/// Ends a spawned task when its owner goes away (also when the owner itself is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn process_record(hello: &Hello, remote: SocketAddr) -> ProcessRecord {

@@ -4,7 +4,9 @@
 use crate::blobs::BlobStore;
 use crate::config::HubConfig;
 use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, AuditRecord, ProcessRecord, Store};
-use perf_protocol::{Ack, Message};
+use crate::ids;
+use perf_protocol::{Ack, Command, CommandKind, Message};
+use std::time::Duration;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,21 @@ pub struct Hub {
     ack_waiters: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
     generation: AtomicU64,
     audit_log: Mutex<Option<std::fs::File>>,
+}
+
+/// Why a command could not be sent to a process.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such process")]
+    NoSuchProcess,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("process is not connected")]
+    NotConnected,
+    #[error("process link is congested or closing")]
+    LinkClosed,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,4 +195,83 @@ impl Hub {
             tracing::error!(error = %e, "store: process write failed");
         }
     }
+
+    /// Creates the artifact, sends the command and waits (bounded) for the agent's ack.
+    /// Returns the artifact as it stands and, if the agent refused, why.
+    pub async fn request_command(
+        &self,
+        process_id: &str,
+        kind: CommandKind,
+        force: bool,
+        actor: &str,
+    ) -> Result<(ArtifactRecord, Option<String>), CommandError> {
+        let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
+        let process = self.store.get_process(process_id).map_err(|e| internal(&e))?.ok_or(CommandError::NoSuchProcess)?;
+        let audit_detail = serde_json::json!({"kind": kind.name(), "force": force});
+        if !process.capabilities.iter().any(|c| c == kind.name()) {
+            self.audit(actor, "command.request", process_id, audit_detail, "unsupported");
+            return Err(CommandError::Unsupported(format!(
+                "process does not support {} (capabilities: {})",
+                kind.name(),
+                process.capabilities.join(", ")
+            )));
+        }
+        let artifact = new_artifact(&process, &kind, force, actor).map_err(|e| internal(&e))?;
+        self.store.insert_artifact(&artifact).map_err(|e| internal(&e))?;
+        let detail = serde_json::json!({"kind": kind.name(), "force": force, "artifact": artifact.id});
+        let command = Command { id: artifact.id.clone(), kind, upload_token: artifact.upload_token.clone(), force };
+        let ack = self.wait_for_ack(&artifact.id);
+        if let Err(e) = self.send_to(process_id, Message::Command(command)) {
+            self.forget_ack(&artifact.id);
+            let _ = self.store.update_artifact(&artifact.id, |a| {
+                a.status = ArtifactStatus::Failed;
+                a.error = Some(e.to_string());
+            });
+            self.audit(actor, "command.request", process_id, detail, &e.to_string());
+            return Err(match e {
+                SendError::NotConnected => CommandError::NotConnected,
+                SendError::LinkClosed => CommandError::LinkClosed,
+            });
+        }
+        let outcome = tokio::time::timeout(Duration::from_millis(self.config.ack_timeout_ms), ack).await;
+        self.forget_ack(&artifact.id);
+        let (refusal, result) = match outcome {
+            Ok(Ok(a)) if !a.accepted => {
+                let why = a.error.unwrap_or_else(|| "refused by the agent".into());
+                (Some(why.clone()), why)
+            }
+            Ok(Ok(_)) => (None, "accepted".to_string()),
+            _ => (None, "sent (no ack yet)".to_string()),
+        };
+        self.audit(actor, "command.request", process_id, detail, &result);
+        let current = self.store.get_artifact(&artifact.id).ok().flatten().unwrap_or(artifact);
+        Ok((current, refusal))
+    }
+}
+
+fn new_artifact(process: &ProcessRecord, kind: &CommandKind, force: bool, actor: &str) -> Result<ArtifactRecord, getrandom::Error> {
+    let id = ids::new_id()?;
+    let now = now_rfc3339();
+    let mut params = serde_json::to_value(kind).unwrap_or_default();
+    params["force"] = serde_json::json!(force);
+    Ok(ArtifactRecord {
+        file_name: format!("{id}.{}", kind.file_extension()),
+        id,
+        process_id: process.id.clone(),
+        app: process.app.clone(),
+        kind: kind.name().to_string(),
+        params,
+        status: ArtifactStatus::Pending,
+        error: None,
+        size: None,
+        sha256: None,
+        created_at: now.clone(),
+        updated_at: now,
+        requested_by: actor.to_string(),
+        estimate: None,
+        progress: None,
+        notes: vec![],
+        uploaded_bytes: 0,
+        upload_token: ids::new_secret()?,
+    })
 }

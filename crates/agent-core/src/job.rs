@@ -1,0 +1,90 @@
+//! One command in flight: from dispatch to the executor, through chunks and progress, to the
+//! spooled file that the upload takes over. The executor (the inspector worker, in the addon)
+//! drives it through [`JobHandle`]; every call returns an error value instead of panicking.
+
+use crate::spool::{SpoolFile, SpoolWriter};
+use perf_protocol::CommandKind;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What the executor needs to run a command (the JSON the worker receives).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobSpec {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+    pub force: bool,
+}
+
+pub(crate) enum JobState {
+    Capturing { spool: SpoolWriter, error: Option<String> },
+    Finished,
+}
+
+pub(crate) struct Job {
+    pub spec: JobSpec,
+    pub upload_token: String,
+    pub state: Mutex<JobState>,
+    pub last_progress: Mutex<Option<Instant>>,
+}
+
+/// Progress is sent at most this often; V8 reports it far more often for big heaps.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+impl Job {
+    pub fn new(spec: JobSpec, upload_token: String, spool: SpoolWriter) -> Self {
+        Self {
+            spec,
+            upload_token,
+            state: Mutex::new(JobState::Capturing { spool, error: None }),
+            last_progress: Mutex::new(None),
+        }
+    }
+
+    /// Appends a chunk; after the first failure further chunks are dropped and the error kept
+    /// for `finish` (V8 can't be stopped mid-snapshot, but the host must not suffer).
+    pub fn write(&self, chunk: &[u8]) -> Result<(), String> {
+        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+        match &mut *st {
+            JobState::Capturing { error: Some(e), .. } => Err(e.clone()),
+            JobState::Capturing { spool, error } => spool.write(chunk).map_err(|e| {
+                let msg = e.to_string();
+                *error = Some(msg.clone());
+                msg
+            }),
+            JobState::Finished => Err("command already finished".into()),
+        }
+    }
+
+    /// Whether a progress message is due now.
+    pub fn progress_due(&self) -> bool {
+        let Ok(mut last) = self.last_progress.lock() else { return false };
+        let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Closes the spool: the file if the capture succeeded, else the error.
+    pub fn take_spool(&self) -> Result<SpoolFile, String> {
+        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+        match std::mem::replace(&mut *st, JobState::Finished) {
+            JobState::Capturing { spool, error: None } => spool.finish().map_err(|e| e.to_string()),
+            JobState::Capturing { spool, error: Some(e) } => {
+                let _ = std::fs::remove_file(spool.path());
+                Err(e)
+            }
+            JobState::Finished => Err("command already finished".into()),
+        }
+    }
+
+    /// Drops the spool file of a capture that won't complete.
+    pub fn discard(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if let JobState::Capturing { spool, .. } = std::mem::replace(&mut *st, JobState::Finished) {
+                let _ = std::fs::remove_file(spool.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The agent core against a real perf-hub (in this process, over real TCP): registration,
+//! auth, a snapshot command end to end, busy refusal, and reconnect after a hub restart.
+//! The executor here stands in for the inspector worker (which needs Node and is covered by
+//! the `__test__/` suite); it produces bytes through the same JobHandle calls.
+
+use perf_agent_core::{Agent, AgentConfig, Executor, JobSpec};
+use perf_hub::store::ArtifactStatus;
+use perf_hub::HubConfig;
+use perf_protocol::CommandKind;
+use sha2::Digest;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Writes `payload` in chunks from its own thread, as the worker does.
+struct ThreadExecutor {
+    agent: Arc<Mutex<Option<Arc<Agent>>>>,
+    payload: Vec<u8>,
+    hold: Arc<Mutex<bool>>,
+}
+
+impl Executor for ThreadExecutor {
+    fn dispatch(&self, job: JobSpec) -> Result<(), String> {
+        let agent = self.agent.lock().map_err(|_| "poisoned")?.clone().ok_or("no agent")?;
+        let payload = self.payload.clone();
+        let hold = self.hold.clone();
+        std::thread::spawn(move || {
+            let h = agent.job(&job.id).expect("job handle");
+            if matches!(job.kind, CommandKind::HeapSnapshot) && h.preflight_snapshot(1 << 20).is_err() {
+                return;
+            }
+            while *hold.lock().expect("lock") {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for (i, c) in payload.chunks(1000).enumerate() {
+                h.write_chunk(c).expect("chunk");
+                h.progress("capture", i as u64, payload.len() as u64 / 1000);
+            }
+            h.finish(vec![]).expect("finish");
+        });
+        Ok(())
+    }
+}
+
+fn hub_config(dir: &std::path::Path) -> HubConfig {
+    let mut c = HubConfig::for_test(dir.to_path_buf());
+    c.heartbeat_ms = 500;
+    c
+}
+
+fn agent_config(hub: std::net::SocketAddr, secret: &str, spool: &std::path::Path) -> AgentConfig {
+    let mut c = AgentConfig::new(&hub.to_string(), "orders", secret).expect("config");
+    c.labels.insert("role".into(), "worker".into());
+    c.hostname = "test-host".into();
+    c.node_version = "v20-test".into();
+    c.spool_dir = spool.to_path_buf();
+    c.reconnect_min = Duration::from_millis(50);
+    c.reconnect_max = Duration::from_millis(300);
+    c
+}
+
+fn start_agent(config: AgentConfig, payload: Vec<u8>) -> (Arc<Agent>, Arc<Mutex<bool>>) {
+    let agent = Arc::new(Agent::start(config).expect("agent"));
+    let slot = Arc::new(Mutex::new(Some(agent.clone())));
+    let hold = Arc::new(Mutex::new(false));
+    agent.set_executor(Some(Arc::new(ThreadExecutor { agent: slot, payload, hold: hold.clone() })));
+    (agent, hold)
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_ready(hub: &perf_hub::Hub, id: &str) -> perf_hub::store::ArtifactRecord {
+    let t0 = Instant::now();
+    loop {
+        let a = hub.store.get_artifact(id).expect("store").expect("artifact");
+        if a.status.is_final() {
+            return a;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "artifact stuck in {:?}", a.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_end_to_end_and_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = perf_hub::start(hub_config(&dir.path().join("hub"))).await.expect("hub");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let (agent, hold) = start_agent(agent_config(running.agent_addr, "s3cret", &dir.path().join("spool")), payload.clone());
+    wait_until("agent connected", Duration::from_secs(10), || agent.status().connected).await;
+    let pid = agent.status().process_id.expect("process id");
+    let p = running.hub.store.get_process(&pid).expect("store").expect("registered");
+    assert!(p.connected);
+    assert_eq!(p.labels.get("role").map(String::as_str), Some("worker"));
+
+    *hold.lock().expect("lock") = true;
+    let (first, refusal) = running.hub.request_command(&pid, CommandKind::HeapSnapshot, false, "test").await.expect("send");
+    assert_eq!(refusal, None);
+    assert_eq!(first.status, ArtifactStatus::Running);
+    assert!(first.estimate.is_some(), "snapshot ack carries the cost estimate");
+    let (second, refusal) = running.hub.request_command(&pid, CommandKind::HeapSnapshot, false, "test").await.expect("send");
+    assert!(refusal.as_deref().unwrap_or("").contains("busy"), "{refusal:?}");
+    assert_eq!(second.status, ArtifactStatus::Failed);
+    *hold.lock().expect("lock") = false;
+
+    let a = wait_ready(&running.hub, &first.id).await;
+    assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
+    let stored = std::fs::read(running.hub.blobs.final_path(&a.file_name)).expect("artifact file");
+    assert_eq!(stored, payload);
+    assert_eq!(a.sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&payload)).as_str()));
+    // The spool is removed once the hub confirmed the checksum.
+    wait_until("spool cleaned", Duration::from_secs(5), || {
+        std::fs::read_dir(dir.path().join("spool")).map(|d| d.count() == 0).unwrap_or(true)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = perf_hub::start(hub_config(&dir.path().join("hub"))).await.expect("hub");
+    let (agent, _) = start_agent(agent_config(running.agent_addr, "wrong-secret", &dir.path().join("spool")), vec![]);
+    wait_until("auth error", Duration::from_secs(10), || {
+        agent.status().last_error.unwrap_or_default().contains("AuthFailed")
+    })
+    .await;
+    assert!(!agent.status().connected);
+    assert!(running.hub.store.list_processes().expect("list").is_empty());
+    let audit = running.hub.store.list_audit(10).expect("audit");
+    assert!(audit.iter().any(|a| a.action == "agent.auth_failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_hub_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub_dir = dir.path().join("hub");
+    let running = perf_hub::start(hub_config(&hub_dir)).await.expect("hub");
+    let addr = running.agent_addr;
+    let (agent, _) = start_agent(agent_config(addr, "s3cret", &dir.path().join("spool")), b"after restart".to_vec());
+    wait_until("first connect", Duration::from_secs(10), || agent.status().connected).await;
+    drop(running);
+    wait_until("link down", Duration::from_secs(10), || !agent.status().connected).await;
+
+    // Same ports, same data directory: the hub comes back with its metadata.
+    let mut config = hub_config(&hub_dir);
+    config.agent_addr = addr;
+    let running = loop {
+        match perf_hub::start(config.clone()).await {
+            Ok(r) => break r,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    wait_until("reconnect", Duration::from_secs(10), || agent.status().connected && agent.status().connects >= 2).await;
+    let pid = agent.status().process_id.expect("pid");
+    let (a, refusal) = running.hub.request_command(&pid, CommandKind::HeapSnapshot, false, "test").await.expect("send");
+    assert_eq!(refusal, None);
+    let a = wait_ready(&running.hub, &a.id).await;
+    assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
+}

@@ -1,0 +1,546 @@
+//! Streaming parser of the V8 `.heapsnapshot` format into a [`HeapGraph`].
+//!
+//! Layout of the format (one JSON object):
+//! `{"snapshot":{"meta":{...},"node_count":N,"edge_count":M,...},"nodes":[...],"edges":[...],
+//!   "trace_function_infos":[...],"trace_tree":[...],"samples":[...],"locations":[...],"strings":[...]}`
+//!
+//! The field layout of `nodes` and `edges` is read from `snapshot.meta` (`node_fields`,
+//! `node_types`, `edge_fields`, `edge_types`) rather than hard-coded, so snapshots from older and
+//! newer V8 versions (with or without `trace_node_id` / `detachedness`) both load. The small
+//! `snapshot` header is deserialised with serde; the big arrays are scanned by [`Scanner`]
+//! straight into column vectors. Sections we do not need are skipped without being stored.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde::Deserialize;
+
+use crate::error::HeapError;
+use crate::graph::{HeapGraph, StringTable, TypeCodes, EDGE_TYPE_BITS, MAX_NODES};
+use crate::scan::Scanner;
+
+/// The `snapshot` header object.
+#[derive(Deserialize)]
+struct Header {
+    meta: Meta,
+    #[serde(default)]
+    node_count: Option<u64>,
+    #[serde(default)]
+    edge_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    node_fields: Vec<String>,
+    node_types: Vec<TypeSpec>,
+    edge_fields: Vec<String>,
+    edge_types: Vec<TypeSpec>,
+}
+
+/// An entry of `node_types` / `edge_types`: the enum list, or a plain type name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TypeSpec {
+    Enum(Vec<String>),
+    #[allow(dead_code)]
+    Other(serde_json::Value),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeRole {
+    Type,
+    Name,
+    Id,
+    SelfSize,
+    EdgeCount,
+    Skip,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EdgeRole {
+    Type,
+    Name,
+    To,
+    Skip,
+}
+
+/// Field layout derived from `meta`.
+struct Layout {
+    node_roles: Vec<NodeRole>,
+    edge_roles: Vec<EdgeRole>,
+    types: TypeCodes,
+    node_count_hint: u64,
+    edge_count_hint: u64,
+}
+
+impl Layout {
+    fn from_header(raw: &[u8]) -> Result<Layout, HeapError> {
+        let header: Header = serde_json::from_slice(raw)
+            .map_err(|e| HeapError::Unsupported(format!("cannot read snapshot.meta: {e}")))?;
+        let meta = header.meta;
+        let node_roles = roles(&meta.node_fields, |f| match f {
+            "type" => NodeRole::Type,
+            "name" => NodeRole::Name,
+            "id" => NodeRole::Id,
+            "self_size" => NodeRole::SelfSize,
+            "edge_count" => NodeRole::EdgeCount,
+            _ => NodeRole::Skip,
+        });
+        for need in [NodeRole::Type, NodeRole::Name, NodeRole::Id, NodeRole::SelfSize, NodeRole::EdgeCount] {
+            if node_roles.iter().filter(|r| **r == need).count() != 1 {
+                return Err(HeapError::Unsupported(format!(
+                    "meta.node_fields {:?} lacks one of type/name/id/self_size/edge_count",
+                    meta.node_fields
+                )));
+            }
+        }
+        let edge_roles = roles(&meta.edge_fields, |f| match f {
+            "type" => EdgeRole::Type,
+            "name_or_index" => EdgeRole::Name,
+            "to_node" => EdgeRole::To,
+            _ => EdgeRole::Skip,
+        });
+        for need in [EdgeRole::Type, EdgeRole::Name, EdgeRole::To] {
+            if edge_roles.iter().filter(|r| **r == need).count() != 1 {
+                return Err(HeapError::Unsupported(format!(
+                    "meta.edge_fields {:?} lacks one of type/name_or_index/to_node",
+                    meta.edge_fields
+                )));
+            }
+        }
+        let node_types = type_enum(&meta.node_types, &meta.node_fields, "type", "node_types")?;
+        let edge_types = type_enum(&meta.edge_types, &meta.edge_fields, "type", "edge_types")?;
+        if node_types.len() > 255 || edge_types.len() > (1 << EDGE_TYPE_BITS) {
+            return Err(HeapError::Unsupported("too many node or edge types in meta".into()));
+        }
+        Ok(Layout {
+            node_roles,
+            edge_roles,
+            types: TypeCodes::new(node_types, edge_types),
+            node_count_hint: header.node_count.unwrap_or(0),
+            edge_count_hint: header.edge_count.unwrap_or(0),
+        })
+    }
+}
+
+fn roles<R>(fields: &[String], f: impl Fn(&str) -> R) -> Vec<R> {
+    fields.iter().map(|s| f(s.as_str())).collect()
+}
+
+/// The enum list of the `type` field (`node_types[i]` where `node_fields[i] == "type"`).
+fn type_enum(
+    specs: &[TypeSpec],
+    fields: &[String],
+    field: &str,
+    what: &str,
+) -> Result<Vec<String>, HeapError> {
+    let pos = fields.iter().position(|f| f == field);
+    match pos.and_then(|p| specs.get(p)) {
+        Some(TypeSpec::Enum(list)) if !list.is_empty() => Ok(list.clone()),
+        _ => Err(HeapError::Unsupported(format!("meta.{what} has no list of type names"))),
+    }
+}
+
+/// Parses a heap snapshot from `reader`. `total` is the input size if known (0 otherwise), used
+/// to bound preallocation; `on_bytes` receives the number of bytes read so far.
+pub fn parse<R: Read>(
+    reader: R,
+    total: u64,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<HeapGraph, HeapError> {
+    let mut sc = Scanner::new(reader, on_bytes);
+    match sc.peek_non_ws()? {
+        Some(b'{') => sc.bump(),
+        Some(0x1f) => return Err(HeapError::NotSnapshot("input looks gzip-compressed".into())),
+        Some(_) => return Err(HeapError::NotSnapshot("input does not start with a JSON object".into())),
+        None => return Err(HeapError::NotSnapshot("input is empty".into())),
+    }
+    let mut builder = Builder::default();
+    let mut key = Vec::new();
+    let mut first = true;
+    loop {
+        match sc.peek_non_ws()? {
+            Some(b'}') => {
+                sc.bump();
+                break;
+            }
+            Some(b'"') => sc.bump(),
+            Some(_) if first => return Err(HeapError::NotSnapshot("top-level object has no keys".into())),
+            Some(_) => return Err(sc.corrupt("expected a key in the top-level object")),
+            None => return Err(sc.truncated("top-level object")),
+        }
+        key.clear();
+        sc.read_string_into(&mut key)?;
+        if first && key != b"snapshot" {
+            return Err(HeapError::NotSnapshot(format!(
+                "first key is \"{}\", expected \"snapshot\"",
+                String::from_utf8_lossy(&key)
+            )));
+        }
+        first = false;
+        sc.expect(b':', "top-level object")?;
+        builder.section(&mut sc, &key, total)?;
+        match sc.peek_non_ws()? {
+            Some(b',') => sc.bump(),
+            Some(b'}') => {}
+            Some(_) => return Err(sc.corrupt("expected ',' or '}' after a top-level section")),
+            None => return Err(sc.truncated("top-level object")),
+        }
+    }
+    if sc.peek_non_ws()?.is_some() {
+        return Err(sc.corrupt("data after the end of the snapshot object"));
+    }
+    builder.finish(total)
+}
+
+/// Accumulates the sections as they are read.
+#[derive(Default)]
+struct Builder {
+    layout: Option<Layout>,
+    graph: Option<PartialGraph>,
+    edges_done: bool,
+    strings: Option<StringTable>,
+}
+
+#[derive(Default)]
+struct PartialGraph {
+    node_type: Vec<u8>,
+    node_name: Vec<u32>,
+    node_id: Vec<u32>,
+    self_size: Vec<u32>,
+    big_sizes: HashMap<u32, u64>,
+    first_edge: Vec<u32>,
+    edge_to: Vec<u32>,
+    edge_name: Vec<u32>,
+}
+
+impl Builder {
+    fn section<R: Read>(&mut self, sc: &mut Scanner<'_, R>, key: &[u8], total: u64) -> Result<(), HeapError> {
+        match key {
+            b"snapshot" => {
+                let raw = sc.capture_value("snapshot header")?;
+                self.layout = Some(Layout::from_header(&raw)?);
+                Ok(())
+            }
+            b"nodes" => self.read_nodes(sc, total),
+            b"edges" => self.read_edges(sc, total),
+            b"strings" => self.read_strings(sc),
+            _ => sc.skip_value("an unused section"),
+        }
+    }
+
+    fn layout(&self) -> Result<&Layout, HeapError> {
+        self.layout
+            .as_ref()
+            .ok_or_else(|| HeapError::Unsupported("nodes/edges before snapshot.meta".into()))
+    }
+
+    fn read_nodes<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
+        let layout = self.layout()?;
+        let roles = layout.node_roles.clone();
+        let ntypes = layout.types.node_types.len() as u64;
+        let nf = roles.len();
+        let cap = capacity_hint(layout.node_count_hint, total, 2 * nf as u64);
+        let mut g = PartialGraph {
+            node_type: Vec::with_capacity(cap),
+            node_name: Vec::with_capacity(cap),
+            node_id: Vec::with_capacity(cap),
+            self_size: Vec::with_capacity(cap),
+            first_edge: Vec::with_capacity(cap + 1),
+            ..PartialGraph::default()
+        };
+        g.first_edge.push(0);
+        sc.expect(b'[', "nodes")?;
+        let mut k = 0usize;
+        let mut ordinal: u64 = 0;
+        let mut edge_total: u64 = 0;
+        sc.read_uint_array("nodes", |v| {
+            match roles[k] {
+                NodeRole::Type => {
+                    if v >= ntypes {
+                        return Err(format!("node type {v} out of range"));
+                    }
+                    g.node_type.push(v as u8);
+                }
+                NodeRole::Name => g.node_name.push(to_u32(v, "node name")?),
+                NodeRole::Id => g.node_id.push(to_u32(v, "node id")?),
+                NodeRole::SelfSize => {
+                    if v >= u64::from(u32::MAX) {
+                        g.big_sizes.insert(ordinal as u32, v);
+                        g.self_size.push(u32::MAX);
+                    } else {
+                        g.self_size.push(v as u32);
+                    }
+                }
+                NodeRole::EdgeCount => {
+                    edge_total += v;
+                    g.first_edge.push(to_u32(edge_total, "total edge count")?);
+                }
+                NodeRole::Skip => {}
+            }
+            k += 1;
+            if k == nf {
+                k = 0;
+                ordinal += 1;
+                if ordinal > MAX_NODES {
+                    return Err(format!("more than {MAX_NODES} nodes are not supported"));
+                }
+            }
+            Ok(())
+        })?;
+        if k != 0 {
+            return Err(sc.corrupt("nodes array length is not a multiple of node_fields"));
+        }
+        self.graph = Some(g);
+        Ok(())
+    }
+
+    fn read_edges<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
+        let layout = self.layout()?;
+        let roles = layout.edge_roles.clone();
+        let etypes = layout.types.edge_types.len() as u64;
+        let nf = layout.node_roles.len() as u64;
+        let ef = roles.len();
+        let cap = capacity_hint(layout.edge_count_hint, total, 2 * ef as u64);
+        let Some(g) = self.graph.as_mut() else {
+            return Err(HeapError::Unsupported("edges before nodes".into()));
+        };
+        g.edge_to = Vec::with_capacity(cap);
+        g.edge_name = Vec::with_capacity(cap);
+        sc.expect(b'[', "edges")?;
+        let (mut k, mut ty, mut name, mut to) = (0usize, 0u32, 0u32, 0u32);
+        sc.read_uint_array("edges", |v| {
+            match roles[k] {
+                EdgeRole::Type => {
+                    if v >= etypes {
+                        return Err(format!("edge type {v} out of range"));
+                    }
+                    ty = v as u32;
+                }
+                EdgeRole::Name => name = to_u32(v, "edge name_or_index")?,
+                EdgeRole::To => {
+                    if v % nf != 0 {
+                        return Err(format!("to_node {v} is not a multiple of node_fields ({nf})"));
+                    }
+                    let ord = v / nf;
+                    if ord >= MAX_NODES {
+                        return Err(format!("to_node {v} out of range"));
+                    }
+                    to = ord as u32;
+                }
+                EdgeRole::Skip => {}
+            }
+            k += 1;
+            if k == ef {
+                k = 0;
+                g.edge_to.push(to << EDGE_TYPE_BITS | ty);
+                g.edge_name.push(name);
+            }
+            Ok(())
+        })?;
+        if k != 0 {
+            return Err(sc.corrupt("edges array length is not a multiple of edge_fields"));
+        }
+        self.edges_done = true;
+        Ok(())
+    }
+
+    fn read_strings<R: Read>(&mut self, sc: &mut Scanner<'_, R>) -> Result<(), HeapError> {
+        let mut table = StringTable::default();
+        sc.expect(b'[', "strings")?;
+        if sc.peek_non_ws()? == Some(b']') {
+            sc.bump();
+            self.strings = Some(table);
+            return Ok(());
+        }
+        loop {
+            sc.expect(b'"', "strings")?;
+            let (start, buf) = table.begin();
+            sc.read_string_into(buf)?;
+            table.commit(start);
+            match sc.peek_non_ws()? {
+                Some(b',') => sc.bump(),
+                Some(b']') => {
+                    sc.bump();
+                    break;
+                }
+                Some(_) => return Err(sc.corrupt("expected ',' or ']' in strings")),
+                None => return Err(sc.truncated("strings")),
+            }
+        }
+        self.strings = Some(table);
+        Ok(())
+    }
+
+    /// Checks cross-section consistency and assembles the graph.
+    fn finish(self, total: u64) -> Result<HeapGraph, HeapError> {
+        let end = total;
+        let layout = self
+            .layout
+            .ok_or_else(|| HeapError::NotSnapshot("no \"snapshot\" header with meta".into()))?;
+        let g = self.graph.ok_or_else(|| HeapError::corrupt(end, "no \"nodes\" section"))?;
+        if !self.edges_done {
+            return Err(HeapError::corrupt(end, "no \"edges\" section"));
+        }
+        let strings = self.strings.ok_or_else(|| HeapError::corrupt(end, "no \"strings\" section"))?;
+        let n = g.node_type.len();
+        if n == 0 {
+            return Err(HeapError::corrupt(end, "snapshot has no nodes"));
+        }
+        let declared = g.first_edge.last().copied().unwrap_or(0) as usize;
+        if declared != g.edge_to.len() {
+            return Err(HeapError::corrupt(
+                end,
+                format!("nodes declare {declared} edges but the edges array holds {}", g.edge_to.len()),
+            ));
+        }
+        let graph = HeapGraph {
+            types: layout.types,
+            node_type: g.node_type,
+            node_name: g.node_name,
+            node_id: g.node_id,
+            self_size: g.self_size,
+            big_sizes: g.big_sizes,
+            first_edge: g.first_edge,
+            edge_to: g.edge_to,
+            edge_name: g.edge_name,
+            strings,
+            file_size: total,
+        };
+        validate_references(&graph, end)?;
+        Ok(graph)
+    }
+}
+
+/// Every edge target must be a node, every name a string.
+fn validate_references(g: &HeapGraph, end: u64) -> Result<(), HeapError> {
+    let n = g.node_count() as u32;
+    let s = g.strings.len() as u32;
+    if let Some(bad) = g.node_name.iter().find(|&&x| x >= s) {
+        return Err(HeapError::corrupt(end, format!("node name index {bad} >= {s} strings")));
+    }
+    for e in 0..g.edge_count() {
+        if g.edge_target(e) >= n {
+            return Err(HeapError::corrupt(end, format!("edge {e} points past the last node")));
+        }
+        if !g.edge_is_indexed(e) && g.edge_name[e] >= s {
+            return Err(HeapError::corrupt(end, format!("edge {e} name index out of range")));
+        }
+    }
+    Ok(())
+}
+
+fn to_u32(v: u64, what: &str) -> Result<u32, String> {
+    u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
+}
+
+/// Preallocation for a declared element count, bounded by what the input size can hold.
+fn capacity_hint(declared: u64, total: u64, min_bytes_each: u64) -> usize {
+    let bound = if total > 0 { total / min_bytes_each.max(1) } else { 1 << 20 };
+    declared.min(bound).min(MAX_NODES * 8) as usize
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds a snapshot JSON from node tuples `(type, name, id, self_size, edge_count)` and edge
+    /// triples `(type, name_or_index, to_ordinal)`.
+    pub fn snapshot_json(nodes: &[(u32, u32, u32, u32, u32)], edges: &[(u32, u32, u32)], strings: &[&str]) -> String {
+        let meta = r#"{"meta":{"node_fields":["type","name","id","self_size","edge_count","trace_node_id","detachedness"],"node_types":[["hidden","array","string","object","code","closure","regexp","number","native","synthetic","concatenated string","sliced string","symbol","bigint","object shape"],"string","number","number","number","number","number"],"edge_fields":["type","name_or_index","to_node"],"edge_types":[["context","element","property","internal","hidden","shortcut","weak"],"string_or_number","node"],"location_fields":["object_index","script_id","line","column"]},"node_count":0,"edge_count":0,"trace_function_count":0}"#;
+        let nodes: Vec<String> = nodes
+            .iter()
+            .map(|(t, n, i, s, e)| format!("{t},{n},{i},{s},{e},0,0"))
+            .collect();
+        let edges: Vec<String> = edges.iter().map(|(t, n, to)| format!("{t},{n},{}", to * 7)).collect();
+        let strings: Vec<String> = strings.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
+        format!(
+            "{{\"snapshot\":{meta},\n\"nodes\":[{}],\n\"edges\":[{}],\n\"trace_function_infos\":[],\"trace_tree\":[],\"samples\":[],\"locations\":[1,2,3,4],\n\"strings\":[{}]}}\n",
+            nodes.join(",\n"),
+            edges.join(",\n"),
+            strings.join(",\n")
+        )
+    }
+
+    pub fn parse_str(s: &str) -> Result<HeapGraph, HeapError> {
+        parse(s.as_bytes(), s.len() as u64, &mut |_| {})
+    }
+
+    fn tiny() -> String {
+        // root -> a (element 1) ; a -> b (property "x") ; a -> root weak
+        snapshot_json(
+            &[(9, 0, 1, 0, 1), (3, 1, 3, 10, 2), (3, 2, 5, 20, 0)],
+            &[(1, 1, 1), (2, 3, 2), (6, 3, 0)],
+            &["", "A", "B\u{e9}", "x"],
+        )
+    }
+
+    #[test]
+    fn parses_a_tiny_snapshot() {
+        let g = parse_str(&tiny()).unwrap();
+        assert_eq!(g.node_count(), 3);
+        assert_eq!(g.edge_count(), 3);
+        assert_eq!(g.name(2), "Bé");
+        assert_eq!(g.edge_target(1), 2);
+        assert_eq!(g.edge_type_name(1), "property");
+        assert_eq!(g.edge_label(1), "x");
+        assert_eq!(g.edge_label(0), "[1]");
+        assert_eq!(g.self_size(2), 20);
+        assert_eq!(g.node_id[1], 3);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let s = tiny();
+        for cut in 0..s.trim_end().len() {
+            let r = parse_str(&s[..cut]);
+            assert!(r.is_err(), "cut at {cut} parsed");
+        }
+    }
+
+    #[test]
+    fn corrupt_inputs_are_errors() {
+        let s = tiny();
+        assert!(matches!(parse_str("hello"), Err(HeapError::NotSnapshot(_))));
+        assert!(matches!(parse_str("{\"a\":1}"), Err(HeapError::NotSnapshot(_))));
+        assert!(matches!(parse_str(""), Err(HeapError::NotSnapshot(_))));
+        // Edge pointing past the last node.
+        let bad = snapshot_json(&[(9, 0, 1, 0, 1)], &[(1, 1, 5)], &[""]);
+        assert!(matches!(parse_str(&bad), Err(HeapError::Corrupt { .. })));
+        // Edge counts disagree with the edges array.
+        let bad = snapshot_json(&[(9, 0, 1, 0, 2)], &[(1, 1, 0)], &[""]);
+        assert!(matches!(parse_str(&bad), Err(HeapError::Corrupt { .. })));
+        // Name index out of range.
+        let bad = snapshot_json(&[(9, 7, 1, 0, 0)], &[], &[""]);
+        assert!(matches!(parse_str(&bad), Err(HeapError::Corrupt { .. })));
+        // Garbage in the nodes array.
+        let bad = s.replacen("\"nodes\":[9", "\"nodes\":[x", 1);
+        assert!(matches!(parse_str(&bad), Err(HeapError::Corrupt { .. })));
+        // Unsupported meta.
+        let bad = s.replacen("\"self_size\",", "", 1);
+        assert!(matches!(parse_str(&bad), Err(HeapError::Unsupported(_))));
+        // Every single-byte corruption either parses or errors, never panics.
+        let bytes = s.as_bytes();
+        for i in 0..bytes.len() {
+            for repl in [b'9', b'"', b']', b'{', b'\\', 0xff] {
+                let mut v = bytes.to_vec();
+                v[i] = repl;
+                let _ = parse(&v[..], v.len() as u64, &mut |_| {});
+            }
+        }
+    }
+
+    #[test]
+    fn field_layout_comes_from_meta() {
+        // Older V8: no trace_node_id / detachedness, fields in another order.
+        let s = r#"{"snapshot":{"meta":{"node_fields":["name","type","self_size","id","edge_count"],"node_types":["string",["hidden","object","synthetic"],"number","number","number"],"edge_fields":["to_node","type","name_or_index"],"edge_types":["node",["element","property","weak"],"string_or_number"]}},
+"nodes":[0,2,0,1,1, 1,1,8,3,0],"edges":[5,1,2],"strings":["","Foo","p"]}"#;
+        let g = parse_str(s).unwrap();
+        assert_eq!(g.node_count(), 2);
+        assert_eq!(g.edge_target(0), 1);
+        assert_eq!(g.edge_type_name(0), "property");
+        assert_eq!(g.edge_label(0), "p");
+        assert_eq!(g.type_name(1), "object");
+        assert_eq!(g.self_size(1), 8);
+    }
+}
