@@ -62,7 +62,7 @@ fn run(args: &Args) -> Result<String, FlameError> {
         fold.input_bytes,
         fold.summary.stacks,
         fold.summary.total,
-        fold.format.count_name(),
+        fold.count_name,
         output.display(),
         svg_bytes
     ))
@@ -103,7 +103,16 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        let a = parse(strings(&["p.cpuprofile", "-o", "x.svg", "--title", "T", "--width", "800"])).unwrap();
+        let a = parse(strings(&[
+            "p.cpuprofile",
+            "-o",
+            "x.svg",
+            "--title",
+            "T",
+            "--width",
+            "800",
+        ]))
+        .unwrap();
         assert_eq!(a.input.unwrap(), PathBuf::from("p.cpuprofile"));
         assert_eq!(a.render.title.as_deref(), Some("T"));
         assert_eq!(a.render.width, Some(800));
@@ -115,6 +124,9 @@ mod tests {
     #[test]
     fn usage_errors_exit_2() {
         assert_eq!(flamegraph_main(strings(&[])), 2);
-        assert_eq!(flamegraph_main(strings(&["/nonexistent/p", "-o", "/tmp/x.svg"])), 1);
+        assert_eq!(
+            flamegraph_main(strings(&["/nonexistent/p", "-o", "/tmp/x.svg"])),
+            1
+        );
     }
 }

@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn folds_bytes() {
-        let text = String::from_utf8(fold_heapprofile(PROFILE.as_bytes()).unwrap().to_bytes()).unwrap();
+        let text =
+            String::from_utf8(fold_heapprofile(PROFILE.as_bytes()).unwrap().to_bytes()).unwrap();
         assert_eq!(
             text,
             "(V8 API) 64\n\
@@ -101,8 +102,17 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        for bad in ["", "[]", r#"{"head": 1}"#, r#"{"head":{"selfSize":-1}}"#, "{\"head\":{}"] {
-            assert!(fold_heapprofile(bad.as_bytes()).is_err(), "accepted {bad:?}");
+        for bad in [
+            "",
+            "[]",
+            r#"{"head": 1}"#,
+            r#"{"head":{"selfSize":-1}}"#,
+            "{\"head\":{}",
+        ] {
+            assert!(
+                fold_heapprofile(bad.as_bytes()).is_err(),
+                "accepted {bad:?}"
+            );
         }
     }
 }

@@ -96,8 +96,10 @@ where
     let work = move || -> Result<R, FlameError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         de.disable_recursion_limit();
-        let value = T::deserialize(&mut de).map_err(|source| FlameError::Json { format, source })?;
-        de.end().map_err(|source| FlameError::Json { format, source })?;
+        let value =
+            T::deserialize(&mut de).map_err(|source| FlameError::Json { format, source })?;
+        de.end()
+            .map_err(|source| FlameError::Json { format, source })?;
         f(value)
     };
     std::thread::scope(|scope| {
@@ -127,7 +129,10 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(frame("foo", "file:///a.js", 9).label(), "foo (file:///a.js:10)");
+        assert_eq!(
+            frame("foo", "file:///a.js", 9).label(),
+            "foo (file:///a.js:10)"
+        );
         assert_eq!(frame("", "/a.js", 0).label(), "(anonymous) (/a.js:1)");
         assert_eq!(frame("(program)", "", -1).label(), "(program)");
         assert_eq!(frame("f", "/a.js", -1).label(), "f (/a.js)");

@@ -1,9 +1,10 @@
 //! perf-flamegraph: flame graphs for perf-agent.
 //!
-//! * [`fold`]: turn a V8 `.cpuprofile`, a V8 `.heapprofile`, `perf script` text or already
-//!   folded stacks into folded-stack text (`root;child;leaf count`, one line per stack).
-//!   The format is detected from the content ([`detect`]).
-//! * [`render`]: folded stacks → SVG flame graph (inferno's renderer).
+//! * [`fold_reader`] / [`fold_file`]: turn a V8 `.cpuprofile`, a V8 `.heapprofile`,
+//!   `perf script` text or already folded stacks into folded-stack text
+//!   (`root;child;leaf count`, one line per stack). The format is detected from the content
+//!   ([`detect_format`]).
+//! * [`render_svg`] / [`write_svg`]: folded stacks → SVG flame graph (inferno's renderer).
 //! * [`render_file`]: the whole path for `perf-hub flamegraph PROFILE -o out.svg`.
 //! * [`perf_capture`]: run `perf record` / `perf script` against a pid and fold the stream
 //!   (used from a helper child process; see [`perf_capture::helper_main`]).
@@ -32,4 +33,4 @@ pub use folded::{Folded, FoldedSummary};
 pub use heapprofile::fold_heapprofile;
 pub use perf_script::collapse_perf_script;
 pub use pipeline::{fold_file, fold_reader, render_file, write_svg, FoldOutput, Stats};
-pub use render::{render_svg, RenderOptions};
+pub use render::{render_svg, render_svg_str, RenderOptions};

@@ -46,18 +46,34 @@ pub fn render_svg<R: BufRead, W: Write>(
     opts: &RenderOptions,
 ) -> Result<(), FlameError> {
     let mut options = inferno_options(format, opts);
-    flamegraph::from_reader(&mut options, folded, out).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidData {
-            FlameError::NoSamples
-        } else {
-            FlameError::Render(e)
-        }
-    })
+    flamegraph::from_reader(&mut options, folded, out).map_err(map_render_error)
+}
+
+/// Like [`render_svg`] for folded text already in memory (no second copy of it is made).
+pub fn render_svg_str<W: Write>(
+    folded: &str,
+    out: W,
+    format: InputFormat,
+    opts: &RenderOptions,
+) -> Result<(), FlameError> {
+    let mut options = inferno_options(format, opts);
+    flamegraph::from_lines(&mut options, folded.lines(), out).map_err(map_render_error)
+}
+
+fn map_render_error(e: std::io::Error) -> FlameError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        FlameError::NoSamples
+    } else {
+        FlameError::Render(e)
+    }
 }
 
 fn inferno_options(format: InputFormat, opts: &RenderOptions) -> Options<'static> {
     let mut o = Options::default();
-    o.title = opts.title.clone().unwrap_or_else(|| format.default_title().to_string());
+    o.title = opts
+        .title
+        .clone()
+        .unwrap_or_else(|| format.default_title().to_string());
     o.subtitle = opts.subtitle.clone();
     o.count_name = opts
         .count_name
@@ -89,7 +105,13 @@ mod tests {
             title: Some("My title".into()),
             ..Default::default()
         };
-        render_svg(&b"main;uniqueFrameName 3\nmain 1\n"[..], &mut svg, InputFormat::Folded, &opts).unwrap();
+        render_svg(
+            &b"main;uniqueFrameName 3\nmain 1\n"[..],
+            &mut svg,
+            InputFormat::Folded,
+            &opts,
+        )
+        .unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.starts_with("<?xml"), "{}", &svg[..100]);
         assert!(svg.contains("My title"));
@@ -98,15 +120,36 @@ mod tests {
     }
 
     #[test]
+    fn str_and_reader_render_the_same() {
+        let folded = "b;c 2\na 1\nb 3\n";
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        let opts = RenderOptions::default();
+        render_svg(folded.as_bytes(), &mut one, InputFormat::Folded, &opts).unwrap();
+        render_svg_str(folded, &mut two, InputFormat::Folded, &opts).unwrap();
+        assert_eq!(one, two);
+    }
+
+    #[test]
     fn heap_counts_bytes() {
         let mut svg = Vec::new();
-        render_svg(&b"alloc 4096\n"[..], &mut svg, InputFormat::HeapProfile, &RenderOptions::default()).unwrap();
+        render_svg(
+            &b"alloc 4096\n"[..],
+            &mut svg,
+            InputFormat::HeapProfile,
+            &RenderOptions::default(),
+        )
+        .unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("bytes"));
     }
 
     #[test]
     fn empty_input_is_no_samples() {
-        let r = render_svg(&b""[..], std::io::sink(), InputFormat::Folded, &RenderOptions::default());
+        let r = render_svg(
+            &b""[..],
+            std::io::sink(),
+            InputFormat::Folded,
+            &RenderOptions::default(),
+        );
         assert!(matches!(r, Err(FlameError::NoSamples)), "{r:?}");
     }
 }

@@ -75,6 +75,7 @@ pub struct TypeCodes {
     pub node_types: Vec<String>,
     pub edge_types: Vec<String>,
     pub node_hidden: Option<u8>,
+    pub node_array: Option<u8>,
     pub node_object: Option<u8>,
     pub node_native: Option<u8>,
     pub node_code: Option<u8>,
@@ -94,6 +95,7 @@ impl TypeCodes {
         let find = |list: &[String], name: &str| list.iter().position(|t| t == name).map(|p| p as u8);
         TypeCodes {
             node_hidden: find(&node_types, "hidden"),
+            node_array: find(&node_types, "array"),
             node_object: find(&node_types, "object"),
             node_native: find(&node_types, "native"),
             node_code: find(&node_types, "code"),
@@ -123,6 +125,9 @@ pub struct HeapGraph {
     pub big_sizes: HashMap<u32, u64>,
     /// `first_edge[n]..first_edge[n + 1]` are the edges of node `n` (len = nodes + 1).
     pub first_edge: Vec<u32>,
+    /// DOM link state per node (0 unknown, 1 attached, 2 detached); empty when the snapshot
+    /// has no `detachedness` field.
+    pub detachedness: Vec<u8>,
     /// Target ordinal << EDGE_TYPE_BITS | edge type.
     pub edge_to: Vec<u32>,
     /// Property name (string index) or element index, depending on the edge type.
@@ -173,6 +178,23 @@ impl HeapGraph {
         } else {
             u64::from(s)
         }
+    }
+
+    /// Sets the self size of node `n`.
+    pub fn set_self_size(&mut self, n: u32, size: u64) {
+        if size >= u64::from(u32::MAX) {
+            self.self_size[n as usize] = u32::MAX;
+            self.big_sizes.insert(n, size);
+        } else {
+            self.self_size[n as usize] = size as u32;
+            self.big_sizes.remove(&n);
+        }
+    }
+
+    /// True when node `n` has type `t`.
+    #[inline]
+    pub fn is_type(&self, n: u32, t: Option<u8>) -> bool {
+        Some(self.node_type[n as usize]) == t
     }
 
     /// Node name string.

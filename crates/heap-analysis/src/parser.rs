@@ -53,6 +53,7 @@ enum NodeRole {
     Id,
     SelfSize,
     EdgeCount,
+    Detachedness,
     Skip,
 }
 
@@ -84,6 +85,7 @@ impl Layout {
             "id" => NodeRole::Id,
             "self_size" => NodeRole::SelfSize,
             "edge_count" => NodeRole::EdgeCount,
+            "detachedness" => NodeRole::Detachedness,
             _ => NodeRole::Skip,
         });
         for need in [NodeRole::Type, NodeRole::Name, NodeRole::Id, NodeRole::SelfSize, NodeRole::EdgeCount] {
@@ -148,7 +150,7 @@ pub fn parse<R: Read>(
     total: u64,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<HeapGraph, HeapError> {
-    let mut sc = Scanner::new(reader, on_bytes);
+    let mut sc = Scanner::new(reader, total, on_bytes);
     match sc.peek_non_ws()? {
         Some(b'{') => sc.bump(),
         Some(0x1f) => return Err(HeapError::NotSnapshot("input looks gzip-compressed".into())),
@@ -210,6 +212,7 @@ struct PartialGraph {
     self_size: Vec<u32>,
     big_sizes: HashMap<u32, u64>,
     first_edge: Vec<u32>,
+    detachedness: Vec<u8>,
     edge_to: Vec<u32>,
     edge_name: Vec<u32>,
 }
@@ -276,6 +279,7 @@ impl Builder {
                     edge_total += v;
                     g.first_edge.push(to_u32(edge_total, "total edge count")?);
                 }
+                NodeRole::Detachedness => g.detachedness.push(v.min(255) as u8),
                 NodeRole::Skip => {}
             }
             k += 1;
@@ -402,6 +406,7 @@ impl Builder {
             self_size: g.self_size,
             big_sizes: g.big_sizes,
             first_edge: g.first_edge,
+            detachedness: g.detachedness,
             edge_to: g.edge_to,
             edge_name: g.edge_name,
             strings,
@@ -492,8 +497,9 @@ pub(crate) mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let s = tiny();
-        for cut in 0..s.trim_end().len() {
-            let r = parse_str(&s[..cut]);
+        let b = s.trim_end().as_bytes();
+        for cut in 0..b.len() {
+            let r = parse(&b[..cut], cut as u64, &mut |_| {});
             assert!(r.is_err(), "cut at {cut} parsed");
         }
     }

@@ -35,11 +35,13 @@ pub struct Scanner<'p, R: Read> {
 }
 
 impl<'p, R: Read> Scanner<'p, R> {
-    /// Wraps `inner`; `on_progress` receives the number of bytes consumed so far.
-    pub fn new(inner: R, on_progress: &'p mut dyn FnMut(u64)) -> Self {
+    /// Wraps `inner` (of `size_hint` bytes, 0 if unknown); `on_progress` receives the number
+    /// of bytes consumed so far.
+    pub fn new(inner: R, size_hint: u64, on_progress: &'p mut dyn FnMut(u64)) -> Self {
+        let len = if size_hint == 0 { BUF_SIZE } else { (size_hint as usize).clamp(64, BUF_SIZE) };
         Scanner {
             inner,
-            buf: vec![0; BUF_SIZE],
+            buf: vec![0; len],
             pos: 0,
             end: 0,
             base: 0,
@@ -114,14 +116,6 @@ impl<'p, R: Read> Scanner<'p, R> {
             }
         }
         Ok(self.end - self.pos)
-    }
-
-    /// Next byte without consuming it; `None` at end of input.
-    pub fn peek(&mut self) -> Result<Option<u8>, HeapError> {
-        if self.ensure(1)? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.buf[self.pos]))
     }
 
     /// Skips JSON whitespace and returns the next byte without consuming it.
@@ -468,7 +462,7 @@ mod tests {
 
     fn scanner(input: &[u8]) -> Scanner<'static, &[u8]> {
         let cb: &'static mut dyn FnMut(u64) = Box::leak(Box::new(|_| {}));
-        Scanner::new(input, cb)
+        Scanner::new(input, 0, cb)
     }
 
     fn string_of(json: &str) -> Result<String, HeapError> {
@@ -540,7 +534,7 @@ mod tests {
 
     #[test]
     fn skips_and_captures_values() {
-        let mut s = scanner(br#"{"a":[1,{"b":"]}\""}],"c":2} ,7"#);
+        let mut s = scanner(br#"{"a":[1,{"b":"]}\""}],"c":2} ,7]"#);
         let raw = s.capture_value("test").unwrap();
         assert_eq!(raw, br#"{"a":[1,{"b":"]}\""}],"c":2}"#);
         s.expect(b',', "test").unwrap();

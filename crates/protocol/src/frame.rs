@@ -43,6 +43,37 @@ fn encode_raw(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), Protoco
     Ok(())
 }
 
+/// Deepest JSON nesting a message may have. Checked before parsing so a hostile frame can't
+/// exhaust the stack, whatever recursion limit serde_json was built with.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+fn check_json_depth(payload: &[u8]) -> Result<(), ProtocolError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in payload {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ProtocolError::TooDeep(MAX_JSON_DEPTH));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Incremental decoder: feed it bytes with [`FrameDecoder::extend`], take frames with
 /// [`FrameDecoder::next_frame`]. It never buffers more than one maximal frame plus one read.
 #[derive(Debug, Default)]
@@ -87,7 +118,10 @@ impl FrameDecoder {
         let kind = avail[4];
         let payload = &avail[5..4 + len];
         let frame = match kind {
-            KIND_MESSAGE => Frame::Message(serde_json::from_slice(payload)?),
+            KIND_MESSAGE => {
+                check_json_depth(payload)?;
+                Frame::Message(serde_json::from_slice(payload)?)
+            }
             KIND_DATA => Frame::Data(payload.to_vec()),
             other => return Err(ProtocolError::UnknownFrameKind(other)),
         };
@@ -170,6 +204,23 @@ mod tests {
         encode_raw(KIND_MESSAGE, br#"{"type":"no_such_message"}"#, &mut bytes).expect("encode");
         dec.extend(&bytes);
         assert!(matches!(dec.next_frame(), Err(ProtocolError::BadMessage(_))));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!(r#"{{"type":"metrics","sample":{}1{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        let mut bytes = Vec::new();
+        encode_raw(KIND_MESSAGE, deep.as_bytes(), &mut bytes).expect("encode");
+        let mut dec = FrameDecoder::new();
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::TooDeep(_))));
+        // Brackets inside strings don't count.
+        let ok = format!(r#"{{"type":"goodbye","reason":"{}\"{}"}}"#, "[".repeat(200), "{".repeat(200));
+        let mut bytes = Vec::new();
+        encode_raw(KIND_MESSAGE, ok.as_bytes(), &mut bytes).expect("encode");
+        let mut dec = FrameDecoder::new();
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Ok(Some(Frame::Message(Message::Goodbye { .. })))));
     }
 
     #[test]

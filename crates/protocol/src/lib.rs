@@ -29,6 +29,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum ProtocolError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge { len: usize, max: usize },
+    #[error("message nested deeper than {0} levels")]
+    TooDeep(usize),
     #[error("empty frame")]
     EmptyFrame,
     #[error("unknown frame kind {0}")]

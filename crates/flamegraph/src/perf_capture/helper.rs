@@ -35,7 +35,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<CaptureOptions, Strin
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let number = |v: &str| v.parse::<u32>().map_err(|_| format!("{arg}: not a number: {v:?}"));
+        let number = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{arg}: not a number: {v:?}"))
+        };
         match arg.as_str() {
             "--pid" => pid = Some(number(&value)?),
             "--seconds" => seconds = Some(number(&value)?),
@@ -45,7 +48,9 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<CaptureOptions, Strin
             _ => return Err(format!("unknown option {arg}")),
         }
     }
-    let (Some(pid), Some(seconds), Some(frequency), Some(out_dir)) = (pid, seconds, frequency, out_dir) else {
+    let (Some(pid), Some(seconds), Some(frequency), Some(out_dir)) =
+        (pid, seconds, frequency, out_dir)
+    else {
         return Err("--pid, --seconds, --frequency and --out-dir are required".into());
     };
     let mut opts = CaptureOptions::new(pid, seconds, frequency, &out_dir);
@@ -76,16 +81,32 @@ pub fn helper_main(args: impl IntoIterator<Item = String>) -> i32 {
     };
     let outcome = capture_with(&opts);
     let result = match &outcome {
-        Ok(capture) => ResultFile { ok: true, capture: Some(capture), error: None },
-        Err(e) => ResultFile { ok: false, capture: None, error: Some(report(e)) },
+        Ok(capture) => ResultFile {
+            ok: true,
+            capture: Some(capture),
+            error: None,
+        },
+        Err(e) => ResultFile {
+            ok: false,
+            capture: None,
+            error: Some(report(e)),
+        },
     };
     if let Err(e) = write_result(&opts.work_dir, &result) {
-        eprintln!("error: writing {}/result.json: {e}", opts.work_dir.display());
+        eprintln!(
+            "error: writing {}/result.json: {e}",
+            opts.work_dir.display()
+        );
         return 1;
     }
     match outcome {
         Ok(c) => {
-            println!("captured {} samples of pid {} into {}", c.samples, c.pid, c.svg.display());
+            println!(
+                "captured {} samples of pid {} into {}",
+                c.samples,
+                c.pid,
+                c.svg.display()
+            );
             0
         }
         Err(e) => {
@@ -96,7 +117,10 @@ pub fn helper_main(args: impl IntoIterator<Item = String>) -> i32 {
 }
 
 fn report(e: &PerfError) -> ErrorReport {
-    ErrorReport { kind: e.kind(), message: e.to_string() }
+    ErrorReport {
+        kind: e.kind(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -109,8 +133,22 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        let o = parse(strings(&["--pid", "12", "--seconds", "3", "--frequency", "99", "--out-dir", "/x", "--keep-perf-data"])).unwrap();
-        assert_eq!((o.pid, o.seconds, o.frequency_hz, o.keep_perf_data), (12, 3, 99, true));
+        let o = parse(strings(&[
+            "--pid",
+            "12",
+            "--seconds",
+            "3",
+            "--frequency",
+            "99",
+            "--out-dir",
+            "/x",
+            "--keep-perf-data",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.pid, o.seconds, o.frequency_hz, o.keep_perf_data),
+            (12, 3, 99, true)
+        );
         assert!(parse(strings(&["--pid", "x"])).is_err());
         assert!(parse(strings(&["--pid", "1"])).is_err());
         assert!(parse(strings(&["--bogus", "1"])).is_err());
@@ -120,7 +158,14 @@ mod tests {
     fn writes_error_result_json() {
         let dir = std::env::temp_dir().join(format!("flame-helper-unit-{}", std::process::id()));
         let code = helper_main(strings(&[
-            "--pid", "1", "--seconds", "0", "--frequency", "99", "--out-dir", &dir.display().to_string(),
+            "--pid",
+            "1",
+            "--seconds",
+            "0",
+            "--frequency",
+            "99",
+            "--out-dir",
+            &dir.display().to_string(),
         ]));
         assert_eq!(code, 1);
         let json: serde_json::Value =

@@ -10,6 +10,7 @@
 
 mod error;
 mod helper;
+mod notes;
 mod process;
 mod run;
 
@@ -24,6 +25,7 @@ use crate::folded::{summarize, FoldedSummary};
 use crate::pipeline::{write_svg, FoldOutput};
 use crate::render::RenderOptions;
 use error::is_permission_error;
+use notes::{jit_samples, js_share_notes, perf_warnings};
 use process::{js_symbols, process_exists};
 use run::{record, script_and_fold, Recorded};
 
@@ -100,58 +102,90 @@ pub struct PerfCapture {
 
 /// Captures `seconds` of on-CPU stacks of `pid` at `frequency_hz` into `work_dir`,
 /// using `$PERF_AGENT_PERF_BIN` or `perf`.
-pub fn capture(pid: u32, seconds: u32, frequency_hz: u32, work_dir: &Path) -> Result<PerfCapture, PerfError> {
+pub fn capture(
+    pid: u32,
+    seconds: u32,
+    frequency_hz: u32,
+    work_dir: &Path,
+) -> Result<PerfCapture, PerfError> {
     capture_with(&CaptureOptions::new(pid, seconds, frequency_hz, work_dir))
 }
 
 /// [`capture`] with every option explicit.
 pub fn capture_with(opts: &CaptureOptions) -> Result<PerfCapture, PerfError> {
     validate(opts)?;
-    if !process_exists(opts.pid) {
-        return Err(PerfError::ProcessNotFound { pid: opts.pid });
-    }
-    std::fs::create_dir_all(&opts.work_dir)
-        .map_err(|e| PerfError::io(format!("creating {}", opts.work_dir.display()), e))?;
+    prepare(opts)?;
     let (js, mut notes) = js_symbols(opts.pid);
     let data = opts.work_dir.join("perf.data");
-    let _ = std::fs::remove_file(&data);
-    let recorded = record(&opts.perf_bin, opts.pid, opts.seconds, opts.frequency_hz, &opts.event, &data)?;
-    let target_exited = !process_exists(opts.pid);
-    check_recorded(opts.pid, &recorded, target_exited, &data)?;
+    let (recorded, target_exited) = record_target(opts, &data)?;
     let scripted = script_and_fold(&opts.perf_bin, &data)?;
-    let summary = summarize(&scripted.folded);
-    if summary.total == 0 {
-        return Err(if target_exited {
-            PerfError::TargetExited { pid: opts.pid }
-        } else {
-            PerfError::NoSamples { pid: opts.pid }
-        });
-    }
-    notes.extend(perf_warnings(&recorded.stderr, &scripted.stderr, scripted.failed_late));
-    if target_exited {
-        notes.push(format!(
-            "process {} exited during the capture: the flame graph covers only the time until it exited \
-             ({} samples kept)",
-            opts.pid, summary.total
-        ));
-    }
-    let js_samples = samples_with_js(&scripted.folded);
-    notes.extend(js_share_note(js, js_samples, summary.total));
+    let summary = non_empty(opts.pid, &scripted.folded, target_exited)?;
+    notes.extend(perf_warnings(
+        &recorded.stderr,
+        &scripted.stderr,
+        scripted.failed_late,
+    ));
+    notes.extend(exit_note(opts.pid, target_exited, summary.total));
+    let jit = jit_samples(&scripted.folded);
+    notes.extend(js_share_notes(js, jit, summary.total));
     let (folded, svg) = write_outputs(opts, scripted.folded, summary, js)?;
-    let perf_data = keep_or_remove(&data, opts.keep_perf_data);
     Ok(PerfCapture {
         pid: opts.pid,
         seconds: opts.seconds,
         frequency_hz: opts.frequency_hz,
         folded,
         svg,
-        perf_data,
+        perf_data: keep_or_remove(&data, opts.keep_perf_data),
         samples: summary.total,
         stacks: summary.stacks,
         js_symbols: js,
-        js_samples,
+        js_samples: jit.0,
         target_exited,
         notes,
+    })
+}
+
+/// The target must be alive; the work dir is created.
+fn prepare(opts: &CaptureOptions) -> Result<(), PerfError> {
+    if !process_exists(opts.pid) {
+        return Err(PerfError::ProcessNotFound { pid: opts.pid });
+    }
+    std::fs::create_dir_all(&opts.work_dir)
+        .map_err(|e| PerfError::io(format!("creating {}", opts.work_dir.display()), e))
+}
+
+/// Runs `perf record`; returns its outcome and whether the target exited meanwhile.
+fn record_target(opts: &CaptureOptions, data: &Path) -> Result<(Recorded, bool), PerfError> {
+    let _ = std::fs::remove_file(data);
+    let recorded = record(
+        &opts.perf_bin,
+        opts.pid,
+        opts.seconds,
+        opts.frequency_hz,
+        &opts.event,
+        data,
+    )?;
+    let target_exited = !process_exists(opts.pid);
+    check_recorded(opts.pid, &recorded, target_exited, data)?;
+    Ok((recorded, target_exited))
+}
+
+/// The folded summary, or why there is nothing to draw.
+fn non_empty(pid: u32, folded: &[u8], target_exited: bool) -> Result<FoldedSummary, PerfError> {
+    let summary = summarize(folded);
+    match (summary.total, target_exited) {
+        (0, true) => Err(PerfError::TargetExited { pid }),
+        (0, false) => Err(PerfError::NoSamples { pid }),
+        _ => Ok(summary),
+    }
+}
+
+fn exit_note(pid: u32, target_exited: bool, samples: u64) -> Option<String> {
+    target_exited.then(|| {
+        format!(
+            "process {pid} exited during the capture: the flame graph covers only the time \
+             until it exited ({samples} samples kept)"
+        )
     })
 }
 
@@ -161,7 +195,10 @@ fn validate(opts: &CaptureOptions) -> Result<(), PerfError> {
     }
     let max = max_frequency();
     if opts.frequency_hz == 0 || opts.frequency_hz > max {
-        return Err(PerfError::InvalidFrequency { hz: opts.frequency_hz, max });
+        return Err(PerfError::InvalidFrequency {
+            hz: opts.frequency_hz,
+            max,
+        });
     }
     Ok(())
 }
@@ -180,7 +217,12 @@ fn read_proc_number(path: &str) -> Option<i64> {
 
 /// Turns a failed `perf record` into the right error; a non-zero exit is fine when the
 /// target exited mid-capture and perf.data was written (perf then stops early).
-fn check_recorded(pid: u32, recorded: &Recorded, target_exited: bool, data: &Path) -> Result<(), PerfError> {
+fn check_recorded(
+    pid: u32,
+    recorded: &Recorded,
+    target_exited: bool,
+    data: &Path,
+) -> Result<(), PerfError> {
     if recorded.status.success() {
         return Ok(());
     }
@@ -190,53 +232,29 @@ fn check_recorded(pid: u32, recorded: &Recorded, target_exited: bool, data: &Pat
     }
     let stderr = recorded.stderr.trim();
     if is_permission_error(stderr) {
-        let paranoid = read_proc_number("/proc/sys/kernel/perf_event_paranoid").and_then(|v| i32::try_from(v).ok());
-        return Err(PerfError::NotPermitted { paranoid, detail: last_lines(stderr, 3) });
+        let paranoid = read_proc_number("/proc/sys/kernel/perf_event_paranoid")
+            .and_then(|v| i32::try_from(v).ok());
+        return Err(PerfError::NotPermitted {
+            paranoid,
+            detail: last_lines(stderr, 3),
+        });
     }
     if target_exited || stderr.contains("No such process") {
-        return Err(if data_written { PerfError::TargetExited { pid } } else { PerfError::ProcessNotFound { pid } });
+        return Err(if data_written {
+            PerfError::TargetExited { pid }
+        } else {
+            PerfError::ProcessNotFound { pid }
+        });
     }
-    Err(PerfError::RecordFailed { status: recorded.status.to_string(), stderr: last_lines(stderr, 10) })
+    Err(PerfError::RecordFailed {
+        status: recorded.status.to_string(),
+        stderr: last_lines(stderr, 10),
+    })
 }
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
-/// perf warnings worth passing on (lost samples, unreadable data, a late script failure).
-fn perf_warnings(record_err: &str, script_err: &str, failed_late: bool) -> Vec<String> {
-    let mut notes: Vec<String> = record_err
-        .lines()
-        .chain(script_err.lines())
-        .filter(|l| l.contains("lost") || l.contains("LOST") || l.contains("Warning"))
-        .take(5)
-        .map(|l| format!("perf: {}", l.trim()))
-        .collect();
-    if failed_late {
-        notes.push("perf script exited with an error after producing stacks; the graph may be incomplete".into());
-    }
-    notes
-}
-
-/// Samples whose stack has a frame from a perf map (inferno marks them `_[j]`).
-fn samples_with_js(folded: &[u8]) -> u64 {
-    String::from_utf8_lossy(folded)
-        .lines()
-        .filter(|l| l.contains("_[j]"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
-
-fn js_share_note(js: JsSymbols, js_samples: u64, total: u64) -> Option<String> {
-    if js_samples > 0 {
-        let pct = js_samples as f64 * 100.0 / total as f64;
-        Some(format!("{js_samples} of {total} samples ({pct:.0}%) include named JS frames"))
-    } else if js.symbolized() {
-        Some("no named JS frames were sampled: the process spent the capture in native code or idle".into())
-    } else {
-        None
-    }
 }
 
 fn write_outputs(
@@ -263,7 +281,11 @@ fn write_outputs(
             opts.seconds,
             opts.frequency_hz,
             opts.event,
-            if js.symbolized() { "named" } else { "not symbolized" }
+            if js.symbolized() {
+                "named"
+            } else {
+                "not symbolized"
+            }
         )),
         ..RenderOptions::default()
     };
@@ -291,17 +313,18 @@ mod tests {
         assert!(check(1, 99).is_ok());
         assert!(check(600, 1).is_ok());
         assert!(matches!(check(0, 99), Err(PerfError::InvalidSeconds(0))));
-        assert!(matches!(check(601, 99), Err(PerfError::InvalidSeconds(601))));
-        assert!(matches!(check(5, 0), Err(PerfError::InvalidFrequency { hz: 0, .. })));
-        assert!(matches!(check(5, 1_000_000), Err(PerfError::InvalidFrequency { .. })));
-    }
-
-    #[test]
-    fn counts_js_samples() {
-        let folded = b"node;a;spin_[j] 5\nnode;b 3\nnode;x_[j];y 2\n";
-        assert_eq!(samples_with_js(folded), 7);
-        assert!(js_share_note(JsSymbols::PerfMap, 7, 10).unwrap().contains("70%"));
-        assert!(js_share_note(JsSymbols::NotEnabled, 0, 10).is_none());
+        assert!(matches!(
+            check(601, 99),
+            Err(PerfError::InvalidSeconds(601))
+        ));
+        assert!(matches!(
+            check(5, 0),
+            Err(PerfError::InvalidFrequency { hz: 0, .. })
+        ));
+        assert!(matches!(
+            check(5, 1_000_000),
+            Err(PerfError::InvalidFrequency { .. })
+        ));
     }
 
     #[test]

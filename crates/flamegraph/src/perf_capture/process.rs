@@ -35,14 +35,18 @@ pub(crate) fn process_exists(pid: u32) -> bool {
         return false;
     };
     // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last ')'.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     !matches!(state, None | Some('Z') | Some('X') | Some('x'))
 }
 
 /// Looks at the target's command line, `NODE_OPTIONS` and perf map file.
 pub(crate) fn js_symbols(pid: u32) -> (JsSymbols, Vec<String>) {
     let flag = flag_in_cmdline(pid).or_else(|| flag_in_node_options(pid));
-    let uses_jitdump = cmdline_args(pid).iter().any(|a| normalize(a) == "--perf-prof");
+    let uses_jitdump = cmdline_args(pid)
+        .iter()
+        .any(|a| normalize(a) == "--perf-prof");
     let map = perf_map_path(pid);
     let state = match (&flag, &map) {
         (Some(_), Some(_)) => JsSymbols::PerfMap,
@@ -52,8 +56,11 @@ pub(crate) fn js_symbols(pid: u32) -> (JsSymbols, Vec<String>) {
     };
     let mut notes = vec![symbol_note(pid, state, flag.as_deref(), map)];
     if uses_jitdump && !state.symbolized() {
-        notes.push("--perf-prof (jitdump) needs `perf inject --jit`, which this capture does not run; \
-                    use --perf-basic-prof-only-functions instead".to_string());
+        notes.push(
+            "--perf-prof (jitdump) needs `perf inject --jit`, which this capture does not run; \
+                    use --perf-basic-prof-only-functions instead"
+                .to_string(),
+        );
     }
     (state, notes)
 }
@@ -68,7 +75,7 @@ fn symbol_note(pid: u32, state: JsSymbols, flag: Option<&str>, map: Option<PathB
             flag.unwrap_or("")
         ),
         JsSymbols::NotEnabled => format!(
-            "JS frames are NOT symbolized (they show as [unknown]): process {pid} was not started with \
+            "JS frames are NOT symbolized (they show as [perf-PID.map] or [unknown]): process {pid} was not started with \
              --perf-basic-prof or --perf-basic-prof-only-functions; restart it with \
              NODE_OPTIONS=--perf-basic-prof-only-functions to get JS names (native frames are named either way)"
         ),
@@ -89,7 +96,8 @@ fn cmdline_args(pid: u32) -> Vec<String> {
 }
 
 fn find_flag<'a>(args: impl Iterator<Item = &'a str>) -> Option<String> {
-    args.map(normalize).find(|a| PERF_MAP_FLAGS.contains(&a.as_str()))
+    args.map(normalize)
+        .find(|a| PERF_MAP_FLAGS.contains(&a.as_str()))
 }
 
 fn flag_in_cmdline(pid: u32) -> Option<String> {
@@ -149,8 +157,14 @@ mod tests {
 
     #[test]
     fn flags_are_normalised() {
-        assert_eq!(find_flag(["--max-old-space-size=9", "--perf_basic_prof"].into_iter()).as_deref(), Some("--perf-basic-prof"));
-        assert_eq!(find_flag(["--perf-basic-prof-only-functions"].into_iter()).as_deref(), Some("--perf-basic-prof-only-functions"));
+        assert_eq!(
+            find_flag(["--max-old-space-size=9", "--perf_basic_prof"].into_iter()).as_deref(),
+            Some("--perf-basic-prof")
+        );
+        assert_eq!(
+            find_flag(["--perf-basic-prof-only-functions"].into_iter()).as_deref(),
+            Some("--perf-basic-prof-only-functions")
+        );
         assert_eq!(find_flag(["--perf-prof"].into_iter()), None);
     }
 }

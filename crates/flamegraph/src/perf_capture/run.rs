@@ -30,7 +30,9 @@ fn spawn(perf_bin: &Path, args: &[String], stdout: Stdio) -> Result<Child, PerfE
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => PerfError::NotInstalled { bin: perf_bin.to_path_buf() },
+            io::ErrorKind::NotFound => PerfError::NotInstalled {
+                bin: perf_bin.to_path_buf(),
+            },
             _ => PerfError::io(format!("running {}", perf_bin.display()), e),
         })
 }
@@ -54,7 +56,10 @@ fn join_stderr(handle: Option<JoinHandle<String>>) -> String {
 fn wait_with_deadline(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>, PerfError> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| PerfError::io("waiting for perf", e))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| PerfError::io("waiting for perf", e))?
+        {
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
@@ -98,7 +103,9 @@ pub(crate) fn record(
     let stderr = join_stderr(stderr);
     match status {
         Some(status) => Ok(Recorded { status, stderr }),
-        None => Err(PerfError::Timeout { seconds: limit.as_secs() }),
+        None => Err(PerfError::Timeout {
+            seconds: limit.as_secs(),
+        }),
     }
 }
 
@@ -124,7 +131,10 @@ pub(crate) fn script_and_fold(perf_bin: &Path, data: &Path) -> Result<Scripted, 
     let stderr = drain_stderr(&mut child);
     let Some(stdout) = child.stdout.take() else {
         let _ = child.kill();
-        return Err(PerfError::io("perf script", io::Error::other("no stdout pipe")));
+        return Err(PerfError::io(
+            "perf script",
+            io::Error::other("no stdout pipe"),
+        ));
     };
     let mut folded = Vec::new();
     let collapsed = collapse_perf_script(BufReader::with_capacity(256 * 1024, stdout), &mut folded);
@@ -132,7 +142,9 @@ pub(crate) fn script_and_fold(perf_bin: &Path, data: &Path) -> Result<Scripted, 
         // Stop perf script, or it blocks on the pipe nobody reads any more.
         let _ = child.kill();
     }
-    let status = child.wait().map_err(|e| PerfError::io("waiting for perf script", e))?;
+    let status = child
+        .wait()
+        .map_err(|e| PerfError::io("waiting for perf script", e))?;
     let stderr = join_stderr(stderr);
     collapsed?;
     if !status.success() && folded.is_empty() {

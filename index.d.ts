@@ -1,0 +1,34 @@
+/** Options of {@link start}. Each falls back to an environment variable. */
+export interface StartOptions {
+  /** `host:port` of perf-hub's agent port (`PERF_AGENT_HUB`). */
+  hub?: string
+  /** Application name the hub knows (`PERF_AGENT_APP`). */
+  app?: string
+  /** The app's secret; proven to the hub by HMAC, never sent (`PERF_AGENT_SECRET`). */
+  secret?: string
+  /** Labels shown in the hub, merged over `PERF_AGENT_LABELS` (`k=v,k2=v2`). */
+  labels?: Record<string, string | number | boolean>
+  /** Where captures are spooled before upload (`PERF_AGENT_SPOOL_DIR`, default: OS temp dir). */
+  spoolDir?: string
+}
+
+export interface AgentStatus {
+  running: boolean
+  connected: boolean
+  processId?: string | null
+  lastError?: string | null
+  connects?: number
+}
+
+/**
+ * Starts the agent for this process (idempotent; a no-op in worker threads). Throws only for
+ * missing or invalid options — never because the hub is unreachable.
+ * @returns true if this call started it
+ */
+export declare function start(options?: StartOptions): boolean
+
+/** Says goodbye to the hub and stops the agent's thread. */
+export declare function stop(): Promise<boolean>
+
+/** Link state, for health checks and tests. */
+export declare function status(): AgentStatus

@@ -1,0 +1,105 @@
+'use strict';
+/**
+ * @corp/perf-agent — the in-process agent of perf-agent.
+ *
+ *   const agent = require('@corp/perf-agent');
+ *   agent.start({ hub: '127.0.0.1:7070', app: 'orders-api', secret: '…', labels: { role: 'worker' } });
+ *   await agent.stop();
+ *
+ * The link to perf-hub runs on a native thread (Rust, tokio); commands run in an inspector
+ * worker connected to this main thread, so they work while JavaScript is busy in a loop.
+ * Nothing here keeps the process alive or throws because the hub is down.
+ */
+const path = require('node:path');
+const os = require('node:os');
+const { Worker, isMainThread } = require('node:worker_threads');
+const native = require('./binding.js');
+
+/** Command kinds the inspector worker implements. */
+const CAPABILITIES = ['heap_snapshot', 'cpu_profile', 'heap_sampling'];
+
+let worker = null;
+let exitHookInstalled = false;
+
+function stringLabels(labels) {
+  if (labels == null) return undefined;
+  if (typeof labels !== 'object') throw new TypeError('perf-agent: labels must be an object of strings');
+  const out = {};
+  for (const [k, v] of Object.entries(labels)) out[k] = String(v);
+  return out;
+}
+
+/** Options merged over `PERF_AGENT_*` environment variables. */
+function resolveOptions(options = {}) {
+  const env = process.env;
+  return {
+    hub: String(options.hub ?? env.PERF_AGENT_HUB ?? ''),
+    app: String(options.app ?? env.PERF_AGENT_APP ?? ''),
+    secret: String(options.secret ?? env.PERF_AGENT_SECRET ?? ''),
+    labelsText: env.PERF_AGENT_LABELS || undefined,
+    labels: stringLabels(options.labels),
+    hostname: os.hostname(),
+    nodeVersion: process.version,
+    capabilities: CAPABILITIES,
+    spoolDir: options.spoolDir ?? env.PERF_AGENT_SPOOL_DIR ?? undefined,
+  };
+}
+
+/**
+ * The inspector worker lives as long as the process (a Worker that exits while an inspector
+ * session is attached can abort Node 20), is unref'd so it never keeps the process alive, and
+ * gets its listeners before unref() (a listener added after re-refs it).
+ */
+function ensureWorker() {
+  if (worker) {
+    worker.postMessage('register');
+    return;
+  }
+  worker = new Worker(path.join(__dirname, 'lib', 'inspector-worker.js'), {
+    name: 'perf-agent-inspector',
+    workerData: { bindingPath: require.resolve('./binding.js') },
+    // Don't inherit -r preloads or --inspect flags of the app.
+    execArgv: [],
+    stdout: false,
+    stderr: false,
+  });
+  worker.on('error', (err) => {
+    process.emitWarning(`perf-agent: inspector worker failed: ${err && err.message}`);
+    worker = null;
+  });
+  worker.on('exit', () => {
+    worker = null;
+  });
+  worker.unref();
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    // Disconnect inspector sessions so exit doesn't wait "for the debugger to disconnect".
+    process.on('exit', () => {
+      if (worker) worker.postMessage('main-exiting');
+    });
+  }
+}
+
+/**
+ * Starts the agent (idempotent). Throws only for missing or invalid options, never because
+ * the hub can't be reached: the link retries with backoff in the background.
+ * @returns {boolean} true if this call started it
+ */
+function start(options) {
+  if (!isMainThread) return false;
+  const started = native.start(resolveOptions(options));
+  ensureWorker();
+  return started;
+}
+
+/** Stops the agent: says goodbye to the hub and stops its thread. */
+async function stop() {
+  return native.stop();
+}
+
+/** `{ running, connected, processId, lastError, connects }` */
+function status() {
+  return native.status();
+}
+
+module.exports = { start, stop, status };

@@ -1,0 +1,119 @@
+'use strict';
+/**
+ * The inspector worker: receives commands from the agent's native link thread (through a
+ * threadsafe function, never through the main thread) and runs them with an inspector session
+ * connected to the main thread. V8 services those messages with interrupts, so they run while
+ * the main thread is stuck in a JavaScript loop. Results flow back to Rust chunk by chunk.
+ *
+ * One session per command (a process.exit() with a session still attached prints "Waiting for
+ * the debugger to disconnect..."), and all are disconnected when the main thread exits.
+ */
+const { parentPort, workerData } = require('node:worker_threads');
+const inspector = require('node:inspector');
+const native = require(workerData.bindingPath);
+
+const sessions = new Set();
+
+function register() {
+  native.registerExecutor((jobJson) => {
+    let job;
+    try {
+      job = JSON.parse(jobJson);
+    } catch {
+      return;
+    }
+    run(job).catch((err) => native.jobFail(job.id, `${job.kind} failed: ${err && err.message ? err.message : err}`));
+  });
+}
+
+function disconnectAll() {
+  for (const s of sessions) {
+    try {
+      s.disconnect();
+    } catch {}
+  }
+  sessions.clear();
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function run(job) {
+  const session = new inspector.Session();
+  session.connectToMainThread();
+  sessions.add(session);
+  const post = (method, params) =>
+    new Promise((resolve, reject) =>
+      session.post(method, params || {}, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  try {
+    switch (job.kind) {
+      case 'heap_snapshot':
+        return await heapSnapshot(job, session, post);
+      case 'cpu_profile':
+        return await timedProfile(job, post, {
+          start: async () => {
+            await post('Profiler.enable');
+            if (job.interval_us) await post('Profiler.setSamplingInterval', { interval: job.interval_us });
+            await post('Profiler.start');
+          },
+          stop: async () => (await post('Profiler.stop')).profile,
+        });
+      case 'heap_sampling':
+        return await timedProfile(job, post, {
+          start: () => post('HeapProfiler.startSampling', job.interval_bytes ? { samplingInterval: job.interval_bytes } : {}),
+          stop: async () => (await post('HeapProfiler.stopSampling')).profile,
+        });
+      default:
+        native.jobFail(job.id, `this agent cannot run ${job.kind}`);
+    }
+  } finally {
+    sessions.delete(session);
+    try {
+      session.disconnect();
+    } catch {}
+  }
+}
+
+async function heapSnapshot(job, session, post) {
+  const usage = await post('Runtime.getHeapUsage');
+  const pre = native.jobPreflight(job.id, usage.usedSize);
+  if (!pre.ok) return; // refused (no memory headroom); the agent already told the hub why
+  let writeError = null;
+  session.on('HeapProfiler.addHeapSnapshotChunk', (m) => {
+    if (writeError) return;
+    const err = native.jobChunk(job.id, m.params.chunk);
+    if (err) writeError = err;
+  });
+  session.on('HeapProfiler.reportHeapSnapshotProgress', (m) => {
+    native.jobProgress(job.id, 'snapshot', m.params.done, m.params.total);
+  });
+  await post('HeapProfiler.takeHeapSnapshot', { reportProgress: true });
+  if (writeError) native.jobFail(job.id, `spooling the snapshot failed: ${writeError}`);
+  else finish(job);
+}
+
+async function timedProfile(job, post, { start, stop }) {
+  await start();
+  const seconds = Math.max(1, job.seconds | 0);
+  for (let i = 0; i < seconds; i++) {
+    native.jobProgress(job.id, 'profiling', i, seconds);
+    await sleep(1000);
+  }
+  const profile = await stop();
+  const err = native.jobChunk(job.id, JSON.stringify(profile));
+  if (err) native.jobFail(job.id, `spooling the profile failed: ${err}`);
+  else finish(job);
+}
+
+function finish(job) {
+  const err = native.jobFinish(job.id, []);
+  if (err) process.emitWarning(`perf-agent: ${job.kind} ${job.id}: ${err}`);
+}
+
+// A listener on parentPort keeps this worker alive for the life of the process; the main
+// thread unref()s the worker, so it never keeps the process alive.
+parentPort.on('message', (msg) => {
+  if (msg === 'main-exiting') disconnectAll();
+  else if (msg === 'register') register();
+});
+register();

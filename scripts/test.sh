@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# All tests: Rust unit/integration tests, then the Node suites against real perf-hub and real
+# Node processes. Installs what it needs (npm packages) and builds the debug addon + hub.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x node_modules/.bin/napi ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build:debug
+cargo test --workspace
+node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/metrics-collector.test.mjs
