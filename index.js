@@ -10,13 +10,41 @@
  * worker connected to this main thread, so they work while JavaScript is busy in a loop.
  * Nothing here keeps the process alive or throws because the hub is down.
  */
+const fs = require('node:fs');
 const path = require('node:path');
 const os = require('node:os');
 const { Worker, isMainThread } = require('node:worker_threads');
 const native = require('./binding.js');
 
 /** Command kinds the inspector worker implements. */
-const CAPABILITIES = ['heap_snapshot', 'cpu_profile', 'heap_sampling'];
+const INSPECTOR_CAPABILITIES = ['heap_snapshot', 'cpu_profile', 'heap_sampling'];
+
+function findPerf() {
+  if (process.env.PERF_AGENT_PERF_BIN) return fs.existsSync(process.env.PERF_AGENT_PERF_BIN);
+  return (process.env.PATH || '').split(path.delimiter).some((dir) => {
+    try {
+      fs.accessSync(path.join(dir, 'perf'), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** JS frames appear in perf stacks only with a perf map, which can't be enabled at run time. */
+function hasPerfMap() {
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)];
+  return flags.some((f) => f === '--perf-basic-prof' || f === '--perf-basic-prof-only-functions');
+}
+
+function capabilities() {
+  const caps = [...INSPECTOR_CAPABILITIES];
+  if (process.platform === 'linux' && findPerf()) {
+    caps.push('perf_flamegraph');
+    if (hasPerfMap()) caps.push('perf_js_symbols');
+  }
+  return caps;
+}
 
 let worker = null;
 let exitHookInstalled = false;
@@ -40,7 +68,8 @@ function resolveOptions(options = {}) {
     labels: stringLabels(options.labels),
     hostname: os.hostname(),
     nodeVersion: process.version,
-    capabilities: CAPABILITIES,
+    capabilities: capabilities(),
+    perfHelper: [process.execPath, path.join(__dirname, 'lib', 'perf-helper.js')],
     spoolDir: options.spoolDir ?? env.PERF_AGENT_SPOOL_DIR ?? undefined,
   };
 }

@@ -55,12 +55,19 @@ async function run(job) {
             await post('Profiler.enable');
             if (job.interval_us) await post('Profiler.setSamplingInterval', { interval: job.interval_us });
             await post('Profiler.start');
+            await refreshOptimizedCode(post);
           },
           stop: async () => (await post('Profiler.stop')).profile,
         });
       case 'heap_sampling':
         return await timedProfile(job, post, {
-          start: () => post('HeapProfiler.startSampling', job.interval_bytes ? { samplingInterval: job.interval_bytes } : {}),
+          // Count allocations that are garbage by the end too: the question is who allocates.
+          start: () =>
+            post('HeapProfiler.startSampling', {
+              ...(job.interval_bytes ? { samplingInterval: job.interval_bytes } : {}),
+              includeObjectsCollectedByMajorGC: true,
+              includeObjectsCollectedByMinorGC: true,
+            }),
           stop: async () => (await post('HeapProfiler.stopSampling')).profile,
         });
       default:
@@ -71,6 +78,22 @@ async function run(job) {
     try {
       session.disconnect();
     } catch {}
+  }
+}
+
+/**
+ * V8's profiler can only name code it saw being created or that is attached to a function when
+ * profiling starts. A loop that was OSR-compiled before that is neither, so a process stuck in
+ * one long-running loop would be profiled as its caller. Switching precise coverage on and off
+ * makes V8 deoptimize everything once; the stuck loop is then re-optimized under the profiler
+ * and named. Cost: a brief re-warm-up of optimized code, only when a profile is taken.
+ */
+async function refreshOptimizedCode(post) {
+  try {
+    await post('Profiler.startPreciseCoverage', { callCount: false, detailed: false });
+    await post('Profiler.stopPreciseCoverage');
+  } catch {
+    // Older runtimes without precise coverage: profile as is.
   }
 }
 

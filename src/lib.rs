@@ -37,6 +37,8 @@ pub struct NativeStartOptions {
     pub node_version: Option<String>,
     pub capabilities: Option<Vec<String>>,
     pub spool_dir: Option<String>,
+    /// Command line of the perf helper process (node + lib/perf-helper.js).
+    pub perf_helper: Option<Vec<String>>,
 }
 
 fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
@@ -49,6 +51,7 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
     if let Some(caps) = o.capabilities {
         c.capabilities = caps;
     }
+    c.perf_helper = o.perf_helper.unwrap_or_default();
     if let Some(dir) = o.spool_dir {
         c.spool_dir = dir.into();
     }
@@ -183,4 +186,26 @@ pub fn job_finish(id: String, notes: Option<Vec<String>>) -> Option<String> {
 #[napi]
 pub fn job_fail(id: String, error: String) {
     let _ = with_job(&id, |j| j.fail(&error));
+}
+
+pub struct PerfHelperTask(Vec<String>);
+
+impl Task for PerfHelperTask {
+    type Output = i32;
+    type JsValue = i32;
+
+    fn compute(&mut self) -> Result<i32> {
+        Ok(perf_flamegraph::perf_capture::helper_main(std::mem::take(&mut self.0)))
+    }
+
+    fn resolve(&mut self, _env: Env, output: i32) -> Result<i32> {
+        Ok(output)
+    }
+}
+
+/// Entry of the perf helper process (`lib/perf-helper.js`): records and folds off the JS
+/// thread; resolves to the exit code (0 captured, 1 failed — see result.json, 2 usage).
+#[napi]
+pub fn perf_helper_main(args: Vec<String>) -> AsyncTask<PerfHelperTask> {
+    AsyncTask::new(PerfHelperTask(args))
 }

@@ -17,6 +17,9 @@ pub struct AgentConfig {
     pub agent_version: String,
     /// Command kinds this process can run (the binding knows what its worker supports).
     pub capabilities: Vec<String>,
+    /// Command that runs the perf helper (`perf_capture::helper_main` arguments follow); empty
+    /// means this process can't take perf flame graphs.
+    pub perf_helper: Vec<String>,
     /// Where captures are spooled before and during upload.
     pub spool_dir: PathBuf,
     /// Largest capture the agent will spool (protects the host's disk).
@@ -60,6 +63,7 @@ impl AgentConfig {
             node_version: String::new(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             capabilities: vec!["heap_snapshot".into()],
+            perf_helper: Vec::new(),
             spool_dir: std::env::temp_dir().join("perf-agent-spool"),
             max_spool_bytes: 32 << 30,
             reconnect_min: Duration::from_millis(500),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod headroom;
 mod job;
 mod link;
+mod perf_job;
 pub mod spool;
 pub mod upload;
 
@@ -173,7 +174,18 @@ impl Inner {
         if !self.config.capabilities.iter().any(|c| c == cmd.kind.name()) {
             return Err(format!("this process does not support {}", cmd.kind.name()));
         }
-        let executor = self.executor.read().ok().and_then(|e| e.clone()).ok_or("the agent's inspector worker is not running")?;
+        // perf runs in a helper process started from here; everything else in the inspector worker.
+        let executor = match &cmd.kind {
+            CommandKind::PerfFlamegraph { .. } => {
+                if self.config.perf_helper.is_empty() {
+                    return Err("no perf helper configured for this process".into());
+                }
+                None
+            }
+            _ => Some(
+                self.executor.read().ok().and_then(|e| e.clone()).ok_or("the agent's inspector worker is not running")?,
+            ),
+        };
         {
             let mut busy = self.busy.lock().map_err(|_| "agent state poisoned")?;
             if let Some(current) = busy.as_ref() {
@@ -194,7 +206,15 @@ impl Inner {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(cmd.id.clone(), job.clone());
         }
-        if let Err(e) = executor.dispatch(spec) {
+        let dispatched = match (executor, &cmd.kind) {
+            (Some(executor), _) => executor.dispatch(spec),
+            (None, CommandKind::PerfFlamegraph { seconds, frequency }) => {
+                self.start_perf(job.clone(), *seconds, frequency.unwrap_or(perf_job::DEFAULT_FREQUENCY));
+                Ok(())
+            }
+            (None, _) => Err("no executor".to_string()),
+        };
+        if let Err(e) = dispatched {
             self.drop_job(&cmd.id);
             job.discard();
             return Err(format!("cannot start the capture: {e}"));
@@ -229,6 +249,18 @@ impl Inner {
             let name = format!("{}-{}.{}", self.config.pid, job.spec.id, job.spec.kind.file_extension());
             let _ = std::fs::remove_file(self.config.spool_dir.join(name));
         }
+    }
+
+    fn start_perf(self: &Arc<Self>, job: Arc<Job>, seconds: u32, frequency: u32) {
+        let req = perf_job::PerfRequest {
+            helper: self.config.perf_helper.clone(),
+            pid: self.config.pid,
+            seconds,
+            frequency,
+            work_dir: self.config.spool_dir.join(format!("{}-{}-perf", self.config.pid, job.spec.id)),
+        };
+        let handle = JobHandle { inner: self.clone(), job };
+        self.rt.spawn(perf_job::run(handle, req, self.shutdown.subscribe()));
     }
 
     fn start_upload(self: &Arc<Self>, job: Arc<Job>, file: spool::SpoolFile) {

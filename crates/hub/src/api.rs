@@ -29,6 +29,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts", get(list_artifacts))
         .route("/api/artifacts/{id}", get(get_artifact))
         .route("/api/artifacts/{id}/download", get(download_artifact))
+        .route("/api/artifacts/{id}/flamegraph.svg", get(artifact_flamegraph))
         .route("/api/audit", get(list_audit))
         .route("/metrics", get(prometheus))
         .layer(middleware::from_fn_with_state(hub.clone(), require_token));
@@ -211,6 +212,41 @@ async fn download_artifact(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// Kinds whose artifact folds into a flame graph.
+const FLAME_KINDS: [&str; 3] = ["cpu_profile", "heap_sampling", "perf_flamegraph"];
+
+/// SVG flame graph of a profile artifact, rendered once (off the async threads) and cached.
+async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    valid_id(&id)?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    if !FLAME_KINDS.contains(&a.kind.as_str()) {
+        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, format!("a {} has no flame graph", a.kind)));
+    }
+    if a.status != ArtifactStatus::Ready {
+        return Err(err(StatusCode::CONFLICT, format!("artifact is {}, not ready", a.status.as_str())));
+    }
+    let svg = hub.blobs.final_path(&format!("{}.svg", a.id));
+    if tokio::fs::metadata(&svg).await.is_err() {
+        let _guard = hub.render_lock.lock().await;
+        if tokio::fs::metadata(&svg).await.is_err() {
+            let input = hub.blobs.final_path(&a.file_name);
+            let title = format!("{} of {} ({})", a.kind.replace('_', " "), a.app, a.created_at);
+            let out = svg.clone();
+            tokio::task::spawn_blocking(move || render_flamegraph(&input, &out, title))
+                .await?
+                .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, format!("cannot render a flame graph: {e}")))?;
+        }
+    }
+    let body = tokio::fs::read(&svg).await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response())
+}
+
+fn render_flamegraph(input: &std::path::Path, output: &std::path::Path, title: String) -> Result<u64, perf_flamegraph::FlameError> {
+    let fold = perf_flamegraph::fold_file(input)?;
+    let opts = perf_flamegraph::RenderOptions { title: Some(title), ..Default::default() };
+    perf_flamegraph::write_svg(&fold, output, &opts)
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,8 @@ pub struct Hub {
     ack_waiters: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
     generation: AtomicU64,
     audit_log: Mutex<Option<std::fs::File>>,
+    /// Serializes flame graph renders (CPU-heavy, cached on disk).
+    pub render_lock: tokio::sync::Mutex<()>,
 }
 
 /// Why a command could not be sent to a process.
@@ -69,6 +71,7 @@ impl Hub {
             ack_waiters: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
             audit_log: Mutex::new(Some(audit_log)),
+            render_lock: tokio::sync::Mutex::new(()),
         };
         hub.mark_all_disconnected()?;
         Ok(hub)

@@ -19,6 +19,13 @@ struct Cli {
 enum Cmd {
     /// Run the hub: agent gateway, HTTP API and console.
     Serve(ServeArgs),
+    /// Render a flame graph: PROFILE (.cpuprofile, .heapprofile, perf script text or folded
+    /// stacks, detected from the content) -o out.svg [--title T] [--folded out.folded]
+    #[command(disable_help_flag = true)]
+    Flamegraph {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -55,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Cmd::Serve(args) => serve(args),
+        Cmd::Flamegraph { args } => std::process::exit(perf_flamegraph::flamegraph_main(args)),
     }
 }
 
