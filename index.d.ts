@@ -10,6 +10,10 @@ export interface StartOptions {
   labels?: Record<string, string | number | boolean>
   /** Where captures are spooled before upload (`PERF_AGENT_SPOOL_DIR`, default: OS temp dir). */
   spoolDir?: string
+  /** Metrics sample period in ms, ≥ 1000 (`PERF_AGENT_METRICS_INTERVAL_MS`, default 5000). */
+  metricsIntervalMs?: number
+  /** `false` turns metrics off (`PERF_AGENT_METRICS=0`). */
+  metrics?: boolean
 }
 
 export interface AgentStatus {

@@ -48,6 +48,36 @@ function capabilities() {
 
 let worker = null;
 let exitHookInstalled = false;
+let collector = null;
+let beat = null;
+
+/** JS-thread metrics (heap, event loop, GC, HTTP) and the heartbeat the stall detector watches. */
+function startMetrics(intervalMs) {
+  if (!(intervalMs > 0) || collector) return;
+  const { createCollector } = require('./lib/metrics.js');
+  collector = createCollector({ intervalMs });
+  collector.start((sample) => {
+    native.reportMetrics(JSON.stringify(sample));
+  });
+  beat = setInterval(() => native.jsBeat(), 250);
+  beat.unref();
+  native.jsBeat();
+}
+
+function stopMetrics() {
+  if (collector) collector.stop();
+  if (beat) clearInterval(beat);
+  collector = null;
+  beat = null;
+}
+
+function metricsInterval(options) {
+  const raw = options.metricsIntervalMs ?? process.env.PERF_AGENT_METRICS_INTERVAL_MS ?? 5000;
+  const ms = Number(raw);
+  if (!Number.isFinite(ms) || ms < 0) throw new TypeError(`perf-agent: bad metrics interval '${raw}'`);
+  if (options.metrics === false || process.env.PERF_AGENT_METRICS === '0') return 0;
+  return ms === 0 ? 0 : Math.max(ms, 1000);
+}
 
 function stringLabels(labels) {
   if (labels == null) return undefined;
@@ -71,6 +101,7 @@ function resolveOptions(options = {}) {
     capabilities: capabilities(),
     perfHelper: [process.execPath, path.join(__dirname, 'lib', 'perf-helper.js')],
     spoolDir: options.spoolDir ?? env.PERF_AGENT_SPOOL_DIR ?? undefined,
+    metricsIntervalMs: metricsInterval(options),
   };
 }
 
@@ -114,15 +145,18 @@ function ensureWorker() {
  * the hub can't be reached: the link retries with backoff in the background.
  * @returns {boolean} true if this call started it
  */
-function start(options) {
+function start(options = {}) {
   if (!isMainThread) return false;
-  const started = native.start(resolveOptions(options));
+  const resolved = resolveOptions(options);
+  const started = native.start(resolved);
   ensureWorker();
+  if (started) startMetrics(resolved.metricsIntervalMs);
   return started;
 }
 
 /** Stops the agent: says goodbye to the hub and stops its thread. */
 async function stop() {
+  stopMetrics();
   return native.stop();
 }
 

@@ -9,4 +9,4 @@ if [ ! -x node_modules/.bin/napi ]; then
 fi
 npm run build:debug
 cargo test --workspace
-node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics-collector.test.mjs
+node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics.test.mjs __test__/metrics-collector.test.mjs

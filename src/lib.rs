@@ -39,6 +39,8 @@ pub struct NativeStartOptions {
     pub spool_dir: Option<String>,
     /// Command line of the perf helper process (node + lib/perf-helper.js).
     pub perf_helper: Option<Vec<String>>,
+    /// How often metrics are sent; 0 turns metrics off (default 5000).
+    pub metrics_interval_ms: Option<u32>,
 }
 
 fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
@@ -52,6 +54,9 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
         c.capabilities = caps;
     }
     c.perf_helper = o.perf_helper.unwrap_or_default();
+    if let Some(ms) = o.metrics_interval_ms {
+        c.metrics_interval = Duration::from_millis(ms as u64);
+    }
     if let Some(dir) = o.spool_dir {
         c.spool_dir = dir.into();
     }
@@ -117,6 +122,20 @@ pub fn status() -> serde_json::Value {
         }
         None => serde_json::json!({ "running": false, "connected": false }),
     }
+}
+
+/// The JS thread is alive: called every 250 ms from an unref'd timer (stall detection).
+#[napi]
+pub fn js_beat() {
+    if let Some(a) = current_agent() {
+        a.js_beat();
+    }
+}
+
+/// The JS collector's sample (JSON text). Returns an error message, or null.
+#[napi]
+pub fn report_metrics(sample_json: String) -> Option<String> {
+    current_agent().and_then(|a| a.report_js_metrics(&sample_json).err())
 }
 
 type CommandCallback = ThreadsafeFunction<String, Unknown<'static>, String, Status, false>;

@@ -8,6 +8,10 @@ import { join, dirname } from 'node:path';
 import { readFileSync, rmSync } from 'node:fs';
 import { waitFor } from '../../__test__/helpers.mjs';
 
+// What egg-bin test sets: the unittest env (no egg-development file watchers keeping us alive).
+process.env.EGG_SERVER_ENV = 'unittest';
+process.env.NODE_ENV = 'test';
+
 const require = createRequire(import.meta.url);
 const mm = require('egg-mock');
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -53,12 +57,13 @@ test('unreachable hub: the app starts and serves, and warns that it is not conne
   const s = require('@corp/perf-agent').status();
   assert.equal(s.running, true);
   assert.equal(s.connected, false);
-  const log = await waitFor('not-connected warning', () => {
+  await waitFor('not-connected warning', () => {
     const all = readLog('egg-web.log') + readLog('egg-agent.log');
-    return /WARN .*\[egg-perf-agent\] the (agent|worker) \(pid \d+\) is not connected to perf-hub 127\.0\.0\.1:1 after 500 ms: .+/.test(all) && all;
+    return /WARN .*\[egg-perf-agent\] the (agent|worker) \(pid \d+\) is not connected to perf-hub 127\.0\.0\.1:1 after 500 ms: .*Connection refused/.test(all) &&
+      /already running in this process/.test(all);
   }, { timeout: 5000 });
-  assert.match(log, /already running in this process/);
   await app.close();
   app = null;
   assert.equal(require('@corp/perf-agent').status().running, false, 'beforeClose stopped it');
 });
+test('zz debug', () => { setTimeout(() => { console.log('RES', process.getActiveResourcesInfo()); for (const h of process._getActiveHandles()) console.log('HANDLE', h.constructor.name, h._idleTimeout, h._onTimeout && h._onTimeout.toString().slice(0, 300)); }, 2000); });

@@ -24,6 +24,10 @@ pub struct AgentConfig {
     pub spool_dir: PathBuf,
     /// Largest capture the agent will spool (protects the host's disk).
     pub max_spool_bytes: u64,
+    /// How often a metrics sample is sent (zero: never).
+    pub metrics_interval: Duration,
+    /// No JS heartbeat for this long means the main thread is blocked.
+    pub stall_threshold: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub connect_timeout: Duration,
@@ -66,6 +70,8 @@ impl AgentConfig {
             perf_helper: Vec::new(),
             spool_dir: std::env::temp_dir().join("perf-agent-spool"),
             max_spool_bytes: 32 << 30,
+            metrics_interval: Duration::from_secs(5),
+            stall_threshold: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod headroom;
 mod job;
 mod link;
+mod metrics;
 mod perf_job;
 pub mod spool;
 pub mod upload;
@@ -63,6 +64,7 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     /// The agent's runtime, for spawning from executor threads (which run outside it).
     rt: tokio::runtime::Handle,
+    metrics: metrics::MetricsState,
 }
 
 /// A running agent. Dropping it without `stop()` leaves the runtime to die with the process.
@@ -83,6 +85,7 @@ impl Agent {
             .build()
             .map_err(AgentError::Runtime)?;
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let config_stall_threshold = config.stall_threshold;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             config,
@@ -93,8 +96,12 @@ impl Agent {
             status: Mutex::new(LinkStatus::default()),
             shutdown,
             rt: runtime.handle().clone(),
+            metrics: metrics::MetricsState::new(config_stall_threshold),
         });
         runtime.spawn(link::run(inner.clone(), outbox_rx));
+        if inner.config.metrics_interval > Duration::ZERO {
+            runtime.spawn(metrics::run(inner.clone()));
+        }
         Ok(Self { inner, runtime: Some(runtime) })
     }
 
@@ -106,6 +113,21 @@ impl Agent {
 
     pub fn status(&self) -> LinkStatus {
         self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The JS thread is alive (called every 250 ms from an unref'd timer).
+    pub fn js_beat(&self) {
+        self.inner.metrics.js_beat();
+    }
+
+    /// The JS collector's latest sample (JSON text, bounded).
+    pub fn report_js_metrics(&self, json: &str) -> Result<(), String> {
+        if json.len() > metrics::MAX_JS_SAMPLE_BYTES {
+            return Err(format!("metrics sample of {} bytes exceeds {}", json.len(), metrics::MAX_JS_SAMPLE_BYTES));
+        }
+        let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        self.inner.metrics.set_js_sample(v);
+        Ok(())
     }
 
     /// Handle for the executor to report on a command.
@@ -143,6 +165,10 @@ impl Inner {
 
     pub(crate) fn active_job_ids(&self) -> Vec<String> {
         self.jobs.lock().map(|j| j.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.status.lock().map(|s| s.connected).unwrap_or(false)
     }
 
     pub(crate) fn set_status(&self, f: impl FnOnce(&mut LinkStatus)) {

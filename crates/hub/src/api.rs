@@ -98,11 +98,23 @@ async fn get_process(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Res
     Ok(Json(serde_json::to_value(p)?))
 }
 
-async fn process_metrics(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    /// Milliseconds since the epoch; default: the last hour.
+    pub since: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+async fn process_metrics(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
     hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
-    // Metric history arrives with the metrics work (issue 4); the route is part of the contract.
-    Ok(Json(json!([])))
+    let since = q.since.unwrap_or_else(|| crate::gateway::now_ms().saturating_sub(3_600_000));
+    let limit = q.limit.unwrap_or(1000).min(20_000);
+    Ok(Json(serde_json::Value::Array(hub.store.list_metrics(&id, since, limit)?)))
 }
 
 /// Body of `POST /api/processes/{id}/commands`.
@@ -146,8 +158,13 @@ async fn post_command(
     body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let Json(req) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let kind = command_kind(&req).map_err(|m| err(StatusCode::BAD_REQUEST, m))?;
+    // Refused requests are on the audit trail too: someone tried.
+    let refuse = |msg: String| {
+        hub.audit(&actor(&remote), "command.request", &id, json!({}), &format!("rejected: {msg}"));
+        err(StatusCode::BAD_REQUEST, msg)
+    };
+    let Json(req) = body.map_err(|e| refuse(e.body_text()))?;
+    let kind = command_kind(&req).map_err(refuse)?;
     match hub.request_command(&id, kind, req.force, &actor(&remote)).await {
         Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact })) ).into_response()),
         Ok((artifact, Some(refusal))) => {
@@ -258,32 +275,15 @@ async fn list_audit(State(hub): State<Arc<Hub>>, Query(q): Query<AuditQuery>) ->
     Ok(Json(serde_json::to_value(hub.store.list_audit(q.limit.unwrap_or(200).min(5000))?)?))
 }
 
-/// Prometheus text format: hub-level gauges (per-process metrics come with issue 4).
+/// Prometheus text format: every known process with its latest sample.
 async fn prometheus(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
-    let procs = hub.store.list_processes()?;
-    let connected = procs.iter().filter(|p| p.connected).count();
-    let mut out = String::new();
-    out.push_str("# HELP perf_hub_processes Processes known to the hub, by connection state.\n");
-    out.push_str("# TYPE perf_hub_processes gauge\n");
-    out.push_str(&format!("perf_hub_processes{{state=\"connected\"}} {connected}\n"));
-    out.push_str(&format!("perf_hub_processes{{state=\"disconnected\"}} {}\n", procs.len() - connected));
-    out.push_str("# HELP perf_process_up Whether the process's agent is connected.\n");
-    out.push_str("# TYPE perf_process_up gauge\n");
-    for p in &procs {
-        out.push_str(&format!(
-            "perf_process_up{{app=\"{}\",hostname=\"{}\",pid=\"{}\"}} {}\n",
-            escape_label(&p.app),
-            escape_label(&p.hostname),
-            p.pid,
-            p.connected as u8
-        ));
+    let mut rows = Vec::new();
+    for p in hub.store.list_processes()? {
+        let latest = hub.store.latest_metric(&p.id)?;
+        rows.push((p, latest));
     }
+    let out = crate::prometheus::render(&rows, &hub.counters);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
-}
-
-/// Escapes a Prometheus label value.
-pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -303,8 +303,4 @@ mod tests {
         assert!(command_kind(&req("rm -rf", None)).unwrap_err().contains("unknown command kind"));
     }
 
-    #[test]
-    fn label_escaping() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
 }

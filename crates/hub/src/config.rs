@@ -19,6 +19,13 @@ pub struct HubConfig {
     pub heartbeat_ms: u64,
     /// How long `POST .../commands` waits for the agent to accept or refuse.
     pub ack_timeout_ms: u64,
+    /// Disconnected processes stay listed (with their last figures) this long.
+    pub process_ttl_ms: u64,
+    /// Metric history: kept this long, at full resolution for `metrics_full_res_ms`, then one
+    /// sample per minute; at most `metrics_max_per_process` samples per process.
+    pub metrics_max_age_ms: u64,
+    pub metrics_full_res_ms: u64,
+    pub metrics_max_per_process: u32,
 }
 
 impl HubConfig {
@@ -32,6 +39,10 @@ impl HubConfig {
             max_artifact_bytes: 8 << 30,
             heartbeat_ms: 5000,
             ack_timeout_ms: 5000,
+            process_ttl_ms: 3_600_000,
+            metrics_max_age_ms: 7 * 24 * 3_600_000,
+            metrics_full_res_ms: 3_600_000,
+            metrics_max_per_process: 20_000,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Hub {
     audit_log: Mutex<Option<std::fs::File>>,
     /// Serializes flame graph renders (CPU-heavy, cached on disk).
     pub render_lock: tokio::sync::Mutex<()>,
+    /// Prometheus counters accumulated from per-interval samples.
+    pub counters: crate::prometheus::Counters,
 }
 
 /// Why a command could not be sent to a process.
@@ -72,6 +74,7 @@ impl Hub {
             generation: AtomicU64::new(1),
             audit_log: Mutex::new(Some(audit_log)),
             render_lock: tokio::sync::Mutex::new(()),
+            counters: Default::default(),
         };
         hub.mark_all_disconnected()?;
         Ok(hub)
@@ -171,6 +174,7 @@ impl Hub {
         if let Ok(Some(mut p)) = self.store.get_process(process_id) {
             p.connected = false;
             p.state = "disconnected".into();
+            p.blocked_ms = 0;
             p.last_seen = now_rfc3339();
             if let Err(e) = self.store.upsert_process(&p) {
                 tracing::error!(error = %e, "store: process update failed");

@@ -11,6 +11,7 @@ pub mod config;
 pub mod gateway;
 pub mod hub;
 pub mod ids;
+pub mod prometheus;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -63,6 +64,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
             }
         }),
         tokio::spawn(sweep_after_restart(hub.clone())),
+        tokio::spawn(housekeeping(hub.clone())),
     ];
     Ok(RunningHub { hub, agent_addr, http_addr, tasks })
 }
@@ -74,5 +76,28 @@ async fn sweep_after_restart(hub: Arc<Hub>) {
     let Ok(open) = hub.store.list_artifacts(None, true, 10_000) else { return };
     for a in open.into_iter().filter(|a| !hub.is_connected(&a.process_id)) {
         hub.fail_unfinished(&a.process_id, "the hub restarted and the process did not reconnect", |x| x.id == a.id);
+    }
+}
+
+/// Bounds what the hub keeps: metric history by age/resolution/count, and processes that have
+/// been gone for longer than the retention of disconnected processes.
+async fn housekeeping(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let c = &hub.config;
+        let now = gateway::now_ms();
+        if let Err(e) = hub.store.prune_metrics(now, c.metrics_max_age_ms, c.metrics_full_res_ms, c.metrics_max_per_process) {
+            tracing::warn!(error = %e, "metrics pruning failed");
+        }
+        let cutoff = humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_millis(c.process_ttl_ms)).to_string();
+        match hub.store.delete_stale_processes(&cutoff) {
+            Ok(gone) if !gone.is_empty() => {
+                gone.iter().for_each(|id| hub.counters.forget(id));
+                tracing::info!(count = gone.len(), "aged out disconnected processes");
+            }
+            Err(e) => tracing::warn!(error = %e, "process aging failed"),
+            _ => {}
+        }
     }
 }

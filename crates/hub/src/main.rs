@@ -51,6 +51,13 @@ struct ServeArgs {
     /// Largest artifact accepted, in MiB.
     #[arg(long)]
     max_artifact_mb: Option<u64>,
+    /// How long disconnected processes stay listed, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    process_ttl_secs: u64,
+    /// How long metric history is kept, in hours (full resolution for the last hour, then
+    /// one sample per minute).
+    #[arg(long, default_value_t = 168)]
+    metrics_retention_hours: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +136,8 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         data_dir,
         token,
         apps,
+        process_ttl_ms: args.process_ttl_secs.saturating_mul(1000),
+        metrics_max_age_ms: args.metrics_retention_hours.saturating_mul(3_600_000),
         max_artifact_bytes: args.max_artifact_mb.or(file.max_artifact_bytes.map(|b| b >> 20)).unwrap_or(16 * 1024) << 20,
         ..HubConfig::for_test(PathBuf::new())
     })

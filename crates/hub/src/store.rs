@@ -34,6 +34,9 @@ pub struct ProcessRecord {
     pub connected: bool,
     /// "running", "blocked" or "disconnected".
     pub state: String,
+    /// How long the JS thread has been blocked, when `state` is "blocked".
+    #[serde(default)]
+    pub blocked_ms: u64,
     pub connected_at: String,
     pub last_seen: String,
     pub remote_addr: String,
@@ -128,6 +131,9 @@ CREATE TABLE IF NOT EXISTS artifacts (
     created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS artifacts_by_process ON artifacts(process_id);
 CREATE INDEX IF NOT EXISTS artifacts_by_status ON artifacts(status);
+CREATE TABLE IF NOT EXISTS metrics (
+    process_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_by_process ON metrics(process_id, ts_ms);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, doc TEXT NOT NULL);
 ";
@@ -233,6 +239,71 @@ impl Store {
         })
     }
 
+    pub fn insert_metric(&self, process_id: &str, ts_ms: u64, doc: &serde_json::Value) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(doc)?;
+        self.with(|c| {
+            c.execute("INSERT INTO metrics (process_id, ts_ms, doc) VALUES (?1, ?2, ?3)", params![process_id, ts_ms as i64, doc])?;
+            Ok(())
+        })
+    }
+
+    /// Samples of a process since `since_ms`, oldest first, at most `limit` (the newest ones).
+    pub fn list_metrics(&self, process_id: &str, since_ms: u64, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT doc FROM (SELECT doc, ts_ms FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2
+                 ORDER BY ts_ms DESC LIMIT ?3) ORDER BY ts_ms",
+            )?;
+            let docs = st
+                .query_map(params![process_id, since_ms as i64, limit], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+        })
+    }
+
+    pub fn latest_metric(&self, process_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.list_metrics(process_id, 0, 1)?.pop())
+    }
+
+    /// Bounds metric history: drops samples older than `max_age_ms`, keeps one sample per
+    /// minute for those older than `full_res_ms`, and at most `max_per_process` per process.
+    pub fn prune_metrics(&self, now_ms: u64, max_age_ms: u64, full_res_ms: u64, max_per_process: u32) -> Result<usize, StoreError> {
+        let oldest = now_ms.saturating_sub(max_age_ms) as i64;
+        let thin_before = now_ms.saturating_sub(full_res_ms) as i64;
+        self.with(|c| {
+            let mut n = c.execute("DELETE FROM metrics WHERE ts_ms < ?1", params![oldest])?;
+            n += c.execute(
+                "DELETE FROM metrics WHERE ts_ms < ?1 AND rowid NOT IN
+                   (SELECT MIN(rowid) FROM metrics WHERE ts_ms < ?1 GROUP BY process_id, ts_ms / 60000)",
+                params![thin_before],
+            )?;
+            n += c.execute(
+                "DELETE FROM metrics WHERE rowid IN (
+                   SELECT rowid FROM (SELECT rowid, ROW_NUMBER() OVER
+                     (PARTITION BY process_id ORDER BY ts_ms DESC) AS rn FROM metrics) WHERE rn > ?1)",
+                params![max_per_process],
+            )?;
+            Ok(n)
+        })
+    }
+
+    /// Forgets processes that have been disconnected since before `cutoff` (RFC 3339).
+    pub fn delete_stale_processes(&self, cutoff: &str) -> Result<Vec<String>, StoreError> {
+        let stale: Vec<String> = self
+            .list_processes()?
+            .into_iter()
+            .filter(|p| !p.connected && p.last_seen.as_str() < cutoff)
+            .map(|p| p.id)
+            .collect();
+        self.with(|c| {
+            for id in &stale {
+                c.execute("DELETE FROM processes WHERE id = ?1", params![id])?;
+            }
+            Ok(())
+        })?;
+        Ok(stale)
+    }
+
     pub fn insert_audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
         let doc = serde_json::to_string(a)?;
         self.with(|c| {
@@ -333,6 +404,33 @@ mod tests {
         assert_eq!(open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), vec!["a1"]);
         assert_eq!(s.list_artifacts(Some("p2"), false, 10).expect("list").len(), 1);
         assert!(s.update_artifact("nope", |_| {}).expect("update").is_none());
+    }
+
+    #[test]
+    fn metrics_are_bounded_by_age_resolution_and_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("hub.db")).expect("open");
+        let hour = 3_600_000u64;
+        let now = 100 * hour;
+        // One sample every 5 s for the last 3 hours.
+        for i in 0..(3 * 720) {
+            let ts = now - i * 5000;
+            s.insert_metric("p1", ts, &serde_json::json!({ "ts": ts })).expect("insert");
+        }
+        s.prune_metrics(now, 2 * hour, hour, 100_000).expect("prune");
+        let all = s.list_metrics("p1", 0, 100_000).expect("list");
+        let ts: Vec<u64> = all.iter().map(|v| v["ts"].as_u64().expect("ts")).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "oldest first");
+        assert!(ts.iter().all(|t| *t >= now - 2 * hour), "nothing older than the max age");
+        let recent = ts.iter().filter(|t| **t >= now - hour).count();
+        let older = ts.len() - recent;
+        assert!(recent >= 719, "full resolution for the last hour: {recent}");
+        assert!((59..=61).contains(&older), "one per minute before: {older}");
+        s.prune_metrics(now, 2 * hour, hour, 10).expect("prune");
+        let kept = s.list_metrics("p1", 0, 1000).expect("list");
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept.last().and_then(|v| v["ts"].as_u64()), Some(now), "the newest are kept");
+        assert_eq!(s.latest_metric("p1").expect("latest").and_then(|v| v["ts"].as_u64()), Some(now));
     }
 
     #[test]

@@ -1,0 +1,338 @@
+#!/usr/bin/env node
+// Heap snapshot cost: our snapshot through perf-hub vs V8's own v8.writeHeapSnapshot(),
+// each in a fresh child app holding the same object-dense heap.
+//
+//   node bench/snapshot/run.mjs [--sizes 100,500] [--only ours|baseline] [--json out.json]
+//
+// Needs the release build (`npm run build`): the addon at the repo root and
+// target/release/perf-hub (override with PERF_HUB_BIN). See README.md.
+import { fork } from 'node:child_process';
+import { readFileSync, writeFileSync, statSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir, loadavg, cpus, totalmem } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+process.env.PERF_HUB_BIN ||= join(ROOT, 'target', 'release', 'perf-hub');
+const H = await import(join(ROOT, '__test__', 'helpers.mjs'));
+
+// ---------- options ----------
+function opt(name, dflt) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+}
+const SIZES = opt('sizes', '100').split(',').map(Number).filter((n) => n > 0);
+const ONLY = opt('only', '');
+const JSON_OUT = opt('json', '');
+const SAMPLE_MS = 50;
+
+// ---------- process bookkeeping: everything we start dies with us ----------
+const TMP = mkdtempSync(join(tmpdir(), 'perf-snapshot-bench-'));
+const children = new Set();
+let hub = null;
+function killAll() {
+  for (const c of children) {
+    try { c.kill('SIGKILL'); } catch {}
+  }
+  if (hub) {
+    try { hub.child.kill('SIGKILL'); } catch {}
+  }
+  rmSync(TMP, { recursive: true, force: true });
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: stopping children, removing ${TMP}`);
+    killAll();
+    process.exit(130);
+  });
+}
+
+// ---------- /proc sampling ----------
+function procStatus(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k) => Number((new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s) || [])[1] || 0);
+    return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024, threads: kb('Threads') };
+  } catch {
+    return null;
+  }
+}
+function cpuSeconds(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, USER_HZ = 100
+  } catch {
+    return NaN;
+  }
+}
+/** Resets VmHWM to the current RSS (Linux ≥ 4.0: write 5 to clear_refs). */
+function resetHwm(pid) {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+class Sampler {
+  constructor(pid) {
+    this.pid = pid;
+    this.samples = [];
+    this.phase = 'idle';
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
+  }
+  sample() {
+    const s = procStatus(this.pid);
+    if (s) this.samples.push({ t: Date.now(), rss: s.rss, phase: this.phase });
+  }
+  stop() {
+    clearInterval(this.timer);
+    this.sample();
+  }
+  peak(from = 0, phase = null) {
+    let m = 0;
+    for (const s of this.samples) if (s.t >= from && (!phase || s.phase === phase) && s.rss > m) m = s.rss;
+    return m;
+  }
+}
+
+/** [s since start, extra RSS MiB, phase] every ~0.5 s (for the JSON output). */
+function timeline(sampler, t0, preRss) {
+  const out = [];
+  let next = t0;
+  for (const s of sampler.samples) {
+    if (s.t < next) continue;
+    next = s.t + 500;
+    out.push([+((s.t - t0) / 1000).toFixed(2), +((s.rss - preRss) / MB).toFixed(1), s.phase]);
+  }
+  return out;
+}
+
+// ---------- child apps ----------
+function startApp(mode, heapMb, { count = null, env = {} } = {}) {
+  const maxOld = Math.ceil(heapMb * 2.5 + 512);
+  const args = ['--mode', mode, '--heap-mb', String(heapMb)];
+  if (count !== null) args.push('--count', String(count));
+  const child = fork(join(HERE, 'app.cjs'), args, {
+    cwd: ROOT,
+    execArgv: ['--expose-gc', `--max-old-space-size=${maxOld}`],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.add(child);
+  const waiters = [];
+  child.on('message', (m) => {
+    for (const w of [...waiters]) {
+      if (w.type === m.type) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  });
+  const exited = new Promise((r) => child.once('exit', (code, sig) => { children.delete(child); r({ code, sig }); }));
+  const next = (type, timeoutMs) =>
+    new Promise((resolve, reject) => {
+      const w = { type, resolve };
+      waiters.push(w);
+      const t = setTimeout(() => reject(new Error(`app ${mode}: no '${type}' within ${timeoutMs} ms`)), timeoutMs);
+      exited.then(({ code, sig }) => reject(new Error(`app ${mode} exited (${code ?? sig}) waiting for '${type}'`)));
+      const r = w.resolve;
+      w.resolve = (m) => { clearTimeout(t); r(m); };
+    });
+  return {
+    child, pid: child.pid, exited, next,
+    ask(cmd, extra, type, timeoutMs = 60000) {
+      const p = next(type, timeoutMs);
+      child.send({ cmd, ...extra });
+      return p;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const MB = 1024 * 1024;
+const mb = (b) => (b / MB).toFixed(1);
+const capTimeoutMs = (heapMb) => 180000 + heapMb * 600; // ~4–5× the measured 115 ms/MB
+
+/** Lets RSS settle after the build; returns the pre-capture RSS (median of the last second). */
+async function settle(app, sampler) {
+  await sleep(2000);
+  const last = sampler.samples.slice(-20).map((s) => s.rss).sort((a, b) => a - b);
+  return last[Math.floor(last.length / 2)];
+}
+
+async function runBaseline(heapMb, count) {
+  const app = startApp('baseline', heapMb, { count });
+  const ready = await app.next('ready', 600000);
+  const sampler = new Sampler(app.pid);
+  const preRss = await settle(app, sampler);
+  const hwmReset = resetHwm(app.pid);
+  const cpu0 = cpuSeconds(app.pid);
+  const load0 = loadavg()[0];
+  await app.ask('mark', {}, 'marked');
+  const file = join(TMP, `baseline-${heapMb}.heapsnapshot`);
+  const t0 = Date.now();
+  sampler.phase = 'capture';
+  const done = await app.ask('snapshot', { file }, 'snapshot-done', capTimeoutMs(heapMb));
+  const elapsed = Date.now() - t0;
+  sampler.phase = 'after';
+  await sleep(300);
+  sampler.stop();
+  const lag = await app.ask('report', {}, 'report');
+  const st = procStatus(app.pid);
+  const cpu1 = cpuSeconds(app.pid);
+  const size = statSync(file).size;
+  rmSync(file, { force: true });
+  await app.stop();
+  return {
+    kind: 'writeHeapSnapshot', heapMb, count: ready.count, heapUsed: ready.heapUsed, buildMs: ready.buildMs,
+    wallMs: done.wallMs, elapsedMs: elapsed, pauseMs: lag.maxGapMs, stalledMs: lag.stalledMs, eldMaxMs: lag.eldMaxMs,
+    gaps: lag.gaps, preRss, peakRss: sampler.peak(t0), hwm: hwmReset ? st.hwm : null, rssAfter: st.rss,
+    size, cpuS: cpu1 - cpu0, load: [load0, loadavg()[0]],
+    timeline: timeline(sampler, t0, preRss),
+  };
+}
+
+async function runOurs(heapMb, count) {
+  const spool = join(TMP, 'spool');
+  mkdirSync(spool, { recursive: true });
+  const app = startApp('agent', heapMb, { count, env: { ...H.hubEnv(hub), PERF_AGENT_SPOOL_DIR: spool } });
+  const ready = await app.next('ready', 600000);
+  const proc = await H.processByPid(hub, app.pid, { timeout: 30000 });
+  const sampler = new Sampler(app.pid);
+  const hubSampler = new Sampler(hub.child.pid);
+  const preRss = await settle(app, sampler);
+  const hubPre = hubSampler.samples.at(-1).rss;
+  const hwmReset = resetHwm(app.pid);
+  const cpu0 = cpuSeconds(app.pid);
+  const load0 = loadavg()[0];
+  await app.ask('mark', {}, 'marked');
+  sampler.phase = 'pending';
+  const t0 = Date.now();
+  const r = await H.api(hub, 'POST', `/api/processes/${proc.id}/commands`, { kind: 'heap_snapshot', force: true });
+  if (r.status !== 202) throw new Error(`POST command: ${r.status} ${JSON.stringify(r.body)}`);
+  const id = r.body.artifact.id;
+  const seen = {}; // status -> first time seen (ms since POST)
+  let a;
+  let uploadedSamples = [];
+  const deadline = t0 + capTimeoutMs(heapMb);
+  for (;;) {
+    a = (await H.api(hub, 'GET', `/api/artifacts/${id}`)).body;
+    const now = Date.now();
+    if (!(a.status in seen)) seen[a.status] = now - t0;
+    sampler.phase = a.status;
+    if (a.status === 'uploading') uploadedSamples.push({ t: now, b: a.uploaded_bytes });
+    if (a.status === 'ready' || a.status === 'failed') break;
+    if (now > deadline) throw new Error(`artifact ${id} still ${a.status} after ${now - t0} ms`);
+    await sleep(50);
+  }
+  const wallMs = Date.now() - t0;
+  if (a.status === 'failed') throw new Error(`snapshot failed: ${a.error}`);
+  sampler.phase = 'after';
+  await sleep(300);
+  sampler.stop();
+  hubSampler.stop();
+  const lag = await app.ask('report', {}, 'report');
+  const st = procStatus(app.pid);
+  const cpu1 = cpuSeconds(app.pid);
+  // Upload time: first poll that saw `uploading` (or the capture end) to the first `ready` poll.
+  const upStart = seen.uploading ?? seen.running ?? 0;
+  const uploadMs = seen.ready - upStart;
+  app.child.send({ cmd: 'exit' }); // agent.stop(): says goodbye to the hub
+  await Promise.race([app.exited, sleep(3000)]);
+  await app.stop();
+  return {
+    kind: 'ours (hub)', heapMb, count: ready.count, heapUsed: ready.heapUsed, buildMs: ready.buildMs,
+    wallMs, seen, pauseMs: lag.maxGapMs, stalledMs: lag.stalledMs, eldMaxMs: lag.eldMaxMs, gaps: lag.gaps,
+    preRss, peakRss: sampler.peak(t0), peakRssRunning: sampler.peak(t0, 'running'), peakRssUploading: sampler.peak(t0, 'uploading'),
+    hwm: hwmReset ? st.hwm : null, rssAfter: st.rss, size: a.size, uploadMs, uploadMBps: a.size / MB / (uploadMs / 1000),
+    hubPreRss: hubPre, hubPeakRss: hubSampler.peak(t0), estimate: r.body.artifact.estimate, cpuS: cpu1 - cpu0,
+    load: [load0, loadavg()[0]], artifactId: id,
+    timeline: timeline(sampler, t0, preRss),
+  };
+}
+
+// ---------- report ----------
+function table(results) {
+  const bySize = new Map();
+  for (const r of results) {
+    if (!bySize.has(r.heapMb)) bySize.set(r.heapMb, {});
+    bySize.get(r.heapMb)[r.kind === 'writeHeapSnapshot' ? 'base' : 'ours'] = r;
+  }
+  const lines = [];
+  for (const [heapMb, { base, ours }] of bySize) {
+    const x = (r, f) => (r ? f(r) : '—');
+    const row = (name, f, diff) => {
+      const d = base && ours && diff ? diff(ours, base) : '';
+      lines.push(`| ${name} | ${x(ours, f)} | ${x(base, f)} | ${d} |`);
+    };
+    const anyR = ours || base;
+    lines.push('');
+    lines.push(`### heap target ${heapMb} MiB — heapUsed ${mb(anyR.heapUsed)} MiB, ${anyR.count.toLocaleString('en')} records`);
+    lines.push('');
+    lines.push('| metric | ours (hub) | v8.writeHeapSnapshot | ours − baseline |');
+    lines.push('|---|---:|---:|---:|');
+    row('wall time s (ours: POST → ready; baseline: the call)', (r) => (r.wallMs / 1000).toFixed(1), (o, b) => `${((o.wallMs - b.wallMs) / 1000).toFixed(1)} s`);
+    row('  ours: POST → uploading (capture) s', (r) => (r.seen ? ((r.seen.uploading ?? NaN) / 1000).toFixed(1) : '—'));
+    row('main thread paused, longest gap s', (r) => (r.pauseMs / 1000).toFixed(2), (o, b) => `${((o.pauseMs - b.pauseMs) / 1000).toFixed(2)} s`);
+    row('  total stalled (gaps > 50 ms) s', (r) => (r.stalledMs / 1000).toFixed(2));
+    row('RSS before capture MiB', (r) => mb(r.preRss));
+    row('**peak extra RSS MiB** (sampled 50 ms)', (r) => `**${mb(r.peakRss - r.preRss)}**`, (o, b) => `**${mb(o.peakRss - o.preRss - (b.peakRss - b.preRss))}**`);
+    row('peak extra RSS MiB (VmHWM, reset before)', (r) => (r.hwm ? mb(r.hwm - r.preRss) : 'n/a'), (o, b) => (o.hwm && b.hwm ? mb(o.hwm - o.preRss - (b.hwm - b.preRss)) : ''));
+    row('  ours: peak extra while running / uploading MiB', (r) => (r.peakRssRunning ? `${mb(r.peakRssRunning - r.preRss)} / ${r.peakRssUploading ? mb(r.peakRssUploading - r.preRss) : '—'}` : '—'));
+    row('RSS kept after capture MiB (above pre)', (r) => mb(r.rssAfter - r.preRss));
+    row('file size MiB', (r) => mb(r.size), (o, b) => `${mb(o.size - b.size)}`);
+    row('upload MiB/s (size / uploading time)', (r) => (r.uploadMBps ? `${r.uploadMBps.toFixed(0)} (${(r.uploadMs / 1000).toFixed(1)} s)` : '—'));
+    row('app CPU s during capture', (r) => r.cpuS.toFixed(1));
+    row('hub RSS before → peak MiB', (r) => (r.hubPreRss ? `${mb(r.hubPreRss)} → ${mb(r.hubPeakRss)}` : '—'));
+    row('load average (1 min) start → end', (r) => r.load.map((l) => l.toFixed(2)).join(' → '));
+    if (base && ours) {
+      const extra = ours.peakRss - ours.preRss - (base.peakRss - base.preRss);
+      lines.push('');
+      lines.push(`Goal: our peak extra RSS < V8's own + 64 MiB → ${mb(extra)} MiB over baseline: **${extra < 64 * MB ? 'MET' : 'NOT MET'}**`);
+    }
+  }
+  return lines.join('\n');
+}
+
+// ---------- main ----------
+console.error(`# snapshot bench: sizes ${SIZES.join(',')} MiB, node ${process.version}, ${cpus().length} cpus, ${mb(totalmem())} MiB RAM, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+const results = [];
+try {
+  if (ONLY !== 'baseline') {
+    hub = await H.startHub({ dataDir: join(TMP, 'hub') });
+    console.error(`# hub ${hub.agentAddr} / ${hub.httpAddr} (${process.env.PERF_HUB_BIN})`);
+  }
+  for (const heapMb of SIZES) {
+    let count = null;
+    if (ONLY !== 'ours') {
+      console.error(`# ${heapMb} MiB: baseline (v8.writeHeapSnapshot) …`);
+      const b = await runBaseline(heapMb, null);
+      count = b.count;
+      results.push(b);
+      console.error(`#   ${(b.wallMs / 1000).toFixed(1)} s, extra RSS ${mb(b.peakRss - b.preRss)} MiB, file ${mb(b.size)} MiB`);
+    }
+    if (ONLY !== 'baseline') {
+      console.error(`# ${heapMb} MiB: ours (heap_snapshot via hub) …`);
+      const o = await runOurs(heapMb, count);
+      results.push(o);
+      console.error(`#   ${(o.wallMs / 1000).toFixed(1)} s, extra RSS ${mb(o.peakRss - o.preRss)} MiB, file ${mb(o.size)} MiB`);
+    }
+  }
+} catch (err) {
+  console.error(`bench failed: ${err.stack || err}`);
+  process.exitCode = 1;
+} finally {
+  if (hub) await hub.stop().catch(() => {});
+}
+if (results.length) {
+  console.log(table(results));
+  if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify(results, null, 2));
+}
