@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x node_modules/.bin/napi ]; then
+if [ ! -x node_modules/.bin/napi ] || [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
+fi
+if [ ! -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
+  echo "console tests need Chromium: apt-get install -y chromium (or set CHROMIUM_BIN)" >&2
+  exit 1
 fi
 npm run build:debug
 cargo test --workspace
-node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics.test.mjs __test__/metrics-collector.test.mjs
+node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics.test.mjs __test__/metrics-collector.test.mjs __test__/console.test.mjs

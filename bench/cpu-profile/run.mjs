@@ -159,9 +159,10 @@ function table(results) {
 
 console.error(`# cpu-profile bench: ${ROUNDS}×2 rounds of ${SECONDS} s, wrk -t1 -c${CONNS}, node ${process.version}, ${cpus().length} cpus, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 const results = [];
+let server = null;
 try {
   hub = await H.startHub({ dataDir: join(TMP, 'hub') });
-  const server = await startServer();
+  server = await startServer();
   const proc = await H.processByPid(hub, server.pid, { timeout: 20000 });
   console.error(`# warm-up ${WARMUP} s`);
   await wrk(server.port, WARMUP);
@@ -176,6 +177,7 @@ try {
   console.error(`bench failed: ${err.stack || err}`);
   process.exitCode = 1;
 } finally {
+  if (server) server.child.kill('SIGTERM');
   if (hub) await hub.stop().catch(() => {});
 }
 if (results.some((r) => r.mode === 'baseline') && results.some((r) => r.mode === 'profiled')) {

@@ -25,6 +25,7 @@ function opt(name, dflt) {
 const SIZES = opt('sizes', '100').split(',').map(Number).filter((n) => n > 0);
 const ONLY = opt('only', '');
 const JSON_OUT = opt('json', '');
+const REPEAT = Math.max(1, Number(opt('repeat', '1')));
 const SAMPLE_MS = 50;
 
 // ---------- process bookkeeping: everything we start dies with us ----------
@@ -263,11 +264,12 @@ async function runOurs(heapMb, count) {
 function table(results) {
   const bySize = new Map();
   for (const r of results) {
-    if (!bySize.has(r.heapMb)) bySize.set(r.heapMb, {});
-    bySize.get(r.heapMb)[r.kind === 'writeHeapSnapshot' ? 'base' : 'ours'] = r;
+    const key = `${r.heapMb}/${r.rep}`;
+    if (!bySize.has(key)) bySize.set(key, { heapMb: r.heapMb, rep: r.rep });
+    bySize.get(key)[r.kind === 'writeHeapSnapshot' ? 'base' : 'ours'] = r;
   }
   const lines = [];
-  for (const [heapMb, { base, ours }] of bySize) {
+  for (const { heapMb, rep, base, ours } of bySize.values()) {
     const x = (r, f) => (r ? f(r) : '—');
     const row = (name, f, diff) => {
       const d = base && ours && diff ? diff(ours, base) : '';
@@ -275,7 +277,7 @@ function table(results) {
     };
     const anyR = ours || base;
     lines.push('');
-    lines.push(`### heap target ${heapMb} MiB — heapUsed ${mb(anyR.heapUsed)} MiB, ${anyR.count.toLocaleString('en')} records`);
+    lines.push(`### heap target ${heapMb} MiB${REPEAT > 1 ? ` (repetition ${rep})` : ''} — heapUsed ${mb(anyR.heapUsed)} MiB, ${anyR.count.toLocaleString('en')} records`);
     lines.push('');
     lines.push('| metric | ours (hub) | v8.writeHeapSnapshot | ours − baseline |');
     lines.push('|---|---:|---:|---:|');
@@ -299,6 +301,19 @@ function table(results) {
       lines.push(`Goal: our peak extra RSS < V8's own + 64 MiB → ${mb(extra)} MiB over baseline: **${extra < 64 * MB ? 'MET' : 'NOT MET'}**`);
     }
   }
+  if (REPEAT > 1) {
+    lines.push('');
+    lines.push('### all repetitions');
+    lines.push('');
+    lines.push('| heap MiB | rep | ours extra RSS MiB | baseline extra RSS MiB | ours − baseline MiB | ours pause s | baseline pause s | load |');
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const { heapMb, rep, base, ours } of bySize.values()) {
+      if (!base || !ours) continue;
+      const eo = ours.peakRss - ours.preRss;
+      const eb = base.peakRss - base.preRss;
+      lines.push(`| ${heapMb} | ${rep} | ${mb(eo)} | ${mb(eb)} | ${mb(eo - eb)} | ${(ours.pauseMs / 1000).toFixed(1)} | ${(base.pauseMs / 1000).toFixed(1)} | ${base.load[0].toFixed(1)}–${ours.load[1].toFixed(1)} |`);
+    }
+  }
   return lines.join('\n');
 }
 
@@ -310,18 +325,19 @@ try {
     hub = await H.startHub({ dataDir: join(TMP, 'hub') });
     console.error(`# hub ${hub.agentAddr} / ${hub.httpAddr} (${process.env.PERF_HUB_BIN})`);
   }
-  for (const heapMb of SIZES) {
+  for (const heapMb of SIZES) for (let rep = 1; rep <= REPEAT; rep++) {
     let count = null;
+    if (REPEAT > 1) console.error(`# ${heapMb} MiB: repetition ${rep}/${REPEAT}`);
     if (ONLY !== 'ours') {
       console.error(`# ${heapMb} MiB: baseline (v8.writeHeapSnapshot) …`);
-      const b = await runBaseline(heapMb, null);
+      const b = { ...(await runBaseline(heapMb, null)), rep };
       count = b.count;
       results.push(b);
       console.error(`#   ${(b.wallMs / 1000).toFixed(1)} s, extra RSS ${mb(b.peakRss - b.preRss)} MiB, file ${mb(b.size)} MiB`);
     }
     if (ONLY !== 'baseline') {
       console.error(`# ${heapMb} MiB: ours (heap_snapshot via hub) …`);
-      const o = await runOurs(heapMb, count);
+      const o = { ...(await runOurs(heapMb, count)), rep };
       results.push(o);
       console.error(`#   ${(o.wallMs / 1000).toFixed(1)} s, extra RSS ${mb(o.peakRss - o.preRss)} MiB, file ${mb(o.size)} MiB`);
     }

@@ -66,4 +66,3 @@ test('unreachable hub: the app starts and serves, and warns that it is not conne
   app = null;
   assert.equal(require('@corp/perf-agent').status().running, false, 'beforeClose stopped it');
 });
-test('zz debug', () => { setTimeout(() => { console.log('RES', process.getActiveResourcesInfo()); for (const h of process._getActiveHandles()) console.log('HANDLE', h.constructor.name, h._idleTimeout, h._onTimeout && h._onTimeout.toString().slice(0, 300)); }, 2000); });

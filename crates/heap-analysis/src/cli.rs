@@ -117,7 +117,7 @@ impl ProgressPrinter {
         if self.quiet {
             return;
         }
-        let pct = if p.total > 0 { (p.done.min(p.total) * 100 / p.total) as u64 } else { 0 };
+        let pct = (p.done.min(p.total) * 100).checked_div(p.total).unwrap_or(0);
         let step = if self.tty { 1 } else { 10 };
         let bucket = pct / step;
         if let Some((s, st, b)) = self.last {

@@ -117,10 +117,8 @@ pub fn essential_edges(g: &HeapGraph, page: &Bits, model: Model) -> Bits {
             if t == weak || to == v {
                 continue;
             }
-            if v != ROOT {
-                if t == shortcut || (!v_page && page.get(to as usize)) {
-                    continue;
-                }
+            if v != ROOT && (t == shortcut || (!v_page && page.get(to as usize))) {
+                continue;
             }
             if t == internal && model == Model::DevTools {
                 let name = g.edge_name[e] as usize;

@@ -261,3 +261,51 @@ impl Loaded {
 fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::tests::snapshot_json;
+
+    fn write_tmp(name: &str, body: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("perf-heap-{}-{name}", std::process::id()));
+        std::fs::write(&p, body).expect("write temp file");
+        p
+    }
+
+    /// root -shortcut-> global (id 3) -p-> Foo (id 5) [-p-> Foo (id 7) when `grown`].
+    fn snapshot(grown: bool) -> String {
+        let mut nodes = vec![(9, 0, 1, 0, 1), (3, 1, 3, 10, 1 + u32::from(grown)), (3, 2, 5, 20, 0)];
+        let mut edges = vec![(5, 0, 1), (2, 3, 2)];
+        if grown {
+            nodes.push((3, 2, 7, 30, 0));
+            edges.push((2, 3, 3));
+        }
+        snapshot_json(&nodes, &edges, &["", "global", "Foo", "p"])
+    }
+
+    #[test]
+    fn analyze_and_diff_small_snapshots() {
+        let a = write_tmp("a.heapsnapshot", &snapshot(false));
+        let b = write_tmp("b.heapsnapshot", &snapshot(true));
+        let mut stages = Vec::new();
+        let an = analyze_path(&a, &AnalyzeOptions::default(), &mut |p| stages.push(p.stage)).unwrap();
+        assert!(stages.contains(&Stage::Reading) && stages.contains(&Stage::Dominators));
+        let foo = an.classes.iter().find(|c| c.name == "Foo").unwrap();
+        assert_eq!((foo.count, foo.retained_size), (1, 20));
+        assert_eq!(an.snapshot.total_size, 30);
+        let d = diff_paths(&a, &b, &AnalyzeOptions::default(), &mut |_| {}).unwrap();
+        let foo = d.classes.iter().find(|c| c.name == "Foo").unwrap();
+        assert_eq!((foo.count_delta, foo.new_count, foo.deleted_count, foo.new_size), (1, 1, 0, 30));
+        assert_eq!(d.classes[0].name, "Foo", "what grew most comes first");
+        assert_eq!(d.new_objects.iter().map(|o| o.id).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(d.total_size_delta, 30);
+        let text = render_diff_text(&d);
+        assert!(text.contains("Foo"));
+        assert!(render_analysis_text(&an).contains("Foo"));
+        let missing = std::env::temp_dir().join("perf-heap-definitely-missing.heapsnapshot");
+        assert!(matches!(analyze_path(&missing, &AnalyzeOptions::default(), &mut |_| {}), Err(HeapError::Io { .. })));
+        let _ = std::fs::remove_file(a);
+        let _ = std::fs::remove_file(b);
+    }
+}

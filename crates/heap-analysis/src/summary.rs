@@ -120,6 +120,8 @@ pub struct ClassTable {
     pub count: Vec<u64>,
     pub shallow: Vec<u64>,
     pub retained: Vec<u64>,
+    /// Largest retained size of a single instance.
+    pub max_instance: Vec<u64>,
     pub node_type: Vec<u8>,
 }
 
@@ -143,6 +145,7 @@ pub fn aggregate(g: &HeapGraph) -> ClassTable {
         count: Vec::new(),
         shallow: Vec::new(),
         retained: Vec::new(),
+        max_instance: Vec::new(),
         node_type: Vec::new(),
     };
     for v in 0..g.node_count() as u32 {
@@ -158,6 +161,7 @@ pub fn aggregate(g: &HeapGraph) -> ClassTable {
             t.count.push(0);
             t.shallow.push(0);
             t.retained.push(0);
+            t.max_instance.push(0);
             t.node_type.push(g.node_type[v as usize]);
         }
         let s = *slot_ref as usize;
@@ -177,6 +181,8 @@ pub fn class_retained(g: &HeapGraph, d: &Dominators, dn: &DominatedNodes, t: &mu
     while let Some(v) = list.pop() {
         let children = dn.children(v);
         if let Some(slot) = t.slot(g, v) {
+            let m = &mut t.max_instance[slot as usize];
+            *m = (*m).max(d.retained[v as usize]);
             if !seen[slot as usize] {
                 t.retained[slot as usize] += d.retained[v as usize];
                 if !children.is_empty() {
@@ -335,6 +341,9 @@ pub fn is_reportable(g: &HeapGraph, v: u32) -> bool {
     v != ROOT && Some(g.node_type[v as usize]) != g.types.node_synthetic
 }
 
+/// Fewest instances for a class to be reported as a suspect.
+const MIN_CLASS_SUSPECT_COUNT: u64 = 100;
+
 /// The constructor summary rows, largest retained first.
 pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<ClassSummary> {
     let mut order: Vec<usize> = (0..t.keys.len()).collect();
@@ -361,7 +370,8 @@ pub fn percent(part: u64, total: u64) -> f64 {
 }
 
 /// Leak suspects: accumulation points (objects over the threshold none of whose dominated
-/// children is) and classes with an outsize retained share.
+/// children is) and classes with an outsize retained share spread over many instances (a class
+/// whose share comes from one container instance is that container's story, not the class's).
 pub fn suspects(
     r: &Reporter<'_>,
     dn: &DominatedNodes,
@@ -408,6 +418,7 @@ pub fn suspects(
             let name = g.class_name(t.keys[s]);
             !name.starts_with("system /") && name != "global" && name != "Window"
         })
+        .filter(|&s| t.count[s] >= MIN_CLASS_SUSPECT_COUNT && t.max_instance[s] * 2 < t.retained[s])
         .collect();
     classes.sort_by(|&a, &b| t.retained[b].cmp(&t.retained[a]));
     for s in classes.into_iter().take(opts.max_suspects) {

@@ -33,7 +33,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/audit", get(list_audit))
         .route("/metrics", get(prometheus))
         .layer(middleware::from_fn_with_state(hub.clone(), require_token));
-    Router::new().route("/", get(console)).merge(api).with_state(hub)
+    Router::new()
+        .route("/", get(console))
+        .route("/console/{file}", get(console_asset))
+        .merge(api)
+        .with_state(hub)
 }
 
 /// An API error as `{"error": "..."}` with a status code.
@@ -86,6 +90,18 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 
 async fn console() -> Html<&'static str> {
     Html(include_str!("../../../console/index.html"))
+}
+
+/// The console's static files, compiled into the binary (no token needed: no data in them).
+async fn console_asset(Path(file): Path<String>) -> Response {
+    let (body, ty): (&'static str, &'static str) = match file.as_str() {
+        "app.js" => (include_str!("../../../console/app.js"), "text/javascript"),
+        "style.css" => (include_str!("../../../console/style.css"), "text/css"),
+        "uPlot.iife.min.js" => (include_str!("../../../console/vendor/uPlot.iife.min.js"), "text/javascript"),
+        "uPlot.min.css" => (include_str!("../../../console/vendor/uPlot.min.css"), "text/css"),
+        _ => return err(StatusCode::NOT_FOUND, "no such file").into_response(),
+    };
+    ([(header::CONTENT_TYPE, ty), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 async fn list_processes(State(hub): State<Arc<Hub>>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -1,0 +1,71 @@
+// The web console in real headless Chromium against a real hub and a real app: sign in, see the
+// process, take a CPU profile and a heap snapshot with the buttons, open the flame graph.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startHub, startApp, hubEnv, processByPid, tempDir, cleanup, TOKEN } from './helpers.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+let hub, app, browser, shots;
+
+before(async () => {
+  hub = await startHub();
+  app = await startApp('app.js', { env: hubEnv(hub) });
+  await processByPid(hub, app.child.pid);
+  shots = tempDir('perf-console-');
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (app) await app.kill();
+  if (hub) await hub.stop();
+  cleanup(hub && hub.dataDir);
+  cleanup(shots);
+});
+
+test('console: a wrong token is refused, the right one shows the process', async () => {
+  const page = await browser.newPage();
+  await page.goto(hub.url('/'));
+  await page.fill('#token', 'not-the-token-at-all');
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#toast .error');
+  assert.ok(await page.isVisible('#login'));
+  await page.fill('#token', TOKEN);
+  await page.click('#login button[type=submit]');
+  const row = await page.waitForSelector(`#processes tr:has-text("${app.child.pid}")`);
+  assert.match(await row.textContent(), /orders/);
+  assert.match(await row.textContent(), /running/);
+  await page.close();
+});
+
+test('console: CPU profile and heap snapshot buttons produce ready artifacts; the flame graph opens', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await page.goto(hub.url('/'));
+  await page.fill('#token', TOKEN);
+  await page.click('#login button[type=submit]');
+  const row = `#processes tr:has-text("${app.child.pid}")`;
+  await page.waitForSelector(row);
+  await page.fill('#seconds', '1');
+  await page.click(`${row} button[data-kind=cpu_profile]`);
+  await page.waitForSelector('#artifacts tr[data-status=ready]:has-text("cpu_profile")', { timeout: 30000 });
+  await page.click(`${row} button[data-kind=heap_snapshot]`);
+  await page.waitForSelector('#artifacts tr[data-status=ready]:has-text("heap_snapshot")', { timeout: 30000 });
+  await page.click('#artifacts tr[data-status=ready]:has-text("cpu_profile") button:has-text("Flame graph")');
+  await page.waitForSelector('#viewer:not([hidden])');
+  const frame = page.frames().find((f) => f.url().startsWith('blob:'));
+  assert.ok(frame, 'flame graph frame loaded');
+  await frame.waitForSelector('svg');
+  // Selecting the process shows its metric charts.
+  await page.click(`${row} td:first-child`);
+  await page.waitForSelector('#charts .uplot');
+  const shot = process.env.CONSOLE_SHOT || join(shots, 'console.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  assert.ok(existsSync(shot) && statSync(shot).size > 10000);
+  await page.close();
+});

@@ -1,0 +1,203 @@
+// perf-hub console: plain JS over the HTTP API (no build step). The operator token stays in
+// sessionStorage and goes in the Authorization header of every call.
+(() => {
+  'use strict';
+  const $ = (s) => document.querySelector(s);
+  const KINDS = [
+    ['heap_snapshot', 'Heap snapshot', false],
+    ['cpu_profile', 'CPU profile', true],
+    ['heap_sampling', 'Heap sampling', true],
+    ['perf_flamegraph', 'perf flame graph', true],
+  ];
+  const FLAME_KINDS = new Set(['cpu_profile', 'heap_sampling', 'perf_flamegraph']);
+  let token = sessionStorage.getItem('perf-hub-token') || '';
+  let selected = null;
+  let charts = [];
+
+  function el(tag, attrs = {}, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v == null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v);
+    }
+    for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? '' : String(c)));
+    return e;
+  }
+
+  function toast(msg, isError) {
+    const d = el('div', { class: isError ? 'error' : '' }, msg);
+    $('#toast').append(d);
+    setTimeout(() => d.remove(), isError ? 10000 : 5000);
+  }
+
+  async function api(method, path, body) {
+    const res = await fetch(path, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (res.status === 401) {
+      // Forget the token so the refresh loop doesn't keep asking with it.
+      token = '';
+      sessionStorage.removeItem('perf-hub-token');
+      showLogin('Wrong or missing token.');
+      throw new Error('unauthorized');
+    }
+    return res;
+  }
+
+  async function json(method, path, body) {
+    const res = await api(method, path, body);
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok && res.status !== 409) throw new Error(data.error || `${res.status}`);
+    return { status: res.status, data };
+  }
+
+  function showLogin(msg) {
+    $('#main').hidden = true;
+    $('#logout').hidden = true;
+    $('#login').hidden = false;
+    if (msg) toast(msg, true);
+  }
+
+  const mb = (b) => (b == null ? '' : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+  const ago = (t) => {
+    const s = Math.round((Date.now() - Date.parse(t)) / 1000);
+    return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : new Date(t).toLocaleString();
+  };
+
+  async function capture(p, kind) {
+    const seconds = Number($('#seconds').value) || 10;
+    const body = { kind, ...(kind === 'heap_snapshot' ? {} : { seconds }) };
+    try {
+      const { status, data } = await json('POST', `/api/processes/${p.id}/commands`, body);
+      if (status === 409) return toast(`${kind} refused: ${data.error}`, true);
+      const e = data.artifact && data.artifact.estimate;
+      toast(e ? `Heap snapshot started: heap ${mb(e.heap_used_bytes)}, pause ~${(e.pause_ms / 1000).toFixed(1)} s, needs ~${mb(e.extra_memory_bytes)}` : `${kind} started`);
+      refresh();
+    } catch (err) {
+      toast(`${kind}: ${err.message}`, true);
+    }
+  }
+
+  function processRow(p) {
+    const buttons = KINDS.filter(([k]) => p.capabilities.includes(k)).map(([k, label]) =>
+      el('button', { disabled: !p.connected, 'data-kind': k, onclick: (ev) => { ev.stopPropagation(); capture(p, k); } }, label));
+    const state = p.state === 'blocked' ? `blocked ${(p.blocked_ms / 1000).toFixed(1)}s` : p.state;
+    return el('tr', { 'data-id': p.id, class: selected === p.id ? 'selected' : '', onclick: () => selectProcess(p) },
+      el('td', {}, p.app),
+      el('td', {}, `${p.hostname} · ${p.pid}`),
+      el('td', {}, ...Object.entries(p.labels).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
+      el('td', {}, el('span', { class: `badge ${p.state}` }, state)),
+      el('td', {}, p.node_version),
+      el('td', {}, ago(p.last_seen)),
+      el('td', {}, ...buttons));
+  }
+
+  async function download(a) {
+    const res = await api('GET', `/api/artifacts/${a.id}/download`);
+    if (!res.ok) return toast(`download failed: ${res.status}`, true);
+    const url = URL.createObjectURL(await res.blob());
+    const link = el('a', { href: url, download: `${a.app}-${a.file_name}` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  async function showFlamegraph(a) {
+    const res = await api('GET', `/api/artifacts/${a.id}/flamegraph.svg`);
+    if (!res.ok) return toast(`flame graph: ${(await res.json().catch(() => ({}))).error || res.status}`, true);
+    $('#viewer-title').textContent = `Flame graph · ${a.kind} · ${a.app}`;
+    // A blob URL keeps the SVG a standalone document, so inferno's zoom/search script works.
+    const frame = $('#viewer-frame');
+    if (frame.dataset.url) URL.revokeObjectURL(frame.dataset.url);
+    frame.dataset.url = URL.createObjectURL(new Blob([await res.text()], { type: 'image/svg+xml' }));
+    frame.src = frame.dataset.url;
+    $('#viewer').hidden = false;
+    $('#viewer').scrollIntoView();
+  }
+
+  function artifactRow(a, procs) {
+    const p = procs.get(a.process_id);
+    let status = a.status;
+    if (a.progress && (a.status === 'running') && a.progress.total > 0) status += ` ${Math.round((100 * a.progress.done) / a.progress.total)}%`;
+    if (a.status === 'uploading' && a.size) status += ` ${Math.round((100 * a.uploaded_bytes) / a.size)}%`;
+    const details = a.error ? el('span', { class: 'error' }, a.error) : (a.notes || []).join(' ');
+    const actions = [];
+    if (a.status === 'ready') {
+      actions.push(el('button', { onclick: () => download(a) }, 'Download'));
+      if (FLAME_KINDS.has(a.kind)) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+    }
+    return el('tr', { 'data-id': a.id, 'data-status': a.status },
+      el('td', {}, ago(a.created_at)),
+      el('td', {}, `${a.app} · ${p ? p.pid : a.process_id.slice(0, 8)}`),
+      el('td', {}, a.kind),
+      el('td', {}, el('span', { class: `badge ${a.status}` }, status)),
+      el('td', {}, mb(a.size)),
+      el('td', {}, details),
+      el('td', {}, ...actions));
+  }
+
+  async function selectProcess(p) {
+    selected = p.id;
+    $('#metrics-title').textContent = `${p.app} · ${p.hostname} · ${p.pid}`;
+    $('#metrics-panel').hidden = false;
+    await drawMetrics();
+    refresh();
+  }
+
+  const SERIES = [
+    ['RSS (MB)', (s) => s.native && s.native.process ? s.native.process.rss_bytes / 1e6 : null],
+    ['Heap used (MB)', (s) => s.js ? s.js.heap.used_bytes / 1e6 : null],
+    ['CPU %', (s) => s.native && s.native.process ? s.native.process.cpu_user_percent + s.native.process.cpu_system_percent : null],
+    ['Event loop delay p99 (ms)', (s) => s.js ? s.js.event_loop.delay_p99_ms : null],
+    ['Blocked (s)', (s) => s.blocked_ms / 1000],
+  ];
+
+  async function drawMetrics() {
+    if (!selected || typeof uPlot === 'undefined') return;
+    const since = Date.now() - 30 * 60 * 1000;
+    const { data } = await json('GET', `/api/processes/${selected}/metrics?since=${since}`);
+    const xs = data.map((s) => s.ts / 1000);
+    charts.forEach((c) => c.destroy());
+    charts = SERIES.map(([label, f]) => new uPlot(
+      { title: label, width: 360, height: 160, series: [{}, { label, stroke: '#2f6fd6', spanGaps: false }], legend: { show: false } },
+      [xs, data.map(f)], $('#charts')));
+  }
+
+  async function refresh() {
+    if (!token) return showLogin();
+    try {
+      const [{ data: procs }, { data: arts }] = await Promise.all([json('GET', '/api/processes'), json('GET', '/api/artifacts?limit=50')]);
+      $('#login').hidden = true;
+      $('#main').hidden = false;
+      $('#logout').hidden = false;
+      const byId = new Map(procs.map((p) => [p.id, p]));
+      $('#processes tbody').replaceChildren(...procs.map(processRow));
+      $('#artifacts tbody').replaceChildren(...arts.map((a) => artifactRow(a, byId)));
+      const connected = procs.filter((p) => p.connected).length;
+      $('#summary').textContent = `${connected} connected · ${procs.length - connected} disconnected · ${arts.length} artifacts`;
+    } catch (err) {
+      if (err.message !== 'unauthorized') toast(`refresh failed: ${err.message}`, true);
+    }
+  }
+
+  $('#login').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    token = $('#token').value.trim();
+    sessionStorage.setItem('perf-hub-token', token);
+    refresh();
+  });
+  $('#logout').addEventListener('click', () => {
+    token = '';
+    sessionStorage.removeItem('perf-hub-token');
+    showLogin();
+  });
+  $('#viewer-close').addEventListener('click', () => { $('#viewer').hidden = true; });
+  refresh();
+  setInterval(refresh, 2000);
+  setInterval(drawMetrics, 10000);
+})();
