@@ -162,3 +162,56 @@ async fn reconnects_after_hub_restart() {
     let a = wait_ready(&running.hub, &a.id).await;
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
+    use perf_agent_core::upload::{upload_with_retry, UploadError, UploadJob};
+    use perf_agent_core::{backoff::Backoff, spool::SpoolWriter};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = perf_hub::start(hub_config(&dir.path().join("hub"))).await.expect("hub");
+    // An artifact the hub issued, with half of its bytes already received before a cut.
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let id = "0123456789abcdef0123456789abcdef";
+    let now = perf_hub::store::now_rfc3339();
+    let rec = perf_hub::store::ArtifactRecord {
+        id: id.into(),
+        process_id: "feedfacefeedface".into(),
+        app: "orders".into(),
+        kind: "heap_snapshot".into(),
+        params: serde_json::json!({}),
+        status: ArtifactStatus::Uploading,
+        error: None,
+        size: None,
+        sha256: None,
+        file_name: format!("{id}.heapsnapshot"),
+        created_at: now.clone(),
+        updated_at: now,
+        requested_by: "test".into(),
+        estimate: None,
+        progress: None,
+        notes: vec![],
+        uploaded_bytes: 0,
+        upload_token: "tok-1234".into(),
+    };
+    running.hub.store.insert_artifact(&rec).expect("insert");
+    std::fs::write(running.hub.blobs.part_path(id), &payload[..400_000]).expect("part");
+
+    let mut w = SpoolWriter::create(&dir.path().join("spool"), "x.heapsnapshot", 1 << 30).expect("spool");
+    w.write(&payload).expect("write");
+    let file = w.finish().expect("finish");
+    let quick = || Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+
+    let bad = UploadJob { hub: running.agent_addr.to_string(), command_id: id.into(), token: "wrong".into(), file: file.clone() };
+    let refused = upload_with_retry(&bad, quick(), cancel.clone()).await;
+    assert!(matches!(refused, Err(UploadError::Refused(ref m)) if m.contains("token")), "{refused:?}");
+
+    let job = UploadJob { hub: running.agent_addr.to_string(), command_id: id.into(), token: "tok-1234".into(), file };
+    upload_with_retry(&job, quick(), cancel).await.expect("upload");
+    let a = running.hub.store.get_artifact(id).expect("store").expect("artifact");
+    assert_eq!(a.status, ArtifactStatus::Ready);
+    assert_eq!(std::fs::read(running.hub.blobs.final_path(&a.file_name)).expect("file"), payload);
+    // Had the agent sent from zero instead of the hub's offset, the hub would have refused the
+    // excess bytes and the file would not match.
+    assert_eq!(a.uploaded_bytes, payload.len() as u64);
+}

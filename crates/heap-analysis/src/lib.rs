@@ -20,6 +20,7 @@ mod dom_state;
 pub mod dominators;
 pub mod error;
 pub mod graph;
+mod interfaces;
 mod parser;
 pub mod render;
 mod scan;
@@ -134,7 +135,7 @@ pub fn analyze_reader<R: Read>(
     opts: &AnalyzeOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Analysis, HeapError> {
-    let loaded = load(reader, total, 0, opts.model, progress)?;
+    let loaded = load(reader, total, 0, opts.model, None, progress)?;
     Ok(loaded.analysis(opts, progress))
 }
 
@@ -148,11 +149,12 @@ pub fn diff_paths(
     let (a_path, b_path) = (before.as_ref(), after.as_ref());
     let (fa, sa) = open(a_path)?;
     let (fb, sb) = open(b_path)?;
-    let side_a = {
-        let a = load(fa, sa, 0, opts.model, progress).map_err(|e| with_path(e, a_path))?;
-        diff::Side::new(&a.graph, &a.table, a.info.clone())
+    // The first snapshot's object shapes name plain objects in both, so rows line up.
+    let (side_a, shapes) = {
+        let a = load(fa, sa, 0, opts.model, None, progress).map_err(|e| with_path(e, a_path))?;
+        (diff::Side::new(&a.graph, &a.table, a.info.clone()), a.shapes)
     };
-    let b = load(fb, sb, 1, opts.model, progress).map_err(|e| with_path(e, b_path))?;
+    let b = load(fb, sb, 1, opts.model, Some(&shapes), progress).map_err(|e| with_path(e, b_path))?;
     let side_b = diff::Side::new(&b.graph, &b.table, b.info.clone());
     progress(Progress { snapshot: 1, stage: Stage::Paths, done: 0, total: 1 });
     let reporter = b.reporter(opts);
@@ -184,6 +186,8 @@ struct Loaded {
     table: ClassTable,
     info: SnapshotInfo,
     timings: Timings,
+    /// Plain-object shapes used for class names.
+    shapes: Vec<interfaces::Interface>,
 }
 
 fn load<R: Read>(
@@ -191,6 +195,7 @@ fn load<R: Read>(
     total: u64,
     snapshot: u8,
     model: Model,
+    shapes: Option<&[interfaces::Interface]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Loaded, HeapError> {
     let mut timings = Timings::default();
@@ -203,9 +208,15 @@ fn load<R: Read>(
     timings.read_ms = ms(t0);
     let t1 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Dominators, done: 0, total: 1 });
+    let mut shapes_used = Vec::new();
     if model == Model::DevTools {
         dom_state::propagate(&mut graph);
         shallow::attribute_internal_sizes(&mut graph);
+        shapes_used = match shapes {
+            Some(s) => s.to_vec(),
+            None => interfaces::infer(&graph),
+        };
+        interfaces::apply(&mut graph, &shapes_used);
     }
     let dom = dominators::compute(&graph, model);
     let dominated = DominatedNodes::build(&dom.idom);
@@ -223,7 +234,7 @@ fn load<R: Read>(
         total_size: dom.retained[graph::ROOT as usize],
         unreachable_nodes: dom.unreachable,
     };
-    Ok(Loaded { graph, dom, dominated, table, info, timings })
+    Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used })
 }
 
 impl Loaded {
