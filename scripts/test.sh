@@ -11,6 +11,10 @@ if [ ! -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
   echo "console tests need Chromium: apt-get install -y chromium (or set CHROMIUM_BIN)" >&2
   exit 1
 fi
+if [ ! -d egg-perf-agent/node_modules/egg ]; then
+  npm --prefix egg-perf-agent ci --no-audit --no-fund
+fi
 npm run build:debug
 cargo test --workspace
-node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics.test.mjs __test__/metrics-collector.test.mjs __test__/console.test.mjs
+node --test __test__/agent.test.mjs __test__/lifecycle.test.mjs __test__/profiles.test.mjs __test__/metrics.test.mjs __test__/metrics-collector.test.mjs __test__/register.test.mjs __test__/console.test.mjs
+npm --prefix egg-perf-agent test

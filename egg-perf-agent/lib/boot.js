@@ -68,7 +68,7 @@ function bootHook(role) {
         } else {
           // Same process already runs it (e.g. `-r @corp/perf-agent/register`, or egg-mock's
           // single-process app where agent and worker share one process): first start wins.
-          logger.info('%s already running in this process (pid %s); the %s keeps its options', TAG, process.pid, role);
+          logger.info('%s already running in this process (pid %s): the first start keeps its options, this %s\'s config.perfAgent is not applied', TAG, process.pid, role);
         }
         const warnMs = Number(cfg.connectWarnMs ?? 10000);
         if (this.started && warnMs > 0) {

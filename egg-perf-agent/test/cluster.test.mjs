@@ -71,6 +71,22 @@ after(async () => {
 let workers;
 let agentProc;
 
+/**
+ * Sends a command. Right after a process connects, its inspector worker may still be starting
+ * (the hub answers 409 "inspector worker is not running"): retry that for a few seconds.
+ */
+async function command(proc, body) {
+  const t0 = Date.now();
+  const res = await waitFor(`command ${body.kind} accepted`, async () => {
+    const r = await api(hub, 'POST', `/api/processes/${proc.id}/commands`, body);
+    if (r.status === 409 && /inspector worker is not running/.test(r.body.error)) return null;
+    return r;
+  }, { timeout: 10000, interval: 200 });
+  if (Date.now() - t0 > 300) console.log(`# ${body.kind} accepted ${Date.now() - t0} ms after the first try`);
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  return res;
+}
+
 test('the Egg agent and both workers show up in the hub with role, worker id and app name labels', async () => {
   const list = await waitFor('agent + 2 workers connected', async () => {
     const l = (await eggProcesses()).filter((p) => p.connected);
@@ -104,10 +120,8 @@ test('the Egg agent and both workers show up in the hub with role, worker id and
 test('a CPU profile of one worker and a heap snapshot of the other both become ready', async () => {
   assert.ok(workers, 'previous test found the workers');
   const [w1, w2] = workers;
-  const cpu = await api(hub, 'POST', `/api/processes/${w1.id}/commands`, { kind: 'cpu_profile', seconds: 1 });
-  assert.equal(cpu.status, 202, JSON.stringify(cpu.body));
-  const heap = await api(hub, 'POST', `/api/processes/${w2.id}/commands`, { kind: 'heap_snapshot' });
-  assert.equal(heap.status, 202, JSON.stringify(heap.body));
+  const cpu = await command(w1, { kind: 'cpu_profile', seconds: 1 });
+  const heap = await command(w2, { kind: 'heap_snapshot' });
   const [cpuArt, heapArt] = await Promise.all([
     waitArtifact(hub, cpu.body.artifact.id, { timeout: 60000 }),
     waitArtifact(hub, heap.body.artifact.id, { timeout: 60000 }),
@@ -144,16 +158,7 @@ test('SIGKILL of a worker: it is marked disconnected and its replacement appears
   const now = (await eggProcesses()).filter((p) => p.connected);
   assert.deepEqual(now.map((p) => p.labels.role).sort(), ['agent', 'worker', 'worker']);
   // The replacement is diagnosable too.
-  // Right after connecting, the agent's inspector worker may still be starting (the hub then
-  // answers 409 "inspector worker is not running"): retry for a few seconds.
-  const t0 = Date.now();
-  const cpu = await waitFor('command accepted by the replacement', async () => {
-    const r = await api(hub, 'POST', `/api/processes/${fresh.id}/commands`, { kind: 'cpu_profile', seconds: 1 });
-    if (r.status === 409 && /inspector worker is not running/.test(r.body.error)) return null;
-    return r;
-  }, { timeout: 10000, interval: 200 });
-  if (Date.now() - t0 > 300) console.log(`# replacement accepted commands ${Date.now() - t0} ms after it showed connected`);
-  assert.equal(cpu.status, 202, JSON.stringify(cpu.body));
+  const cpu = await command(fresh, { kind: 'cpu_profile', seconds: 1 });
   assert.equal((await waitArtifact(hub, cpu.body.artifact.id, { timeout: 30000 })).status, 'ready');
 });
 

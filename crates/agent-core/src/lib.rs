@@ -50,6 +50,9 @@ pub enum AgentError {
     UnknownJob(String),
 }
 
+/// How long a command waits for the inspector worker to register after the agent started.
+const EXECUTOR_WAIT: Duration = Duration::from_secs(3);
+
 /// Capacity of the queue of messages waiting for the link (drops beyond it, never blocks).
 const OUTBOX_CAPACITY: usize = 1024;
 
@@ -188,8 +191,30 @@ impl Inner {
         self.send(Message::Ack(Ack { command_id: command_id.to_string(), accepted, error, estimate }));
     }
 
-    /// A command from the hub: refuse it or hand it to the executor.
+    fn has_executor(&self) -> bool {
+        self.executor.read().map(|e| e.is_some()).unwrap_or(false)
+    }
+
+    /// A command from the hub: refuse it or hand it to the executor. The inspector worker
+    /// registers a moment after the link is up (it has to boot); a command arriving in that
+    /// window waits for it briefly instead of being refused.
     pub(crate) fn handle_command(self: &Arc<Self>, cmd: perf_protocol::Command) {
+        let needs_worker = !matches!(cmd.kind, CommandKind::PerfFlamegraph { .. });
+        if needs_worker && !self.has_executor() {
+            let inner = self.clone();
+            self.rt.spawn(async move {
+                let started = std::time::Instant::now();
+                while !inner.has_executor() && started.elapsed() < EXECUTOR_WAIT {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                inner.dispatch_or_refuse(cmd);
+            });
+            return;
+        }
+        self.dispatch_or_refuse(cmd);
+    }
+
+    fn dispatch_or_refuse(self: &Arc<Self>, cmd: perf_protocol::Command) {
         if let Err(reason) = self.try_dispatch(&cmd) {
             tracing::warn!(command = %cmd.id, reason, "perf-agent: command refused");
             self.ack(&cmd.id, false, Some(reason), None);
