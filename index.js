@@ -48,6 +48,10 @@ function capabilities() {
 
 let worker = null;
 let exitHookInstalled = false;
+/** Sessions the worker has connected to this thread (shared memory, see exit hook). */
+let exitState = null;
+/** Longest an exit waits for the worker to disconnect its inspector sessions. */
+const EXIT_WAIT_MS = 500;
 let collector = null;
 let beat = null;
 
@@ -115,9 +119,10 @@ function ensureWorker() {
     worker.postMessage('register');
     return;
   }
+  exitState = new Int32Array(new SharedArrayBuffer(4));
   worker = new Worker(path.join(__dirname, 'lib', 'inspector-worker.js'), {
     name: 'perf-agent-inspector',
-    workerData: { bindingPath: require.resolve('./binding.js') },
+    workerData: { bindingPath: require.resolve('./binding.js'), exitState: exitState.buffer },
     // Don't inherit -r preloads or --inspect flags of the app.
     execArgv: [],
     stdout: false,
@@ -134,8 +139,16 @@ function ensureWorker() {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     // Disconnect inspector sessions so exit doesn't wait "for the debugger to disconnect".
+    // The worker runs on its own thread, so this thread can block briefly (bounded) until it
+    // has done so — only when a session is connected at all.
     process.on('exit', () => {
-      if (worker) worker.postMessage('main-exiting');
+      if (!worker || !exitState) return;
+      worker.postMessage('main-exiting');
+      const deadline = Date.now() + EXIT_WAIT_MS;
+      let connected;
+      while ((connected = Atomics.load(exitState, 0)) > 0 && Date.now() < deadline) {
+        Atomics.wait(exitState, 0, connected, deadline - Date.now());
+      }
     });
   }
 }

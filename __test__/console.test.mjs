@@ -12,7 +12,7 @@ let hub, app, browser, shots;
 
 before(async () => {
   hub = await startHub();
-  app = await startApp('app.js', { env: hubEnv(hub) });
+  app = await startApp('app.js', { env: hubEnv(hub, { LEAK_COUNT: '20000' }) });
   await processByPid(hub, app.child.pid);
   shots = tempDir('perf-console-');
   browser = await chromium.launch({
@@ -61,6 +61,10 @@ test('console: CPU profile and heap snapshot buttons produce ready artifacts; th
   const frame = page.frames().find((f) => f.url().startsWith('blob:'));
   assert.ok(frame, 'flame graph frame loaded');
   await frame.waitForSelector('svg');
+  // The heap snapshot's analysis (a background job in the hub) renders as tables.
+  await page.click('#artifacts tr[data-status=ready]:has-text("heap_snapshot") button:has-text("Analysis")');
+  await page.waitForSelector('#viewer-body table th:has-text("Retained")', { timeout: 60000 });
+  assert.match(await page.textContent('#viewer-body'), /PerfAgentTestLeak/);
   // Selecting the process shows its metric charts.
   await page.click(`${row} td:first-child`);
   await page.waitForSelector('#charts .uplot');

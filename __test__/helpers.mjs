@@ -1,6 +1,7 @@
 // Shared helpers for the Node tests: a real perf-hub process, real Node apps with the addon,
 // and the HTTP API over real TCP.
 import { spawn } from 'node:child_process';
+import { before, after } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -118,4 +119,28 @@ export async function waitArtifact(hub, id, { timeout = 30000, until = (a) => a.
 
 export function cleanup(dir) {
   try { rmSync(dir, { recursive: true, force: true }); } catch {}
+}
+
+/**
+ * One hub for a test file, and `app(opts)` to start fixture apps against it; everything is
+ * stopped and removed after the file's tests. `baseEnv` is added to every app's environment.
+ */
+export function hubFixture({ baseEnv = {} } = {}) {
+  const ctx = { hub: null, apps: [] };
+  before(async () => {
+    ctx.hub = await startHub();
+  });
+  after(async () => {
+    for (const a of ctx.apps) await a.kill();
+    if (ctx.hub) {
+      await ctx.hub.stop();
+      cleanup(ctx.hub.dataDir);
+    }
+  });
+  ctx.app = async (opts = {}) => {
+    const a = await startApp(opts.fixture || 'app.js', { ...opts, env: hubEnv(ctx.hub, { ...baseEnv, ...opts.env }) });
+    ctx.apps.push(a);
+    return a;
+  };
+  return ctx;
 }

@@ -37,11 +37,17 @@ test('with the hub down, start() does not throw, the app works, and it exits on 
   assert.match(a.stdout, /Connection refused/);
 });
 
-test('process.exit() with the agent connected exits cleanly, no debugger message', async () => {
+test('process.exit() with the agent connected, also right after a heap snapshot, exits cleanly, no debugger message', async () => {
   const hub = await startHub();
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 4; i++) {
       const a = await startApp('app.js', { env: hubEnv(hub) });
+      if (i % 2 === 1) {
+        // The heap snapshot session stays connected (stable object ids): exit must still be clean.
+        const p = await processByPid(hub, a.child.pid);
+        const res = await api(hub, 'POST', `/api/processes/${p.id}/commands`, { kind: 'heap_snapshot' });
+        assert.equal((await waitArtifact(hub, res.body.artifact.id)).status, 'ready');
+      }
       a.send('exit');
       const { code } = await Promise.race([a.exited, new Promise((r) => setTimeout(() => r({ code: 'hung' }), 10000))]);
       assert.equal(code, 0);

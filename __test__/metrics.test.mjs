@@ -1,37 +1,21 @@
 // Process metrics end to end: real apps send figures through the agent; the hub stores,
 // serves and exports them.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { startHub, startApp, api, hubEnv, processByPid, waitFor, cleanup, sleep, TOKEN } from './helpers.mjs';
+import { startHub, startApp, api, hubEnv, processByPid, waitFor, cleanup, TOKEN, hubFixture } from './helpers.mjs';
 
 const parsePrometheus = createRequire(import.meta.url)('parse-prometheus-text-format');
-let hub;
-const apps = [];
 const FAST = { PERF_AGENT_METRICS_INTERVAL_MS: '1000' };
+const fx = hubFixture({ baseEnv: FAST });
+const app = (env = {}) => fx.app({ env });
 
-before(async () => {
-  hub = await startHub();
-});
-
-after(async () => {
-  for (const a of apps) await a.kill();
-  await hub.stop();
-  cleanup(hub.dataDir);
-});
-
-async function app(env = {}) {
-  const a = await startApp('app.js', { env: hubEnv(hub, { ...FAST, ...env }) });
-  apps.push(a);
-  return a;
-}
-
-const metrics = async (p, since = 0) => (await api(hub, 'GET', `/api/processes/${p.id}/metrics?since=${since}`)).body;
+const metrics = async (p, since = 0) => (await api(fx.hub, 'GET', `/api/processes/${p.id}/metrics?since=${since}`)).body;
 const withJs = (samples) => samples.filter((s) => s.js);
 
 test('figures arrive and are plausible: heap grows with allocation, HTTP latency reflects a 50 ms handler', async () => {
   const a = await app({ HTTP: '1' });
-  const p = await processByPid(hub, a.child.pid);
+  const p = await processByPid(fx.hub, a.child.pid);
   const port = Number((await a.waitLine(/^http /)).l.split(' ')[1]);
   const first = await waitFor('a sample with JS figures', async () => withJs(await metrics(p))[0]);
   assert.ok(first.native.process.rss_bytes > 10e6, 'RSS from /proc');
@@ -55,17 +39,17 @@ test('figures arrive and are plausible: heap grows with allocation, HTTP latency
 
 test('a process blocked for 3 s shows blocked during and running after, and native figures keep arriving', async () => {
   const a = await app();
-  const p = await processByPid(hub, a.child.pid);
+  const p = await processByPid(fx.hub, a.child.pid);
   await waitFor('first sample', async () => (await metrics(p)).length > 0);
   a.send('busy 3000');
   const start = await a.waitLine(/^busy-start/);
   const during = await waitFor('blocked state', async () => {
-    const r = (await api(hub, 'GET', `/api/processes/${p.id}`)).body;
+    const r = (await api(fx.hub, 'GET', `/api/processes/${p.id}`)).body;
     return r.state === 'blocked' && r;
   }, { timeout: 3000 });
   assert.ok(during.blocked_ms >= 1000);
   await a.waitLine(/^busy-end/);
-  await waitFor('running again', async () => (await api(hub, 'GET', `/api/processes/${p.id}`)).body.state === 'running', { timeout: 3000 });
+  await waitFor('running again', async () => (await api(fx.hub, 'GET', `/api/processes/${p.id}`)).body.state === 'running', { timeout: 3000 });
   const samples = await metrics(p, start.t);
   const blocked = samples.filter((s) => s.state === 'blocked');
   assert.ok(blocked.length >= 1, 'blocked samples stored');
@@ -77,9 +61,9 @@ test('a process blocked for 3 s shows blocked during and running after, and nati
 
 test('/metrics parses as Prometheus text and carries the app label', async () => {
   const a = await app({ HTTP: '1', PERF_AGENT_LABELS: 'team=checkout' });
-  const p = await processByPid(hub, a.child.pid);
+  const p = await processByPid(fx.hub, a.child.pid);
   await waitFor('a JS sample', async () => withJs(await metrics(p)).length > 0);
-  const res = await fetch(hub.url('/metrics'), { headers: { authorization: `Bearer ${TOKEN}` } });
+  const res = await fetch(fx.hub.url('/metrics'), { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(res.status, 200);
   const families = parsePrometheus(await res.text());
   const byName = Object.fromEntries(families.map((f) => [f.name, f]));
@@ -93,7 +77,7 @@ test('/metrics parses as Prometheus text and carries the app label', async () =>
   assert.ok(Number(rss.value) > 10e6);
 });
 
-test('metric history survives a hub restart', async () => {
+test('metric history survives a fx.hub restart', async () => {
   const h = await startHub();
   const a = await startApp('app.js', { env: hubEnv(h, FAST) });
   try {

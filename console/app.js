@@ -107,20 +107,73 @@
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
+  function openViewer(title, { frame }) {
+    $('#viewer-title').textContent = title;
+    $('#viewer-frame').hidden = !frame;
+    $('#viewer-body').hidden = !!frame;
+    $('#viewer').hidden = false;
+    $('#viewer').scrollIntoView();
+  }
+
+  /** Polls an analysis URL (202 while the hub works on it) and renders the result. */
+  async function showAnalysis(title, path, render) {
+    openViewer(title, { frame: false });
+    const body = $('#viewer-body');
+    for (;;) {
+      const res = await api('GET', path);
+      const data = await res.json().catch(() => ({}));
+      if (res.status === 202) {
+        const pct = data.total ? ` ${Math.round((100 * data.done) / data.total)}%` : '';
+        body.replaceChildren(el('p', { class: 'hint' }, `Analysing… ${data.stage || data.status}${pct}`));
+        await new Promise((r) => setTimeout(r, 700));
+        continue;
+      }
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      return body.replaceChildren(...render(data));
+    }
+  }
+
+  const table = (head, rows) => el('table', {}, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
+    el('tbody', {}, ...rows.map((r) => el('tr', {}, ...r.map((c) => el('td', {}, c))))));
+  const signed = (n, f = (x) => x) => (n > 0 ? `+${f(n)}` : `${f(n)}`);
+  const pathText = (o) => (o.path || []).map((s) => s.edge).join(' → ');
+
+  function renderAnalysis(a) {
+    const s = a.snapshot || {};
+    return [
+      el('p', {}, `${s.node_count ?? ''} objects, heap ${mb(s.total_size)}`),
+      ...(a.leak_suspects && a.leak_suspects.length
+        ? [el('h3', {}, 'Leak suspects'), el('ul', {}, ...a.leak_suspects.map((x) => el('li', {}, x.description || x.reason || JSON.stringify(x))))]
+        : []),
+      el('h3', {}, 'Constructors by retained size'),
+      table(['Constructor', 'Count', 'Shallow', 'Retained', '%'], a.classes.slice(0, 40).map((c) =>
+        [c.name, c.count, mb(c.shallow_size), mb(c.retained_size), c.retained_percent.toFixed(1)])),
+      el('h3', {}, 'Largest objects'),
+      table(['Object', 'Retained', 'Retainer path'], (a.largest_objects || []).slice(0, 20).map((o) =>
+        [`${o.class || o.name} @${o.id}`, mb(o.retained_size), pathText(o)])),
+    ];
+  }
+
+  function renderDiff(d) {
+    return [
+      el('p', {}, `heap ${signed(d.total_size_delta, mb)}, ${d.new_objects_count} new objects (${mb(d.new_objects_size)}), ${d.deleted_objects_count} freed`),
+      table(['Constructor', 'Count Δ', 'New', 'Freed', 'Shallow Δ', 'Retained Δ'], d.classes.slice(0, 40).map((c) =>
+        [c.name, signed(c.count_delta), c.new_count, c.deleted_count, signed(c.shallow_delta, mb), signed(c.retained_delta, mb)])),
+    ];
+  }
+
   async function showFlamegraph(a) {
     const res = await api('GET', `/api/artifacts/${a.id}/flamegraph.svg`);
     if (!res.ok) return toast(`flame graph: ${(await res.json().catch(() => ({}))).error || res.status}`, true);
-    $('#viewer-title').textContent = `Flame graph · ${a.kind} · ${a.app}`;
+    openViewer(`Flame graph · ${a.kind} · ${a.app}`, { frame: true });
     // A blob URL keeps the SVG a standalone document, so inferno's zoom/search script works.
     const frame = $('#viewer-frame');
     if (frame.dataset.url) URL.revokeObjectURL(frame.dataset.url);
     frame.dataset.url = URL.createObjectURL(new Blob([await res.text()], { type: 'image/svg+xml' }));
     frame.src = frame.dataset.url;
-    $('#viewer').hidden = false;
-    $('#viewer').scrollIntoView();
   }
 
-  function artifactRow(a, procs) {
+  function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
     if (a.progress && (a.status === 'running') && a.progress.total > 0) status += ` ${Math.round((100 * a.progress.done) / a.progress.total)}%`;
@@ -130,6 +183,12 @@
     if (a.status === 'ready') {
       actions.push(el('button', { onclick: () => download(a) }, 'Download'));
       if (FLAME_KINDS.has(a.kind)) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+      if (a.kind === 'heap_snapshot') {
+        actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
+        // Diff against the previous ready snapshot of the same process (object ids match).
+        const prev = arts.find((b) => b.kind === 'heap_snapshot' && b.status === 'ready' && b.process_id === a.process_id && b.created_at < a.created_at);
+        if (prev) actions.push(el('button', { onclick: () => showAnalysis(`Diff · ${prev.created_at} → ${a.created_at}`, `/api/artifacts/${prev.id}/diff/${a.id}`, renderDiff) }, 'Diff with previous'));
+      }
     }
     return el('tr', { 'data-id': a.id, 'data-status': a.status },
       el('td', {}, ago(a.created_at)),
@@ -177,7 +236,7 @@
       $('#logout').hidden = false;
       const byId = new Map(procs.map((p) => [p.id, p]));
       $('#processes tbody').replaceChildren(...procs.map(processRow));
-      $('#artifacts tbody').replaceChildren(...arts.map((a) => artifactRow(a, byId)));
+      $('#artifacts tbody').replaceChildren(...arts.map((a) => artifactRow(a, byId, arts)));
       const connected = procs.filter((p) => p.connected).length;
       $('#summary').textContent = `${connected} connected · ${procs.length - connected} disconnected · ${arts.length} artifacts`;
     } catch (err) {

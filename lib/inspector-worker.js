@@ -5,14 +5,22 @@
  * connected to the main thread. V8 services those messages with interrupts, so they run while
  * the main thread is stuck in a JavaScript loop. Results flow back to Rust chunk by chunk.
  *
- * One session per command (a process.exit() with a session still attached prints "Waiting for
- * the debugger to disconnect..."), and all are disconnected when the main thread exits.
+ * A process.exit() with a session still attached prints "Waiting for the debugger to
+ * disconnect...": the main thread tells this worker at exit and waits (bounded) until the
+ * session is gone.
  */
 const { parentPort, workerData } = require('node:worker_threads');
 const inspector = require('node:inspector');
 const native = require(workerData.bindingPath);
 
 const sessions = new Set();
+// Shared with the main thread: [0] = sessions connected; the main thread waits on it at exit.
+const exitState = new Int32Array(workerData.exitState);
+
+function setConnected() {
+  Atomics.store(exitState, 0, sessions.size);
+  Atomics.notify(exitState, 0);
+}
 
 function register() {
   native.registerExecutor((jobJson) => {
@@ -27,20 +35,39 @@ function register() {
 }
 
 function disconnectAll() {
+  shared = null;
   for (const s of sessions) {
     try {
       s.disconnect();
     } catch {}
   }
   sessions.clear();
+  setConnected();
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * One long-lived session for all commands (they run one at a time): V8 forgets its heap object
+ * ids whenever an inspector session disconnects, and stable ids across snapshots are what lets
+ * a diff tell new objects from old ones. It is disconnected at exit (see index.js).
+ */
+let shared = null;
+
+function sharedSession() {
+  if (!shared) {
+    shared = new inspector.Session();
+    shared.connectToMainThread();
+    sessions.add(shared);
+    setConnected();
+  }
+  return shared;
+}
+
+const COMMAND_EVENTS = ['HeapProfiler.addHeapSnapshotChunk', 'HeapProfiler.reportHeapSnapshotProgress'];
+
 async function run(job) {
-  const session = new inspector.Session();
-  session.connectToMainThread();
-  sessions.add(session);
+  const session = sharedSession();
   const post = (method, params) =>
     new Promise((resolve, reject) =>
       session.post(method, params || {}, (err, res) => (err ? reject(err) : resolve(res))),
@@ -57,7 +84,11 @@ async function run(job) {
             await post('Profiler.start');
             await refreshOptimizedCode(post);
           },
-          stop: async () => (await post('Profiler.stop')).profile,
+          stop: async () => {
+            const { profile } = await post('Profiler.stop');
+            await post('Profiler.disable');
+            return profile;
+          },
         });
       case 'heap_sampling':
         return await timedProfile(job, post, {
@@ -74,10 +105,7 @@ async function run(job) {
         native.jobFail(job.id, `this agent cannot run ${job.kind}`);
     }
   } finally {
-    sessions.delete(session);
-    try {
-      session.disconnect();
-    } catch {}
+    for (const ev of COMMAND_EVENTS) session.removeAllListeners(ev);
   }
 }
 

@@ -11,7 +11,7 @@ AGENT_PORT=${DEMO_AGENT_PORT:-7070}
 HTTP_PORT=${DEMO_HTTP_PORT:-7080}
 APP_PORT=${DEMO_APP_PORT:-3000}
 
-[ -x node_modules/.bin/napi ] || npm ci --no-audit --no-fund
+[ -x node_modules/.bin/napi ] || PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund
 echo "==> building the addon and perf-hub (release)"
 npm run build >/dev/null
 

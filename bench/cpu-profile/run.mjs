@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // CPU overhead of an active cpu_profile on a busy HTTP server.
 //
-//   node bench/cpu-profile/run.mjs [--rounds 3] [--seconds 10] [--connections 32] [--interval-us U] [--json out.json]
+//   node bench/cpu-profile/run.mjs [--rounds 3] [--seconds 10] [--warmup 5] [--connections 32]
+//                                  [--interval-us U] [--json out.json]
 //
 // One perf-hub, one server (server.cjs: node:http + @corp/perf-agent, a little JSON work per
 // request), wrk (apt-get install -y wrk) as the load generator in its own process. After a
@@ -57,8 +58,9 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function cpuSeconds(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+/** utime + stime of the process (all threads), or of one thread with `tid`. */
+function cpuSeconds(pid, tid = null) {
+  const f = readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
@@ -122,14 +124,16 @@ async function round(server, proc, mode, i) {
   }
   const load0 = loadavg()[0];
   const cpu0 = cpuSeconds(server.pid);
+  const main0 = cpuSeconds(server.pid, server.pid);
   const w = await wrk(server.port, SECONDS);
   const cpu = cpuSeconds(server.pid) - cpu0;
+  const mainCpu = cpuSeconds(server.pid, server.pid) - main0;
   if (id) {
     artifact = await H.waitArtifact(hub, id, { timeout: 30000 });
     if (artifact.status !== 'ready') throw new Error(`cpu_profile ${id}: ${artifact.status} ${artifact.error}`);
   }
-  const res = { i, mode, ...w, cpuS: cpu, cpuUsPerReq: (cpu * 1e6) / w.requests, load: [load0, loadavg()[0]], profileBytes: artifact ? artifact.size : null };
-  console.error(`#  ${i} ${mode.padEnd(8)} ${w.rps.toFixed(0)} req/s  p50 ${w.p50.toFixed(2)} ms  p99 ${w.p99.toFixed(2)} ms  cpu ${cpu.toFixed(2)} s  load ${load0.toFixed(2)}${artifact ? `  profile ${artifact.size} B` : ''}${w.errors ? `  ${w.errors}` : ''}`);
+  const res = { i, mode, ...w, cpuS: cpu, cpuUsPerReq: (cpu * 1e6) / w.requests, mainCpuS: mainCpu, mainUsPerReq: (mainCpu * 1e6) / w.requests, load: [load0, loadavg()[0]], profileBytes: artifact ? artifact.size : null };
+  console.error(`#  ${i} ${mode.padEnd(8)} ${w.rps.toFixed(0)} req/s  p50 ${w.p50.toFixed(2)} ms  p99 ${w.p99.toFixed(2)} ms  cpu ${cpu.toFixed(2)} s (main ${mainCpu.toFixed(2)})  load ${load0.toFixed(2)}${artifact ? `  profile ${artifact.size} B` : ''}${w.errors ? `  ${w.errors}` : ''}`);
   return res;
 }
 
@@ -138,15 +142,15 @@ const pctDiff = (a, b) => `${(((a - b) / b) * 100 >= 0 ? '+' : '')}${(((a - b) /
 
 function table(results) {
   const L = [];
-  L.push('| round | mode | req/s | p50 ms | p99 ms | server CPU s | CPU µs/req | load (1 min) |');
-  L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
-  for (const r of results) L.push(`| ${r.i} | ${r.mode} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.cpuS.toFixed(2)} | ${r.cpuUsPerReq.toFixed(1)} | ${r.load[0].toFixed(2)} |`);
+  L.push('| round | mode | req/s | p50 ms | p99 ms | server CPU s (main thread) | CPU µs/req | main-thread µs/req | load (1 min) |');
+  L.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of results) L.push(`| ${r.i} | ${r.mode} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.cpuS.toFixed(2)} (${r.mainCpuS.toFixed(2)}) | ${r.cpuUsPerReq.toFixed(1)} | ${r.mainUsPerReq.toFixed(1)} | ${r.load[0].toFixed(2)} |`);
   const b = results.filter((r) => r.mode === 'baseline');
   const p = results.filter((r) => r.mode === 'profiled');
   L.push('');
   L.push('| mean of rounds | baseline | cpu_profile active | difference |');
   L.push('|---|---:|---:|---:|');
-  for (const [name, k, f] of [['req/s', 'rps', 0], ['p50 ms', 'p50', 2], ['p99 ms', 'p99', 2], ['server CPU µs/req', 'cpuUsPerReq', 1]]) {
+  for (const [name, k, f] of [['req/s', 'rps', 0], ['p50 ms', 'p50', 2], ['p99 ms', 'p99', 2], ['server CPU µs/req (all threads)', 'cpuUsPerReq', 1], ['main-thread CPU µs/req', 'mainUsPerReq', 1]]) {
     const mb = mean(b.map((r) => r[k]));
     const mp = mean(p.map((r) => r[k]));
     L.push(`| ${name} | ${mb.toFixed(f)} | ${mp.toFixed(f)} | ${pctDiff(mp, mb)} |`);

@@ -1,10 +1,12 @@
 'use strict';
-// HTTP server of bench/cpu-profile/run.mjs: @corp/perf-agent started from PERF_AGENT_* env,
-// a handler doing a little JSON work. Prints `ready PORT` once the agent is connected.
+// HTTP server of bench/cpu-profile/run.mjs and bench/metrics/run.mjs: @corp/perf-agent started
+// from PERF_AGENT_* env (unless BENCH_NO_AGENT=1), a handler doing a little JSON work. Prints
+// `ready PORT` once the agent is connected.
 const http = require('node:http');
-const agent = require(process.env.PERF_AGENT_PKG || '@corp/perf-agent');
+const noAgent = process.env.BENCH_NO_AGENT === '1';
+const agent = noAgent ? { status: () => ({ connected: true }) } : require(process.env.PERF_AGENT_PKG || '@corp/perf-agent');
 
-agent.start({});
+if (!noAgent) agent.start({});
 
 const catalog = Array.from({ length: 40 }, (_, i) => ({
   sku: `sku-${i}`,

@@ -7,7 +7,8 @@
 // tracker, and then waits for the bench:
 //   agent mode:    starts @corp/perf-agent (PERF_AGENT_* env) and reports `ready` once connected;
 //                  the bench takes the snapshot through the hub.
-//   baseline mode: on {cmd:'snapshot', file} runs v8.writeHeapSnapshot(file) and reports its time.
+//   baseline mode: on {cmd:'snapshot', file} runs v8.writeHeapSnapshot(file) and reports its time
+//                  (with BENCH_START_AGENT=1 the agent is started and connected too, idle).
 // {cmd:'mark'} resets the lag counters; {cmd:'report'} sends them back.
 const v8 = require('node:v8');
 const { performance, monitorEventLoopDelay } = require('node:perf_hooks');
@@ -120,7 +121,7 @@ function ready() {
   send({ type: 'ready', mode, count, buildMs, heapUsed: process.memoryUsage().heapUsed, pid: process.pid });
 }
 
-if (mode === 'agent') {
+if (mode === 'agent' || process.env.BENCH_START_AGENT === '1') {
   agent = require(process.env.PERF_AGENT_PKG || '@corp/perf-agent');
   agent.start({});
   const w = setInterval(() => {

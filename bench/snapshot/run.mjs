@@ -2,12 +2,13 @@
 // Heap snapshot cost: our snapshot through perf-hub vs V8's own v8.writeHeapSnapshot(),
 // each in a fresh child app holding the same object-dense heap.
 //
-//   node bench/snapshot/run.mjs [--sizes 100,500] [--only ours|baseline] [--json out.json]
+//   node bench/snapshot/run.mjs [--sizes 100,500] [--repeat N] [--only ours|baseline]
+//                               [--baseline-with-agent] [--json out.json]
 //
 // Needs the release build (`npm run build`): the addon at the repo root and
 // target/release/perf-hub (override with PERF_HUB_BIN). See README.md.
 import { fork } from 'node:child_process';
-import { readFileSync, writeFileSync, statSync, rmSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { readFileSync, writeFileSync, statSync, rmSync, mkdirSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir, loadavg, cpus, totalmem } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,7 @@ function opt(name, dflt) {
 const SIZES = opt('sizes', '100').split(',').map(Number).filter((n) => n > 0);
 const ONLY = opt('only', '');
 const JSON_OUT = opt('json', '');
+const BASELINE_WITH_AGENT = process.argv.includes('--baseline-with-agent');
 const REPEAT = Math.max(1, Number(opt('repeat', '1')));
 const SAMPLE_MS = 50;
 
@@ -77,16 +79,27 @@ function resetHwm(pid) {
     return false;
   }
 }
+/** Bytes in a file, or in all files of a directory (the agent's spool). */
+function bytesOf(path) {
+  try {
+    const st = statSync(path);
+    if (!st.isDirectory()) return st.size;
+    return readdirSync(path).reduce((n, f) => n + bytesOf(join(path, f)), 0);
+  } catch {
+    return 0;
+  }
+}
 class Sampler {
-  constructor(pid) {
+  constructor(pid, bytesPath = null) {
     this.pid = pid;
+    this.bytesPath = bytesPath;
     this.samples = [];
     this.phase = 'idle';
     this.timer = setInterval(() => this.sample(), SAMPLE_MS);
   }
   sample() {
     const s = procStatus(this.pid);
-    if (s) this.samples.push({ t: Date.now(), rss: s.rss, phase: this.phase });
+    if (s) this.samples.push({ t: Date.now(), rss: s.rss, phase: this.phase, bytes: this.bytesPath ? bytesOf(this.bytesPath) : 0 });
   }
   stop() {
     clearInterval(this.timer);
@@ -96,6 +109,32 @@ class Sampler {
     let m = 0;
     for (const s of this.samples) if (s.t >= from && (!phase || s.phase === phase) && s.rss > m) m = s.rss;
     return m;
+  }
+  /**
+   * Splits a capture at the first sample where the output file has bytes: before it V8 builds
+   * its snapshot graph (its own cost, the same in both modes), after it the snapshot is
+   * serialized and streamed (where a second copy would show up).
+   */
+  phases(t0, tEnd, preRss) {
+    const inCap = this.samples.filter((s) => s.t >= t0 && s.t <= tEnd);
+    const i = inCap.findIndex((s) => s.bytes > 0);
+    if (i < 0) return null;
+    const build = inCap.slice(0, i);
+    const ser = inCap.slice(i);
+    const max = (xs) => xs.reduce((m, s) => Math.max(m, s.rss), 0);
+    return {
+      serializeStartS: (inCap[i].t - t0) / 1000,
+      buildPeakExtra: max(build) - preRss,
+      atSerializeStartExtra: inCap[i].rss - preRss,
+      serializePeakExtra: max(ser) - preRss,
+      serializeGrowth: max(ser) - inCap[i].rss,
+    };
+  }
+  /** Output bytes at time t (the last sample before it). */
+  bytesAt(t) {
+    let b = 0;
+    for (const s of this.samples) if (s.t <= t) b = s.bytes;
+    return b;
   }
 }
 
@@ -170,19 +209,21 @@ async function settle(app, sampler) {
 }
 
 async function runBaseline(heapMb, count) {
-  const app = startApp('baseline', heapMb, { count });
+  const env = BASELINE_WITH_AGENT ? { ...H.hubEnv(hub), BENCH_START_AGENT: '1', PERF_AGENT_SPOOL_DIR: join(TMP, 'spool') } : {};
+  const app = startApp('baseline', heapMb, { count, env });
   const ready = await app.next('ready', 600000);
-  const sampler = new Sampler(app.pid);
+  const file = join(TMP, `baseline-${heapMb}.heapsnapshot`);
+  const sampler = new Sampler(app.pid, file);
   const preRss = await settle(app, sampler);
   const hwmReset = resetHwm(app.pid);
   const cpu0 = cpuSeconds(app.pid);
   const load0 = loadavg()[0];
   await app.ask('mark', {}, 'marked');
-  const file = join(TMP, `baseline-${heapMb}.heapsnapshot`);
   const t0 = Date.now();
   sampler.phase = 'capture';
   const done = await app.ask('snapshot', { file }, 'snapshot-done', capTimeoutMs(heapMb));
   const elapsed = Date.now() - t0;
+  const tEnd = Date.now();
   sampler.phase = 'after';
   await sleep(300);
   sampler.stop();
@@ -193,9 +234,10 @@ async function runBaseline(heapMb, count) {
   rmSync(file, { force: true });
   await app.stop();
   return {
-    kind: 'writeHeapSnapshot', heapMb, count: ready.count, heapUsed: ready.heapUsed, buildMs: ready.buildMs,
+    kind: 'writeHeapSnapshot', withAgent: BASELINE_WITH_AGENT, heapMb, count: ready.count, heapUsed: ready.heapUsed, buildMs: ready.buildMs,
     wallMs: done.wallMs, elapsedMs: elapsed, pauseMs: lag.maxGapMs, stalledMs: lag.stalledMs, eldMaxMs: lag.eldMaxMs,
     gaps: lag.gaps, preRss, peakRss: sampler.peak(t0), hwm: hwmReset ? st.hwm : null, rssAfter: st.rss,
+    phases: sampler.phases(t0, tEnd, preRss),
     size, cpuS: cpu1 - cpu0, load: [load0, loadavg()[0]],
     timeline: timeline(sampler, t0, preRss),
   };
@@ -207,7 +249,7 @@ async function runOurs(heapMb, count) {
   const app = startApp('agent', heapMb, { count, env: { ...H.hubEnv(hub), PERF_AGENT_SPOOL_DIR: spool } });
   const ready = await app.next('ready', 600000);
   const proc = await H.processByPid(hub, app.pid, { timeout: 30000 });
-  const sampler = new Sampler(app.pid);
+  const sampler = new Sampler(app.pid, spool);
   const hubSampler = new Sampler(hub.child.pid);
   const preRss = await settle(app, sampler);
   const hubPre = hubSampler.samples.at(-1).rss;
@@ -246,6 +288,12 @@ async function runOurs(heapMb, count) {
   // Upload time: first poll that saw `uploading` (or the capture end) to the first `ready` poll.
   const upStart = seen.uploading ?? seen.running ?? 0;
   const uploadMs = seen.ready - upStart;
+  // Backlog: what the main thread had produced but the worker had not yet written to the spool
+  // when the main thread resumed (end of its longest pause, from the app's lag tracker).
+  const longest = lag.gaps.reduce((m, g) => (g[1] > (m ? m[1] : 0) ? g : m), null);
+  const resumeAt = longest ? t0 + longest[0] + longest[1] : null;
+  const backlogAtResume = resumeAt ? a.size - sampler.bytesAt(resumeAt) : null;
+  const spoolDoneAt = sampler.samples.find((x) => x.bytes >= a.size - 512 * 1024);
   app.child.send({ cmd: 'exit' }); // agent.stop(): says goodbye to the hub
   await Promise.race([app.exited, sleep(3000)]);
   await app.stop();
@@ -257,6 +305,8 @@ async function runOurs(heapMb, count) {
     hubPreRss: hubPre, hubPeakRss: hubSampler.peak(t0), estimate: r.body.artifact.estimate, cpuS: cpu1 - cpu0,
     load: [load0, loadavg()[0]], artifactId: id,
     timeline: timeline(sampler, t0, preRss),
+    phases: sampler.phases(t0, t0 + (seen.uploading ?? wallMs), preRss),
+    backlogAtResume, spoolDoneAfterResumeMs: spoolDoneAt && resumeAt ? spoolDoneAt.t - resumeAt : null,
   };
 }
 
@@ -289,6 +339,11 @@ function table(results) {
     row('**peak extra RSS MiB** (sampled 50 ms)', (r) => `**${mb(r.peakRss - r.preRss)}**`, (o, b) => `**${mb(o.peakRss - o.preRss - (b.peakRss - b.preRss))}**`);
     row('peak extra RSS MiB (VmHWM, reset before)', (r) => (r.hwm ? mb(r.hwm - r.preRss) : 'n/a'), (o, b) => (o.hwm && b.hwm ? mb(o.hwm - o.preRss - (b.hwm - b.preRss)) : ''));
     row('  ours: peak extra while running / uploading MiB', (r) => (r.peakRssRunning ? `${mb(r.peakRssRunning - r.preRss)} / ${r.peakRssUploading ? mb(r.peakRssUploading - r.preRss) : '—'}` : '—'));
+    const ph = (r, k) => (r.phases ? mb(r.phases[k]) : 'n/a');
+    row('  build phase (V8 graph, before 1st byte): peak extra MiB', (r) => ph(r, 'buildPeakExtra'), (o, b) => (o.phases && b.phases ? mb(o.phases.buildPeakExtra - b.phases.buildPeakExtra) : ''));
+    row('  serialize phase: extra at 1st byte → peak MiB', (r) => (r.phases ? `${mb(r.phases.atSerializeStartExtra)} → ${mb(r.phases.serializePeakExtra)}` : 'n/a'));
+    row('  **serialize phase: RSS growth while streaming MiB**', (r) => (r.phases ? `**${mb(r.phases.serializeGrowth)}**` : 'n/a'), (o, b) => (o.phases && b.phases ? `**${mb(o.phases.serializeGrowth - b.phases.serializeGrowth)}**` : ''));
+    row('  ours: spool backlog when main thread resumed MiB', (r) => (r.backlogAtResume != null ? `${mb(r.backlogAtResume)} (spool done ${(r.spoolDoneAfterResumeMs / 1000).toFixed(1)} s later)` : '—'));
     row('RSS kept after capture MiB (above pre)', (r) => mb(r.rssAfter - r.preRss));
     row('file size MiB', (r) => mb(r.size), (o, b) => `${mb(o.size - b.size)}`);
     row('upload MiB/s (size / uploading time)', (r) => (r.uploadMBps ? `${r.uploadMBps.toFixed(0)} (${(r.uploadMs / 1000).toFixed(1)} s)` : '—'));
@@ -299,19 +354,24 @@ function table(results) {
       const extra = ours.peakRss - ours.preRss - (base.peakRss - base.preRss);
       lines.push('');
       lines.push(`Goal: our peak extra RSS < V8's own + 64 MiB → ${mb(extra)} MiB over baseline: **${extra < 64 * MB ? 'MET' : 'NOT MET'}**`);
+      if (ours.phases && base.phases) {
+        const g = ours.phases.serializeGrowth - base.phases.serializeGrowth;
+        lines.push(`Streaming only (RSS growth after the 1st byte, excludes V8's run-to-run graph-building variance): ours ${mb(ours.phases.serializeGrowth)} vs baseline ${mb(base.phases.serializeGrowth)} MiB → ${mb(g)} MiB: **${g < 64 * MB ? 'MET' : 'NOT MET'}**`);
+      }
     }
   }
   if (REPEAT > 1) {
     lines.push('');
     lines.push('### all repetitions');
     lines.push('');
-    lines.push('| heap MiB | rep | ours extra RSS MiB | baseline extra RSS MiB | ours − baseline MiB | ours pause s | baseline pause s | load |');
-    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
+    lines.push('| heap MiB | rep | ours extra RSS MiB | baseline extra RSS MiB | ours − baseline MiB | streaming growth ours / baseline MiB | ours pause s | baseline pause s | load |');
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const { heapMb, rep, base, ours } of bySize.values()) {
       if (!base || !ours) continue;
       const eo = ours.peakRss - ours.preRss;
       const eb = base.peakRss - base.preRss;
-      lines.push(`| ${heapMb} | ${rep} | ${mb(eo)} | ${mb(eb)} | ${mb(eo - eb)} | ${(ours.pauseMs / 1000).toFixed(1)} | ${(base.pauseMs / 1000).toFixed(1)} | ${base.load[0].toFixed(1)}–${ours.load[1].toFixed(1)} |`);
+      const gs = (r) => (r.phases ? mb(r.phases.serializeGrowth) : 'n/a');
+      lines.push(`| ${heapMb} | ${rep} | ${mb(eo)} | ${mb(eb)} | ${mb(eo - eb)} | ${gs(ours)} / ${gs(base)} | ${(ours.pauseMs / 1000).toFixed(1)} | ${(base.pauseMs / 1000).toFixed(1)} | ${base.load[0].toFixed(1)}–${ours.load[1].toFixed(1)} |`);
     }
   }
   return lines.join('\n');
@@ -321,7 +381,7 @@ function table(results) {
 console.error(`# snapshot bench: sizes ${SIZES.join(',')} MiB, node ${process.version}, ${cpus().length} cpus, ${mb(totalmem())} MiB RAM, load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 const results = [];
 try {
-  if (ONLY !== 'baseline') {
+  if (ONLY !== 'baseline' || BASELINE_WITH_AGENT) {
     hub = await H.startHub({ dataDir: join(TMP, 'hub') });
     console.error(`# hub ${hub.agentAddr} / ${hub.httpAddr} (${process.env.PERF_HUB_BIN})`);
   }

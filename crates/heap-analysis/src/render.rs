@@ -38,7 +38,11 @@ fn snapshot_line(s: &SnapshotInfo) -> String {
         human_size(s.total_size)
     );
     if s.unreachable_nodes > 0 {
-        let _ = write!(line, " ({} nodes unreachable from the GC roots)", s.unreachable_nodes);
+        let _ = write!(
+            line,
+            " ({} nodes unreachable from the GC roots)",
+            s.unreachable_nodes
+        );
     }
     line
 }
@@ -67,14 +71,20 @@ fn step_label(step: &PathStep) -> String {
     match step.node_type.as_str() {
         "object" | "native" => step.class.clone(),
         "closure" => format!("{}()", step.name),
-        "string" | "concatenated string" | "sliced string" => format!("\"{}\"", truncate(&step.name, 30)),
+        "string" | "concatenated string" | "sliced string" => {
+            format!("\"{}\"", truncate(&step.name, 30))
+        }
         _ if !step.name.is_empty() => truncate(&step.name, 60),
         _ => step.class.clone(),
     }
 }
 
 fn object_lines(out: &mut String, i: usize, o: &ObjectReport) {
-    let name = if o.name.is_empty() || o.name == o.class { String::new() } else { format!(" \"{}\"", o.name) };
+    let name = if o.name.is_empty() || o.name == o.class {
+        String::new()
+    } else {
+        format!(" \"{}\"", o.name)
+    };
     let _ = writeln!(
         out,
         "{:>3}. {}@{}{} ({})  retained {} ({:.2}%), self {}",
@@ -101,7 +111,11 @@ pub fn render_analysis_text(a: &Analysis) -> String {
         TEXT_ROWS.min(a.classes.len()),
         a.classes.len()
     );
-    let _ = writeln!(out, "{:>12} {:>7} {:>12} {:>10}  Constructor", "Retained", "%", "Shallow", "Count");
+    let _ = writeln!(
+        out,
+        "{:>12} {:>7} {:>12} {:>10}  Constructor",
+        "Retained", "%", "Shallow", "Count"
+    );
     for c in a.classes.iter().take(TEXT_ROWS) {
         let _ = writeln!(
             out,
@@ -152,7 +166,12 @@ pub fn render_diff_text(d: &Diff) -> String {
         human_size(d.deleted_objects_size)
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "Classes that changed, most grown first (top {} of {}):", TEXT_ROWS.min(d.classes.len()), d.classes.len());
+    let _ = writeln!(
+        out,
+        "Classes that changed, most grown first (top {} of {}):",
+        TEXT_ROWS.min(d.classes.len()),
+        d.classes.len()
+    );
     let _ = writeln!(
         out,
         "{:>12} {:>12} {:>9} {:>9} {:>9}  Constructor",

@@ -38,7 +38,11 @@ impl<'p, R: Read> Scanner<'p, R> {
     /// Wraps `inner` (of `size_hint` bytes, 0 if unknown); `on_progress` receives the number
     /// of bytes consumed so far.
     pub fn new(inner: R, size_hint: u64, on_progress: &'p mut dyn FnMut(u64)) -> Self {
-        let len = if size_hint == 0 { BUF_SIZE } else { (size_hint as usize).clamp(64, BUF_SIZE) };
+        let len = if size_hint == 0 {
+            BUF_SIZE
+        } else {
+            (size_hint as usize).clamp(64, BUF_SIZE)
+        };
         Scanner {
             inner,
             buf: vec![0; len],
@@ -58,7 +62,10 @@ impl<'p, R: Read> Scanner<'p, R> {
 
     /// Error for input that ended too early.
     pub fn truncated(&self, context: &'static str) -> HeapError {
-        HeapError::Truncated { offset: self.offset(), context }
+        HeapError::Truncated {
+            offset: self.offset(),
+            context,
+        }
     }
 
     /// Error for unexpected content at the current offset.
@@ -183,7 +190,9 @@ impl<'p, R: Read> Scanner<'p, R> {
                     let start = i;
                     let mut v: u64 = 0;
                     while i < end && self.buf[i].is_ascii_digit() {
-                        v = v.wrapping_mul(10).wrapping_add(u64::from(self.buf[i] - b'0'));
+                        v = v
+                            .wrapping_mul(10)
+                            .wrapping_add(u64::from(self.buf[i] - b'0'));
                         i += 1;
                     }
                     if i == end && !self.eof {
@@ -424,7 +433,9 @@ impl<'p, R: Read> Scanner<'p, R> {
             if let Some(out) = capture.as_deref_mut() {
                 out.extend_from_slice(&self.buf[start..i]);
                 if out.len() > MAX_CAPTURE {
-                    return Err(HeapError::Unsupported(format!("{context} is larger than {MAX_CAPTURE} bytes")));
+                    return Err(HeapError::Unsupported(format!(
+                        "{context} is larger than {MAX_CAPTURE} bytes"
+                    )));
                 }
             }
             self.pos = i;
@@ -486,10 +497,22 @@ mod tests {
 
     #[test]
     fn bad_strings_are_errors() {
-        assert!(matches!(string_of(r#""abc"#), Err(HeapError::Truncated { .. })));
-        assert!(matches!(string_of(r#""a\q""#), Err(HeapError::Corrupt { .. })));
-        assert!(matches!(string_of(r#""\u12G4""#), Err(HeapError::Corrupt { .. })));
-        assert!(matches!(string_of(r#""\u12"#), Err(HeapError::Truncated { .. })));
+        assert!(matches!(
+            string_of(r#""abc"#),
+            Err(HeapError::Truncated { .. })
+        ));
+        assert!(matches!(
+            string_of(r#""a\q""#),
+            Err(HeapError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            string_of(r#""\u12G4""#),
+            Err(HeapError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            string_of(r#""\u12"#),
+            Err(HeapError::Truncated { .. })
+        ));
     }
 
     fn ints(json: &str) -> Result<Vec<u64>, HeapError> {

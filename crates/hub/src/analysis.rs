@@ -30,11 +30,16 @@ pub enum Lookup {
     Failed(String),
 }
 
-#[derive(Default)]
 pub struct Analyses {
     jobs: Mutex<HashMap<String, JobState>>,
     /// One analysis at a time: they are memory-hungry.
     slot: tokio::sync::Semaphore,
+}
+
+impl Default for Analyses {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Analyses {

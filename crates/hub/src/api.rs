@@ -30,6 +30,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{id}", get(get_artifact))
         .route("/api/artifacts/{id}/download", get(download_artifact))
         .route("/api/artifacts/{id}/flamegraph.svg", get(artifact_flamegraph))
+        .route("/api/artifacts/{id}/analysis", get(artifact_analysis))
+        .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/audit", get(list_audit))
         .route("/metrics", get(prometheus))
         .layer(middleware::from_fn_with_state(hub.clone(), require_token));
@@ -245,6 +247,41 @@ async fn download_artifact(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+fn snapshot_artifact(hub: &Hub, id: &str) -> Result<crate::store::ArtifactRecord, ApiError> {
+    valid_id(id)?;
+    let a = hub.store.get_artifact(id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no such artifact {id}")))?;
+    crate::analysis::check_snapshot(&a).map_err(|m| err(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    Ok(a)
+}
+
+fn lookup_response(l: crate::analysis::Lookup) -> Response {
+    use crate::analysis::Lookup;
+    match l {
+        Lookup::Ready(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Lookup::Pending(state) => (StatusCode::ACCEPTED, Json(state)).into_response(),
+        Lookup::Failed(e) => err(StatusCode::UNPROCESSABLE_ENTITY, format!("analysis failed: {e}")).into_response(),
+    }
+}
+
+/// Summary by constructor, largest objects with retainer paths, leak suspects. `202` with
+/// progress while the background job runs; the result is cached per artifact.
+async fn artifact_analysis(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let a = snapshot_artifact(&hub, &id)?;
+    Ok(lookup_response(crate::analysis::analysis(&hub, &a).await))
+}
+
+/// What grew between snapshot `a` and a later snapshot `b` of the same process.
+async fn artifacts_diff(State(hub): State<Arc<Hub>>, Path((a, b)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let (a, b) = (snapshot_artifact(&hub, &a)?, snapshot_artifact(&hub, &b)?);
+    if a.process_id != b.process_id {
+        return Err(err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the snapshots are of different processes: object ids only match within one process",
+        ));
+    }
+    Ok(lookup_response(crate::analysis::diff(&hub, &a, &b).await))
 }
 
 /// Kinds whose artifact folds into a flame graph.

@@ -31,6 +31,8 @@ pub struct Hub {
     pub render_lock: tokio::sync::Mutex<()>,
     /// Prometheus counters accumulated from per-interval samples.
     pub counters: crate::prometheus::Counters,
+    /// Heap analysis jobs in flight (results are cached on disk).
+    pub analyses: crate::analysis::Analyses,
 }
 
 /// Why a command could not be sent to a process.
@@ -75,6 +77,7 @@ impl Hub {
             audit_log: Mutex::new(Some(audit_log)),
             render_lock: tokio::sync::Mutex::new(()),
             counters: Default::default(),
+            analyses: crate::analysis::Analyses::new(),
         };
         hub.mark_all_disconnected()?;
         Ok(hub)

@@ -5,6 +5,7 @@
 //! - [`hub`]: shared state between the two; [`store`] (SQLite metadata) and [`blobs`]
 //!   (artifact files) underneath.
 
+pub mod analysis;
 pub mod api;
 pub mod blobs;
 pub mod config;

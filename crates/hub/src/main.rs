@@ -26,6 +26,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Analyse a heap snapshot: FILE [--json] [--top N] [--no-paths] [--model devtools|memlab]
+    /// [--quiet] — summary by constructor with retained sizes, largest objects with retainer
+    /// paths, leak suspects. Progress on stderr.
+    #[command(disable_help_flag = true)]
+    Analyze {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Compare two heap snapshots of one process: A B [--json] [--top N] — what grew, new objects.
+    #[command(disable_help_flag = true)]
+    Diff {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,7 +84,14 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Serve(args) => serve(args),
         Cmd::Flamegraph { args } => std::process::exit(perf_flamegraph::flamegraph_main(args)),
+        Cmd::Analyze { args } => std::process::exit(heap_cli("analyze", args)),
+        Cmd::Diff { args } => std::process::exit(heap_cli("diff", args)),
     }
+}
+
+fn heap_cli(sub: &str, args: Vec<String>) -> i32 {
+    let full: Vec<String> = std::iter::once(sub.to_string()).chain(args).collect();
+    perf_heap_analysis::cli_main(&full)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -163,11 +163,11 @@ impl CommandKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotEstimate {
     pub heap_used_bytes: u64,
-    /// Extra memory V8 needs while writing the snapshot (~8x the live heap, measured).
+    /// Extra memory V8 needs while writing the snapshot (~9x the live heap, measured).
     pub extra_memory_bytes: u64,
     /// How long the JS thread will be paused (~115 ms per MB of live heap, measured).
     pub pause_ms: u64,
-    /// Expected file size (~1.7x the live heap).
+    /// Expected file size (~1.9x the live heap).
     pub file_bytes: u64,
     /// How much the process may still grow (tighter of cgroup limit and MemAvailable), if known.
     pub headroom_bytes: Option<u64>,
