@@ -14,6 +14,12 @@ export interface StartOptions {
   metricsIntervalMs?: number
   /** `false` turns metrics off (`PERF_AGENT_METRICS=0`). */
   metrics?: boolean
+  /**
+   * `false` skips HTTP server/client latency tracking (`PERF_AGENT_METRICS_HTTP=0`): with a
+   * subscriber, Node publishes a diagnostics_channel message per request, which costs a few %
+   * of throughput on tiny handlers (see bench/metrics).
+   */
+  metricsHttp?: boolean
 }
 
 export interface AgentStatus {

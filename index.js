@@ -56,10 +56,10 @@ let collector = null;
 let beat = null;
 
 /** JS-thread metrics (heap, event loop, GC, HTTP) and the heartbeat the stall detector watches. */
-function startMetrics(intervalMs) {
+function startMetrics(intervalMs, trackHttp) {
   if (!(intervalMs > 0) || collector) return;
   const { createCollector } = require('./lib/metrics.js');
-  collector = createCollector({ intervalMs });
+  collector = createCollector({ intervalMs, trackHttp });
   collector.start((sample) => {
     native.reportMetrics(JSON.stringify(sample));
   });
@@ -163,7 +163,7 @@ function start(options = {}) {
   const resolved = resolveOptions(options);
   const started = native.start(resolved);
   ensureWorker();
-  if (started) startMetrics(resolved.metricsIntervalMs);
+  if (started) startMetrics(resolved.metricsIntervalMs, options.metricsHttp !== false && process.env.PERF_AGENT_METRICS_HTTP !== '0');
   return started;
 }
 

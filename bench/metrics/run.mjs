@@ -1,6 +1,6 @@
 // Cost of the agent and of its metrics on a busy HTTP server, side by side in one run:
-// three copies of the same server — no agent, agent with metrics off, agent with metrics on
-// (every second, 5x the default rate, to make the cost visible) — loaded in turn by wrk for
+// copies of the same server — no agent, agent with metrics off, agent with metrics at the
+// default 5 s and at 1 s (5x the default rate) — loaded in turn by wrk for
 // several alternating rounds. Prints req/s, p99 and RSS for each, and the differences.
 //   node bench/metrics/run.mjs [--rounds 3] [--seconds 8] [--connections 32]
 // Needs `npm run build` (release addon + hub) and wrk (apt-get install -y wrk).
@@ -19,6 +19,8 @@ const { values: o } = parseArgs({ options: { rounds: { type: 'string', default: 
 const MODES = {
   'no agent': { BENCH_NO_AGENT: '1' },
   'agent, metrics off': { PERF_AGENT_METRICS: '0' },
+  'agent, metrics 5 s': {},
+  'agent, metrics 5 s, no HTTP': { PERF_AGENT_METRICS_HTTP: '0' },
   'agent, metrics 1 s': { PERF_AGENT_METRICS_INTERVAL_MS: '1000' },
 };
 const children = [];
