@@ -15,14 +15,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-process.env.PERF_HUB_BIN ||= join(ROOT, 'target', 'release', 'perf-hub');
-const H = await import(join(ROOT, '__test__', 'helpers.mjs'));
-
-function opt(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-}
+const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
 const ROUNDS = Number(opt('rounds', '3'));
 const SECONDS = Number(opt('seconds', '10'));
 const CONNS = Number(opt('connections', '32'));

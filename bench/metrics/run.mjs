@@ -8,13 +8,11 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-process.env.PERF_HUB_BIN ||= join(ROOT, 'target', 'release', 'perf-hub');
-const { startHub, hubEnv, cleanup, sleep } = await import(join(ROOT, '__test__', 'helpers.mjs'));
-const { values: o } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '8' }, connections: { type: 'string', default: '32' } } });
+const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
+const { startHub, hubEnv, cleanup, sleep } = H;
+const o = { rounds: opt('rounds', '3'), seconds: opt('seconds', '8'), connections: opt('connections', '32') };
 
 const MODES = {
   'no agent': { BENCH_NO_AGENT: '1' },

@@ -14,15 +14,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-process.env.PERF_HUB_BIN ||= join(ROOT, 'target', 'release', 'perf-hub');
-const H = await import(join(ROOT, '__test__', 'helpers.mjs'));
-
+const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
 // ---------- options ----------
-function opt(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-}
 const SIZES = opt('sizes', '100').split(',').map(Number).filter((n) => n > 0);
 const ONLY = opt('only', '');
 const JSON_OUT = opt('json', '');

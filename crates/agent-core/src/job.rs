@@ -17,7 +17,8 @@ pub struct JobSpec {
 }
 
 pub(crate) enum JobState {
-    Capturing { spool: SpoolWriter, error: Option<String> },
+    // Boxed: the spool's write buffer struct is large and `Finished` is empty.
+    Capturing { spool: Box<SpoolWriter>, error: Option<String> },
     Finished,
 }
 
@@ -36,7 +37,7 @@ impl Job {
         Self {
             spec,
             upload_token,
-            state: Mutex::new(JobState::Capturing { spool, error: None }),
+            state: Mutex::new(JobState::Capturing { spool: Box::new(spool), error: None }),
             last_progress: Mutex::new(None),
         }
     }

@@ -245,8 +245,7 @@ impl Inner {
             *busy = Some(cmd.id.clone());
         }
         let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force };
-        let name = format!("{}-{}.{}", self.config.pid, cmd.id, cmd.kind.file_extension());
-        let spool = match spool::SpoolWriter::create(&self.config.spool_dir, &name, self.config.max_spool_bytes) {
+        let spool = match spool::SpoolWriter::create(&self.config.spool_dir, &self.spool_name(&spec), self.config.max_spool_bytes) {
             Ok(s) => s,
             Err(e) => {
                 self.release_busy(&cmd.id);
@@ -277,6 +276,11 @@ impl Inner {
         Ok(())
     }
 
+    /// The spool file of a command: pid and id keep processes sharing a spool dir apart.
+    fn spool_name(&self, spec: &JobSpec) -> String {
+        format!("{}-{}.{}", self.config.pid, spec.id, spec.kind.file_extension())
+    }
+
     fn release_busy(&self, id: &str) {
         if let Ok(mut busy) = self.busy.lock() {
             if busy.as_deref() == Some(id) {
@@ -297,8 +301,7 @@ impl Inner {
         for job in jobs {
             job.discard();
             // Uploads in flight own a finished spool: remove it too, nobody will resume it.
-            let name = format!("{}-{}.{}", self.config.pid, job.spec.id, job.spec.kind.file_extension());
-            let _ = std::fs::remove_file(self.config.spool_dir.join(name));
+            let _ = std::fs::remove_file(self.config.spool_dir.join(self.spool_name(&job.spec)));
         }
     }
 

@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 
+/// (counter name, label pairs rendered) → value
+type Totals = BTreeMap<(String, String), f64>;
+
 /// Running totals per process (reset when the hub restarts, as Prometheus counters may be).
 #[derive(Default)]
 pub struct Counters {
-    by_process: Mutex<HashMap<String, BTreeMap<(String, String), f64>>>,
+    by_process: Mutex<HashMap<String, Totals>>,
 }
-
-/// (counter name, label pairs rendered) → value
-type Totals = BTreeMap<(String, String), f64>;
 
 impl Counters {
     /// Adds the interval counts of one sample.
