@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startHub, startApp, api, download, hubEnv, processByPid, waitArtifact, cleanup, sleep, ROOT, TOKEN, hubFixture } from './helpers.mjs';
+import { api, download, processByPid, waitArtifact, waitFor, sleep, ROOT, TOKEN, hubFixture } from './helpers.mjs';
 
 const fx = hubFixture();
 const app = fx.app;
@@ -25,6 +25,8 @@ test('cpu_profile of a process spinning for 20 s: ready before the loop ends, na
   const p = await processByPid(fx.hub, a.child.pid);
   a.send('spin 20000');
   await a.waitLine(/^spin-start/);
+  // As an operator would: the process shows as blocked, then they take a profile.
+  await waitFor('blocked', async () => (await api(fx.hub, 'GET', `/api/processes/${p.id}`)).body.state === 'blocked');
   const art = await waitArtifact(fx.hub, (await command(p, { kind: 'cpu_profile', seconds: 3 })).id, { timeout: 16000 });
   assert.equal(art.status, 'ready', art.error);
   assert.ok(!a.lines.some((x) => /^spin-end/.test(x.l)), 'still spinning when the profile was ready');

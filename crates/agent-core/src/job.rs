@@ -14,6 +14,9 @@ pub struct JobSpec {
     #[serde(flatten)]
     pub kind: CommandKind,
     pub force: bool,
+    /// The JS thread was blocked (no heartbeat) when the command arrived: a CPU profile then
+    /// makes V8 recompile the stuck code so it can be named (costly on a healthy process).
+    pub main_blocked: bool,
 }
 
 pub(crate) enum JobState {

@@ -244,7 +244,8 @@ impl Inner {
             }
             *busy = Some(cmd.id.clone());
         }
-        let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force };
+        let main_blocked = self.metrics.is_blocked();
+        let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force, main_blocked };
         let spool = match spool::SpoolWriter::create(&self.config.spool_dir, &self.spool_name(&spec), self.config.max_spool_bytes) {
             Ok(s) => s,
             Err(e) => {

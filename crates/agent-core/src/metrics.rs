@@ -39,6 +39,10 @@ impl MetricsState {
         }
     }
 
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.stall_state(Instant::now()), StallState::Blocked { .. })
+    }
+
     fn stall_state(&self, now: Instant) -> StallState {
         self.stall.lock().map(|s| s.check(now)).unwrap_or(StallState::Running)
     }
