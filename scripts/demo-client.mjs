@@ -2,6 +2,7 @@
 // heap snapshot and a CPU profile while it is blocked, and prints where the results are.
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 
 const { values: o } = parseArgs({
   options: { hub: { type: 'string' }, token: { type: 'string' }, 'app-url': { type: 'string' }, 'app-pid': { type: 'string' }, 'data-dir': { type: 'string' } },
@@ -60,13 +61,30 @@ const snap = await capture(proc.id, { kind: 'heap_snapshot' });
 console.log(`    ready in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${snap.size} bytes, sha256 ${snap.sha256.slice(0, 16)}…`);
 console.log('==> 3 s CPU profile of the blocked process');
 const prof = await capture(proc.id, { kind: 'cpu_profile', seconds: 3 });
-
 const results = [snap, prof];
+if (proc.capabilities.includes('perf_flamegraph')) {
+  console.log('==> 3 s perf flame graph (JS and native frames) of the blocked process');
+  results.push(await capture(proc.id, { kind: 'perf_flamegraph', seconds: 3 }));
+} else {
+  console.log('    (perf not found: no perf flame graph; apt-get install linux-perf)');
+}
+
+// Flame graphs rendered by the hub, saved next to the artifacts to open in a browser.
+const svgs = [];
+for (const a of results.filter((x) => x.kind !== 'heap_snapshot')) {
+  const res = await fetch(`${o.hub}/api/artifacts/${a.id}/flamegraph.svg`, { headers: { authorization: `Bearer ${o.token}` } });
+  if (!res.ok) continue;
+  const file = join(o['data-dir'], `flamegraph-${a.kind}.svg`);
+  writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+  svgs.push(file);
+}
 console.log('\nResults (stored by perf-hub):');
 for (const a of results) {
   console.log(`  ${a.kind.padEnd(14)} ${join(o['data-dir'], 'artifacts', a.file_name)}`);
   console.log(`  ${''.padEnd(14)} ${o.hub}/api/artifacts/${a.id}/download`);
 }
+console.log('\nFlame graphs (SVG, open in a browser):');
+for (const f of svgs) console.log(`  ${f}`);
 console.log(`\nConsole:  ${o.hub}/   (token in ${join(o['data-dir'], 'operator-token')})`);
 console.log(`API:      curl -H "Authorization: Bearer $(cat ${join(o['data-dir'], 'operator-token')})" ${o.hub}/api/artifacts`);
 console.log('Open the .heapsnapshot in Chrome DevTools (Memory tab > Load) and the .cpuprofile in DevTools or speedscope.');
