@@ -186,18 +186,23 @@ impl Hub {
         self.fail_unfinished(process_id, &format!("process disconnected during capture ({reason})"), |_| true);
     }
 
-    /// Fails the unfinished artifacts of a process that `keep` doesn't spare.
-    pub fn fail_unfinished(&self, process_id: &str, error: &str, keep_if: impl Fn(&ArtifactRecord) -> bool) {
+    /// Fails the unfinished artifacts of a process that `which` selects.
+    pub fn fail_unfinished(&self, process_id: &str, error: &str, which: impl Fn(&ArtifactRecord) -> bool) {
         let Ok(open) = self.store.list_artifacts(Some(process_id), true, 1000) else { return };
-        for a in open.into_iter().filter(|a| keep_if(a)) {
-            let _ = self.store.update_artifact(&a.id, |a| {
-                if !a.status.is_final() {
-                    a.status = ArtifactStatus::Failed;
-                    a.error = Some(error.to_string());
-                }
-            });
-            tracing::warn!(artifact = %a.id, error, "artifact failed");
+        for a in open.iter().filter(|a| which(a)) {
+            self.fail_artifact(&a.id, error);
         }
+    }
+
+    /// Fails one artifact with `error`, unless it has already ended.
+    pub fn fail_artifact(&self, id: &str, error: &str) {
+        let _ = self.store.update_artifact(id, |a| {
+            if !a.status.is_final() {
+                a.status = ArtifactStatus::Failed;
+                a.error = Some(error.to_string());
+            }
+        });
+        tracing::warn!(artifact = %id, error, "artifact failed");
     }
 
     pub fn save_process(&self, p: &ProcessRecord) {

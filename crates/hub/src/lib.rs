@@ -75,8 +75,8 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
 async fn sweep_after_restart(hub: Arc<Hub>) {
     tokio::time::sleep(RESTART_GRACE).await;
     let Ok(open) = hub.store.list_artifacts(None, true, 10_000) else { return };
-    for a in open.into_iter().filter(|a| !hub.is_connected(&a.process_id)) {
-        hub.fail_unfinished(&a.process_id, "the hub restarted and the process did not reconnect", |x| x.id == a.id);
+    for a in open.iter().filter(|a| !hub.is_connected(&a.process_id)) {
+        hub.fail_artifact(&a.id, "the hub restarted and the process did not reconnect");
     }
 }
 
