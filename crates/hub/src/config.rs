@@ -21,6 +21,8 @@ pub struct HubConfig {
     pub ack_timeout_ms: u64,
     /// Disconnected processes stay listed (with their last figures) this long.
     pub process_ttl_ms: u64,
+    /// After a hub start, artifacts left in flight wait this long for their process to return.
+    pub restart_grace_ms: u64,
     /// Metric history: kept this long, at full resolution for `metrics_full_res_ms`, then one
     /// sample per minute; at most `metrics_max_per_process` samples per process.
     pub metrics_max_age_ms: u64,
@@ -40,6 +42,7 @@ impl HubConfig {
             heartbeat_ms: 5000,
             ack_timeout_ms: 5000,
             process_ttl_ms: 3_600_000,
+            restart_grace_ms: 120_000,
             metrics_max_age_ms: 7 * 24 * 3_600_000,
             metrics_full_res_ms: 3_600_000,
             metrics_max_per_process: 20_000,

@@ -23,9 +23,6 @@ use tokio::net::TcpListener;
 pub use config::HubConfig;
 pub use hub::Hub;
 
-/// How long after a hub start in-flight artifacts wait for their process to come back.
-const RESTART_GRACE: Duration = Duration::from_secs(120);
-
 /// A hub whose listeners are bound and whose tasks run on the current tokio runtime.
 pub struct RunningHub {
     pub hub: Arc<Hub>,
@@ -73,7 +70,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
 /// Artifacts left in flight by a previous run whose process never came back are failed, so
 /// nobody waits forever on them.
 async fn sweep_after_restart(hub: Arc<Hub>) {
-    tokio::time::sleep(RESTART_GRACE).await;
+    tokio::time::sleep(Duration::from_millis(hub.config.restart_grace_ms)).await;
     let Ok(open) = hub.store.list_artifacts(None, true, 10_000) else { return };
     for a in open.iter().filter(|a| !hub.is_connected(&a.process_id)) {
         hub.fail_artifact(&a.id, "the hub restarted and the process did not reconnect");
@@ -100,5 +97,56 @@ async fn housekeeping(hub: Arc<Hub>) {
             Err(e) => tracing::warn!(error = %e, "process aging failed"),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus};
+
+    fn in_flight(id: &str, process: &str) -> ArtifactRecord {
+        ArtifactRecord {
+            id: id.into(),
+            process_id: process.into(),
+            app: "orders".into(),
+            kind: "heap_snapshot".into(),
+            params: serde_json::json!({}),
+            status: ArtifactStatus::Running,
+            error: None,
+            size: None,
+            sha256: None,
+            file_name: format!("{id}.heapsnapshot"),
+            created_at: now_rfc3339(),
+            updated_at: now_rfc3339(),
+            requested_by: "test".into(),
+            estimate: None,
+            progress: None,
+            notes: vec![],
+            uploaded_bytes: 0,
+            upload_token: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn artifacts_in_flight_before_a_restart_fail_if_their_process_never_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = store::Store::open(&dir.path().join("hub.db")).expect("store");
+            store.insert_artifact(&in_flight("aaaa0001", "feedface")).expect("insert");
+        }
+        let mut config = HubConfig::for_test(dir.path().to_path_buf());
+        config.restart_grace_ms = 50;
+        let running = start(config).await.expect("hub");
+        let t0 = std::time::Instant::now();
+        let a = loop {
+            let a = running.hub.store.get_artifact("aaaa0001").expect("store").expect("artifact");
+            if a.status.is_final() || t0.elapsed() > Duration::from_secs(5) {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(a.status, ArtifactStatus::Failed);
+        assert!(a.error.unwrap_or_default().contains("did not reconnect"));
     }
 }
