@@ -12,3 +12,18 @@ export function opt(name, dflt) {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : dflt;
 }
+
+/**
+ * Runs `cleanup` (synchronous: kill children, remove temp dirs) when the bench exits for any
+ * reason, including Ctrl-C, SIGTERM and SIGHUP, so a bench never leaves processes behind.
+ */
+export function onExitCleanup(cleanup, what = 'stopping children') {
+  process.on('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      console.error(`\n${sig}: ${what}`);
+      cleanup();
+      process.exit(130);
+    });
+  }
+}

@@ -13,12 +13,18 @@ const { parentPort, workerData } = require('node:worker_threads');
 const inspector = require('node:inspector');
 const native = require(workerData.bindingPath);
 
-const sessions = new Set();
+/**
+ * One long-lived session for all commands (they run one at a time): V8 forgets its heap object
+ * ids whenever an inspector session disconnects, and stable ids across snapshots are what lets
+ * a diff tell new objects from old ones. It is disconnected at exit (see index.js).
+ */
+let shared = null;
+
 // Shared with the main thread: [0] = sessions connected; the main thread waits on it at exit.
 const exitState = new Int32Array(workerData.exitState);
 
 function setConnected() {
-  Atomics.store(exitState, 0, sessions.size);
+  Atomics.store(exitState, 0, shared ? 1 : 0);
   Atomics.notify(exitState, 0);
 }
 
@@ -34,31 +40,22 @@ function register() {
   });
 }
 
-function disconnectAll() {
-  shared = null;
-  for (const s of sessions) {
+function disconnectSession() {
+  if (shared) {
     try {
-      s.disconnect();
+      shared.disconnect();
     } catch {}
   }
-  sessions.clear();
+  shared = null;
   setConnected();
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/**
- * One long-lived session for all commands (they run one at a time): V8 forgets its heap object
- * ids whenever an inspector session disconnects, and stable ids across snapshots are what lets
- * a diff tell new objects from old ones. It is disconnected at exit (see index.js).
- */
-let shared = null;
-
 function sharedSession() {
   if (!shared) {
     shared = new inspector.Session();
     shared.connectToMainThread();
-    sessions.add(shared);
     setConnected();
   }
   return shared;
@@ -167,7 +164,7 @@ function finish(job) {
 // A listener on parentPort keeps this worker alive for the life of the process; the main
 // thread unref()s the worker, so it never keeps the process alive.
 parentPort.on('message', (msg) => {
-  if (msg === 'main-exiting') disconnectAll();
+  if (msg === 'main-exiting') disconnectSession();
   else if (msg === 'register') register();
 });
 register();

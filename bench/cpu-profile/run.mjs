@@ -15,7 +15,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
+const { ROOT, H, opt, onExitCleanup } = await import(join(HERE, '..', 'common.mjs'));
 const ROUNDS = Number(opt('rounds', '3'));
 const SECONDS = Number(opt('seconds', '10'));
 const CONNS = Number(opt('connections', '32'));
@@ -41,14 +41,7 @@ function killAll() {
   if (hub) try { hub.child.kill('SIGKILL'); } catch {}
   rmSync(TMP, { recursive: true, force: true });
 }
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: stopping children, removing ${TMP}`);
-    killAll();
-    process.exit(130);
-  });
-}
+onExitCleanup(killAll, `stopping children, removing ${TMP}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** utime + stime of the process (all threads), or of one thread with `tid`. */

@@ -10,7 +10,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
+const { ROOT, H, opt, onExitCleanup } = await import(join(HERE, '..', 'common.mjs'));
 const { startHub, hubEnv, cleanup, sleep } = H;
 const o = { rounds: opt('rounds', '3'), seconds: opt('seconds', '8'), connections: opt('connections', '32') };
 
@@ -22,8 +22,7 @@ const MODES = {
   'agent, metrics 1 s': { PERF_AGENT_METRICS_INTERVAL_MS: '1000' },
 };
 const children = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-process.on('SIGINT', () => process.exit(130));
+onExitCleanup(() => children.forEach((c) => c.kill('SIGKILL')));
 
 async function startServer(hub, env) {
   const child = spawn(process.execPath, [join(HERE, '..', 'cpu-profile', 'server.cjs')], { cwd: ROOT, env: { ...process.env, ...hubEnv(hub), ...env }, stdio: ['ignore', 'pipe', 'inherit'] });

@@ -14,7 +14,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const { ROOT, H, opt } = await import(join(HERE, '..', 'common.mjs'));
+const { ROOT, H, opt, onExitCleanup } = await import(join(HERE, '..', 'common.mjs'));
 // ---------- options ----------
 const SIZES = opt('sizes', '100').split(',').map(Number).filter((n) => n > 0);
 const ONLY = opt('only', '');
@@ -36,14 +36,7 @@ function killAll() {
   }
   rmSync(TMP, { recursive: true, force: true });
 }
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: stopping children, removing ${TMP}`);
-    killAll();
-    process.exit(130);
-  });
-}
+onExitCleanup(killAll, `stopping children, removing ${TMP}`);
 
 // ---------- /proc sampling ----------
 function procStatus(pid) {

@@ -103,37 +103,16 @@ async fn housekeeping(hub: Arc<Hub>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus};
-
-    fn in_flight(id: &str, process: &str) -> ArtifactRecord {
-        ArtifactRecord {
-            id: id.into(),
-            process_id: process.into(),
-            app: "orders".into(),
-            kind: "heap_snapshot".into(),
-            params: serde_json::json!({}),
-            status: ArtifactStatus::Running,
-            error: None,
-            size: None,
-            sha256: None,
-            file_name: format!("{id}.heapsnapshot"),
-            created_at: now_rfc3339(),
-            updated_at: now_rfc3339(),
-            requested_by: "test".into(),
-            estimate: None,
-            progress: None,
-            notes: vec![],
-            uploaded_bytes: 0,
-            upload_token: "t".into(),
-        }
-    }
+    use crate::store::{test_support::artifact, ArtifactStatus};
 
     #[tokio::test]
     async fn artifacts_in_flight_before_a_restart_fail_if_their_process_never_returns() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = store::Store::open(&dir.path().join("hub.db")).expect("store");
-            store.insert_artifact(&in_flight("aaaa0001", "feedface")).expect("insert");
+            let mut a = artifact("aaaa0001", "feedface");
+            a.status = ArtifactStatus::Running;
+            store.insert_artifact(&a).expect("insert");
         }
         let mut config = HubConfig::for_test(dir.path().to_path_buf());
         config.restart_grace_ms = 50;

@@ -343,10 +343,12 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// Records for tests across the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
+    /// A pending heap snapshot artifact of `process`, upload token "tok".
     pub(crate) fn artifact(id: &str, process: &str) -> ArtifactRecord {
         ArtifactRecord {
             id: id.into(),
@@ -369,6 +371,12 @@ mod tests {
             upload_token: "tok".into(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::artifact;
+    use super::*;
 
     #[test]
     fn artifacts_survive_reopen_with_token() {
