@@ -13,8 +13,10 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const os = require('node:os');
+const v8 = require('node:v8');
 const { Worker, isMainThread } = require('node:worker_threads');
 const native = require('./binding.js');
+const { SNAPSHOT_HOOK_KEY } = require('./lib/snapshot-hook.js');
 
 /** Command kinds the inspector worker implements. */
 const INSPECTOR_CAPABILITIES = ['heap_snapshot', 'cpu_profile', 'heap_sampling'];
@@ -44,6 +46,45 @@ function capabilities() {
     if (hasPerfMap()) caps.push('perf_js_symbols');
   }
   return caps;
+}
+
+/**
+ * The heap snapshot of a blocked process. From Node 22 on, V8 defers an inspector
+ * `HeapProfiler.takeHeapSnapshot` until the main thread returns to its event loop, so a stuck
+ * process could not be snapshotted that way. What still runs inside the main thread's V8
+ * interrupt on every line is `Runtime.evaluate`; the worker evaluates a call of this function,
+ * which has V8 write the snapshot straight into the command's private spool file (it is as safe
+ * as any JS calling `v8.writeHeapSnapshot()`: an interrupt runs at a JS safepoint). It only
+ * writes where the agent says a heap snapshot command is waiting, so an app that finds it can't
+ * make it write anywhere else. Kept under a registered symbol, non-enumerable and read-only:
+ * invisible to `Object.keys`, `for…in` and JSON, and no string-named global to collide with.
+ */
+function writeSnapshotForCommand(commandId) {
+  const target = native.jobSnapshotTarget(String(commandId));
+  if (!target.ok) return target;
+  const started = process.hrtime.bigint();
+  try {
+    v8.writeHeapSnapshot(target.path);
+  } catch (err) {
+    return { ok: false, error: String((err && err.message) || err) };
+  }
+  return { ok: true, pauseMs: Number(process.hrtime.bigint() - started) / 1e6 };
+}
+
+function installSnapshotHook() {
+  const existing = Object.getOwnPropertyDescriptor(globalThis, SNAPSHOT_HOOK_KEY);
+  if (existing) return existing.value === writeSnapshotForCommand;
+  try {
+    Object.defineProperty(globalThis, SNAPSHOT_HOOK_KEY, {
+      value: writeSnapshotForCommand,
+      enumerable: false,
+      writable: false,
+      configurable: false,
+    });
+    return true;
+  } catch {
+    return false; // a frozen global (e.g. SES lockdown): the worker falls back to the inspector
+  }
 }
 
 let worker = null;
@@ -120,9 +161,10 @@ function ensureWorker() {
     return;
   }
   exitState = new Int32Array(new SharedArrayBuffer(4));
+  const snapshotHook = installSnapshotHook();
   worker = new Worker(path.join(__dirname, 'lib', 'inspector-worker.js'), {
     name: 'perf-agent-inspector',
-    workerData: { bindingPath: require.resolve('./binding.js'), exitState: exitState.buffer },
+    workerData: { bindingPath: require.resolve('./binding.js'), exitState: exitState.buffer, snapshotHook },
     // Don't inherit -r preloads or --inspect flags of the app.
     execArgv: [],
     stdout: false,

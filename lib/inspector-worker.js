@@ -12,6 +12,7 @@
 const { parentPort, workerData } = require('node:worker_threads');
 const inspector = require('node:inspector');
 const native = require(workerData.bindingPath);
+const { snapshotHookCall } = require('./snapshot-hook.js');
 
 /**
  * One long-lived session for all commands (they run one at a time): V8 forgets its heap object
@@ -129,6 +130,43 @@ async function heapSnapshot(job, session, post) {
   const usage = await post('Runtime.getHeapUsage');
   const pre = native.jobPreflight(job.id, usage.usedSize);
   if (!pre.ok) return; // refused (no memory headroom); the agent already told the hub why
+  if (workerData.snapshotHook) return writtenByV8(job, post, pre.estimate);
+  return streamedByInspector(job, session, post);
+}
+
+/**
+ * The main thread writes the snapshot itself, inside a V8 interrupt (works while it is stuck in
+ * a loop, on every Node line; see index.js). This thread stays free meanwhile and reports
+ * progress from the spool file's growth against the estimated file size.
+ */
+async function writtenByV8(job, post, estimate) {
+  const expected = Math.max(1, (estimate && estimate.file_bytes) || 0);
+  const progress = setInterval(() => {
+    const written = native.jobSpooledBytes(job.id);
+    native.jobProgress(job.id, 'snapshot', written, Math.max(expected, written + 1));
+  }, 250);
+  let reply;
+  try {
+    reply = await post('Runtime.evaluate', { expression: snapshotHookCall(job.id), returnByValue: true, silent: true });
+  } finally {
+    clearInterval(progress);
+  }
+  const outcome = reply && reply.result && reply.result.value;
+  if (reply && reply.exceptionDetails) {
+    return native.jobFail(job.id, `heap snapshot failed: ${describeException(reply.exceptionDetails)}`);
+  }
+  if (!outcome || !outcome.ok) {
+    return native.jobFail(job.id, `heap snapshot failed: ${(outcome && outcome.error) || 'no answer from the main thread'}`);
+  }
+  finish(job, [`JavaScript paused ${Math.round(outcome.pauseMs)} ms while V8 wrote the snapshot`]);
+}
+
+function describeException(details) {
+  return (details.exception && details.exception.description) || details.text || 'exception';
+}
+
+/** Fallback when the hook could not be installed: chunks stream through this session. */
+async function streamedByInspector(job, session, post) {
   let writeError = null;
   session.on('HeapProfiler.addHeapSnapshotChunk', (m) => {
     if (writeError) return;
@@ -156,8 +194,8 @@ async function timedProfile(job, post, { start, stop }) {
   else finish(job);
 }
 
-function finish(job) {
-  const err = native.jobFinish(job.id, []);
+function finish(job, notes = []) {
+  const err = native.jobFinish(job.id, notes);
   if (err) process.emitWarning(`perf-agent: ${job.kind} ${job.id}: ${err}`);
 }
 

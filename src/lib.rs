@@ -44,7 +44,8 @@ pub struct NativeStartOptions {
 }
 
 fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
-    let invalid = |e: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("perf-agent: {e}"));
+    let invalid =
+        |e: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("perf-agent: {e}"));
     let mut c = AgentConfig::new(&o.hub, &o.app, &o.secret).map_err(|e| invalid(&e))?;
     c.labels = parse_labels(o.labels_text.as_deref().unwrap_or("")).map_err(|e| invalid(&e))?;
     c.labels.extend(o.labels.unwrap_or_default());
@@ -68,7 +69,9 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
 #[napi]
 pub fn start(options: NativeStartOptions) -> Result<bool> {
     let config = build_config(options)?;
-    let mut slot = AGENT.lock().map_err(|_| Error::from_reason("perf-agent: state poisoned"))?;
+    let mut slot = AGENT
+        .lock()
+        .map_err(|_| Error::from_reason("perf-agent: state poisoned"))?;
     if slot.is_some() {
         return Ok(false);
     }
@@ -165,7 +168,10 @@ pub fn register_executor(callback: CommandCallback) -> bool {
     }
 }
 
-fn with_job<T>(id: &str, f: impl FnOnce(perf_agent_core::JobHandle) -> T) -> std::result::Result<T, String> {
+fn with_job<T>(
+    id: &str,
+    f: impl FnOnce(perf_agent_core::JobHandle) -> T,
+) -> std::result::Result<T, String> {
     let agent = current_agent().ok_or("perf-agent is not running")?;
     let job = agent.job(id).map_err(|e| e.to_string())?;
     Ok(f(job))
@@ -181,6 +187,23 @@ pub fn job_preflight(id: String, heap_used_bytes: f64) -> serde_json::Value {
     }
 }
 
+/// Called on the main thread, inside V8's interrupt, by the snapshot hook of `index.js`: the
+/// private spool file `v8.writeHeapSnapshot()` should write this command's snapshot to.
+/// `{ ok: true, path }` or `{ ok: false, error }`.
+#[napi]
+pub fn job_snapshot_target(id: String) -> serde_json::Value {
+    match with_job(&id, |j| j.snapshot_target()).and_then(|r| r) {
+        Ok(path) => serde_json::json!({ "ok": true, "path": path.to_string_lossy() }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e }),
+    }
+}
+
+/// Bytes spooled so far for a command (progress of a snapshot V8 writes itself).
+#[napi]
+pub fn job_spooled_bytes(id: String) -> f64 {
+    with_job(&id, |j| j.spooled_bytes()).unwrap_or(0) as f64
+}
+
 /// Appends a chunk to the command's spool. Returns an error message, or null.
 #[napi]
 pub fn job_chunk(id: String, chunk: Either<String, Buffer>) -> Option<String> {
@@ -193,13 +216,17 @@ pub fn job_chunk(id: String, chunk: Either<String, Buffer>) -> Option<String> {
 
 #[napi]
 pub fn job_progress(id: String, stage: String, done: f64, total: f64) {
-    let _ = with_job(&id, |j| j.progress(&stage, done.max(0.0) as u64, total.max(0.0) as u64));
+    let _ = with_job(&id, |j| {
+        j.progress(&stage, done.max(0.0) as u64, total.max(0.0) as u64)
+    });
 }
 
 /// The capture is complete; the upload starts. Returns an error message, or null.
 #[napi]
 pub fn job_finish(id: String, notes: Option<Vec<String>>) -> Option<String> {
-    with_job(&id, |j| j.finish(notes.unwrap_or_default())).and_then(|r| r).err()
+    with_job(&id, |j| j.finish(notes.unwrap_or_default()))
+        .and_then(|r| r)
+        .err()
 }
 
 #[napi]
@@ -214,7 +241,9 @@ impl Task for PerfHelperTask {
     type JsValue = i32;
 
     fn compute(&mut self) -> Result<i32> {
-        Ok(perf_flamegraph::perf_capture::helper_main(std::mem::take(&mut self.0)))
+        Ok(perf_flamegraph::perf_capture::helper_main(std::mem::take(
+            &mut self.0,
+        )))
     }
 
     fn resolve(&mut self, _env: Env, output: i32) -> Result<i32> {

@@ -111,6 +111,13 @@ process.on('message', (m) => {
     const wallMs = performance.now() - s;
     // Let the ticker see the gap before we report.
     setTimeout(() => send({ type: 'snapshot-done', wallMs }), 30);
+  } else if (m.cmd === 'busy') {
+    // The stuck process: spin on the main thread, no event loop, for m.ms.
+    send({ type: 'busy-start' });
+    const end = Date.now() + m.ms;
+    let x = 0;
+    while (Date.now() < end) x++;
+    send({ type: 'busy-done', x });
   } else if (m.cmd === 'exit') {
     clearInterval(ticker);
     Promise.resolve(agent && agent.stop()).finally(() => process.exit(0));

@@ -12,7 +12,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max: max.max(min), attempt: 0 }
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -54,7 +58,10 @@ mod tests {
             assert!(cap >= last_cap && cap <= Duration::from_secs(2));
             last_cap = cap;
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(50) && d <= cap, "{d:?} vs {cap:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= cap,
+                "{d:?} vs {cap:?}"
+            );
         }
         assert_eq!(last_cap, Duration::from_secs(2));
         b.reset();
@@ -65,7 +72,12 @@ mod tests {
     fn delays_are_not_all_equal() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         b.attempt = 5;
-        let ds: Vec<_> = (0..8).map(|_| { b.attempt = 5; b.next_delay() }).collect();
+        let ds: Vec<_> = (0..8)
+            .map(|_| {
+                b.attempt = 5;
+                b.next_delay()
+            })
+            .collect();
         assert!(ds.iter().any(|d| *d != ds[0]), "jitter expected: {ds:?}");
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::spool::{SpoolFile, SpoolWriter};
 use perf_protocol::CommandKind;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,16 @@ pub struct JobSpec {
 
 pub(crate) enum JobState {
     // Boxed: the spool's write buffer struct is large and `Finished` is empty.
-    Capturing { spool: Box<SpoolWriter>, error: Option<String> },
+    Capturing {
+        spool: Box<SpoolWriter>,
+        error: Option<String>,
+    },
+    /// The spool file was handed to a writer outside the agent (V8's own snapshot writer on the
+    /// main thread); size and checksum are taken when it is done.
+    WrittenExternally {
+        path: PathBuf,
+        limit: u64,
+    },
     Finished,
 }
 
@@ -40,7 +50,10 @@ impl Job {
         Self {
             spec,
             upload_token,
-            state: Mutex::new(JobState::Capturing { spool: Box::new(spool), error: None }),
+            state: Mutex::new(JobState::Capturing {
+                spool: Box::new(spool),
+                error: None,
+            }),
             last_progress: Mutex::new(None),
         }
     }
@@ -48,7 +61,10 @@ impl Job {
     /// Appends a chunk; after the first failure further chunks are dropped and the error kept
     /// for `finish` (V8 can't be stopped mid-snapshot, but the host must not suffer).
     pub fn write(&self, chunk: &[u8]) -> Result<(), String> {
-        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| "job lock poisoned".to_string())?;
         match &mut *st {
             JobState::Capturing { error: Some(e), .. } => Err(e.clone()),
             JobState::Capturing { spool, error } => spool.write(chunk).map_err(|e| {
@@ -56,13 +72,53 @@ impl Job {
                 *error = Some(msg.clone());
                 msg
             }),
+            JobState::WrittenExternally { .. } => {
+                Err("the spool file was handed to another writer".into())
+            }
             JobState::Finished => Err("command already finished".into()),
+        }
+    }
+
+    /// Hands the (still empty) spool file to a writer outside the agent and returns its path.
+    /// Refused once anything was written through [`Job::write`] or the job ended.
+    pub fn hand_over_file(&self) -> Result<PathBuf, String> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| "job lock poisoned".to_string())?;
+        match std::mem::replace(&mut *st, JobState::Finished) {
+            JobState::Capturing { spool, error: None } if spool.written() == 0 => {
+                let (path, limit) = spool.close_empty().map_err(|e| e.to_string())?;
+                *st = JobState::WrittenExternally {
+                    path: path.clone(),
+                    limit,
+                };
+                Ok(path)
+            }
+            other => {
+                *st = other;
+                Err("this command's spool file is not available for a snapshot".into())
+            }
+        }
+    }
+
+    /// Bytes written so far to the spool file (for progress), whoever writes it.
+    pub fn spooled_bytes(&self) -> u64 {
+        let Ok(st) = self.state.lock() else { return 0 };
+        match &*st {
+            JobState::Capturing { spool, .. } => spool.written(),
+            JobState::WrittenExternally { path, .. } => {
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            }
+            JobState::Finished => 0,
         }
     }
 
     /// Whether a progress message is due now.
     pub fn progress_due(&self) -> bool {
-        let Ok(mut last) = self.last_progress.lock() else { return false };
+        let Ok(mut last) = self.last_progress.lock() else {
+            return false;
+        };
         let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
         if due {
             *last = Some(Instant::now());
@@ -72,12 +128,24 @@ impl Job {
 
     /// Closes the spool: the file if the capture succeeded, else the error.
     pub fn take_spool(&self) -> Result<SpoolFile, String> {
-        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| "job lock poisoned".to_string())?;
         match std::mem::replace(&mut *st, JobState::Finished) {
             JobState::Capturing { spool, error: None } => spool.finish().map_err(|e| e.to_string()),
-            JobState::Capturing { spool, error: Some(e) } => {
+            JobState::Capturing {
+                spool,
+                error: Some(e),
+            } => {
                 let _ = std::fs::remove_file(spool.path());
                 Err(e)
+            }
+            JobState::WrittenExternally { path, limit } => {
+                SpoolFile::seal(&path, limit).map_err(|e| {
+                    let _ = std::fs::remove_file(&path);
+                    e.to_string()
+                })
             }
             JobState::Finished => Err("command already finished".into()),
         }
@@ -86,8 +154,14 @@ impl Job {
     /// Drops the spool file of a capture that won't complete.
     pub fn discard(&self) {
         if let Ok(mut st) = self.state.lock() {
-            if let JobState::Capturing { spool, .. } = std::mem::replace(&mut *st, JobState::Finished) {
-                let _ = std::fs::remove_file(spool.path());
+            match std::mem::replace(&mut *st, JobState::Finished) {
+                JobState::Capturing { spool, .. } => {
+                    let _ = std::fs::remove_file(spool.path());
+                }
+                JobState::WrittenExternally { path, .. } => {
+                    let _ = std::fs::remove_file(path);
+                }
+                JobState::Finished => {}
             }
         }
     }
