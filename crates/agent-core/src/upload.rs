@@ -4,7 +4,7 @@
 use crate::backoff::Backoff;
 use crate::spool::SpoolFile;
 use perf_protocol::{
-    FrameReader, FrameWriter, Message, ProtocolError, UploadHello, PROTOCOL_VERSION,
+    ErrorCode, FrameReader, FrameWriter, Message, ProtocolError, UploadHello, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -97,6 +97,9 @@ async fn upload_once(job: &UploadJob) -> Result<(), UploadError> {
         Message::UploadAck { ok: false, error } => {
             return Err(UploadError::Rejected(error.unwrap_or_default()))
         }
+        // Another stream of ours still holds the artifact (a connection the hub hasn't seen
+        // close yet): try again later.
+        Message::Error { code: ErrorCode::Busy, message } => return Err(UploadError::Transient(message)),
         Message::Error { message, .. } => return Err(UploadError::Refused(message)),
         other => {
             return Err(UploadError::Transient(format!(

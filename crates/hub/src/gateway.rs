@@ -1,6 +1,7 @@
 //! The agent gateway: accepts agent connections, authenticates control links, routes commands
 //! and acks, and takes in artifact uploads on their own connections.
 
+use crate::artifacts::{self, Transition};
 use crate::hub::Hub;
 use crate::ids;
 use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
@@ -227,11 +228,8 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
             Message::Heartbeat { .. } => touch_process(hub, process_id),
             Message::Ack(ack) => on_ack(hub, process_id, ack),
             Message::Progress(p) => {
-                let _ = hub.store.update_artifact(&p.command_id, |a| {
-                    if a.process_id == process_id {
-                        a.progress = Some(serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total}));
-                    }
-                });
+                let progress = serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total});
+                artifacts::transition_or_log(&hub.store, &p.command_id, Some(process_id), Transition::Progress { progress });
             }
             Message::CommandResult(r) => on_result(hub, process_id, r),
             Message::Metrics { sample } => on_metrics(hub, process_id, sample),
@@ -268,41 +266,24 @@ fn on_metrics(hub: &Hub, process_id: &str, sample: serde_json::Value) {
 }
 
 fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {
-    let _ = hub.store.update_artifact(&ack.command_id, |a| {
-        if a.process_id != process_id || a.status.is_final() {
-            return;
-        }
-        a.estimate = ack.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok());
-        if ack.accepted {
-            a.status = ArtifactStatus::Running;
-        } else {
-            a.status = ArtifactStatus::Failed;
-            a.error = Some(ack.error.clone().unwrap_or_else(|| "refused by the agent".into()));
-        }
-    });
-    hub.deliver_ack(ack);
+    let estimate = ack.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok());
+    let t = if ack.accepted {
+        Transition::Accepted { estimate }
+    } else {
+        Transition::Refused { error: ack.error.clone().unwrap_or_else(|| "refused by the agent".into()), estimate }
+    };
+    // Only the process that owns the command may answer the operator waiting for it.
+    if artifacts::transition_or_log(&hub.store, &ack.command_id, Some(process_id), t).is_some() {
+        hub.deliver_ack(ack);
+    }
 }
 
 fn on_result(hub: &Hub, process_id: &str, r: CommandResult) {
-    let updated = hub.store.update_artifact(&r.command_id, |a| {
-        if a.process_id != process_id || a.status == ArtifactStatus::Ready {
-            return;
-        }
-        match &r.outcome {
-            Outcome::Captured { size, sha256, notes } => {
-                a.status = ArtifactStatus::Uploading;
-                a.error = None;
-                a.size = Some(*size);
-                a.sha256 = Some(sha256.clone());
-                a.notes = notes.clone();
-            }
-            Outcome::Failed { error } => {
-                a.status = ArtifactStatus::Failed;
-                a.error = Some(error.clone());
-            }
-        }
-    });
-    if let Ok(Some(a)) = updated {
+    let t = match r.outcome {
+        Outcome::Captured { size, sha256, notes } => Transition::Captured { size, sha256, notes },
+        Outcome::Failed { error } => Transition::Failed { error },
+    };
+    if let Some(a) = artifacts::transition_or_log(&hub.store, &r.command_id, Some(process_id), t) {
         hub.audit("agent", "command.result", &a.id, serde_json::json!({"kind": a.kind}), a.status.as_str());
     }
 }
@@ -328,20 +309,52 @@ async fn upload_session(
         return writer.send(&Message::UploadAck { ok: same, error }).await;
     }
     let id = artifact.id.clone();
+    let Some(_slot) = hub.uploads.claim(&id) else {
+        tracing::warn!(%remote, artifact = %id, "second concurrent upload refused");
+        return send_error(&mut writer, ErrorCode::Busy, "another upload of this artifact is in progress").await;
+    };
     let mut offset = hub.blobs.part_len(&id).await;
     if offset > up.size {
         hub.blobs.discard_part(&id).await;
         offset = 0;
     }
-    let _ = hub.store.update_artifact(&id, |a| {
-        a.status = ArtifactStatus::Uploading;
-        a.size = Some(up.size);
-        a.sha256 = Some(up.sha256.clone());
-        a.uploaded_bytes = offset;
-    });
+    let started = Transition::UploadStarted { size: up.size, sha256: up.sha256.clone(), offset };
+    if let Err(e) = artifacts::transition(&hub.store, &id, None, started) {
+        tracing::warn!(%remote, artifact = %id, reason = %e, "upload refused");
+        return send_error(&mut writer, ErrorCode::AuthFailed, &e.to_string()).await;
+    }
     writer.send(&Message::UploadOffset { offset }).await?;
-    receive_data(&hub, &mut reader, &id, offset, up.size).await?;
-    finish_upload(&hub, &mut writer, &artifact.file_name, &up).await
+    match receive_data(&hub, &mut reader, &id, offset, up.size).await {
+        Ok(()) => finish_upload(&hub, &mut writer, &artifact.file_name, &up).await,
+        // The link broke: keep the part, the agent resumes from its length.
+        Err(UploadFailure::Link(e)) => Err(e),
+        Err(UploadFailure::Storage(e)) => {
+            let reason = storage_failure(&e);
+            hub.blobs.discard_part(&id).await;
+            hub.fail_artifact(&id, &reason);
+            send_error(&mut writer, ErrorCode::Internal, &reason).await
+        }
+    }
+}
+
+/// Why an upload stopped: the agent's link (worth resuming) or the hub's own storage (not).
+enum UploadFailure {
+    Link(ProtocolError),
+    Storage(std::io::Error),
+}
+
+impl From<ProtocolError> for UploadFailure {
+    fn from(e: ProtocolError) -> Self {
+        UploadFailure::Link(e)
+    }
+}
+
+fn storage_failure(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        "the hub's storage has no space left for this artifact".into()
+    } else {
+        format!("the hub could not write the artifact: {e}")
+    }
 }
 
 fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
@@ -366,32 +379,35 @@ fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRec
 }
 
 /// Appends data frames to the partial file until `UploadDone`.
-async fn receive_data(hub: &Hub, reader: &mut Reader, id: &str, mut offset: u64, size: u64) -> Result<(), ProtocolError> {
+async fn receive_data(hub: &Hub, reader: &mut Reader, id: &str, mut offset: u64, size: u64) -> Result<(), UploadFailure> {
     let path = hub.blobs.part_path(id);
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
     loop {
         let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())
             .await
-            .map_err(|_| ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "upload stalled")))??;
+            .map_err(|_| ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "upload stalled")))?
+            .map_err(UploadFailure::Link)?;
         match frame {
             Frame::Data(d) => {
                 if offset + d.len() as u64 > size {
-                    return Err(ProtocolError::Unexpected { expected: "no more data than announced", got: "excess data".into() });
+                    return Err(ProtocolError::Unexpected { expected: "no more data than announced", got: "excess data".into() }.into());
                 }
-                file.write_all(&d).await?;
+                file.write_all(&d).await.map_err(UploadFailure::Storage)?;
                 offset += d.len() as u64;
                 if offset >= next_report {
                     next_report = offset + UPLOAD_PROGRESS_STEP;
-                    let _ = hub.store.update_artifact(id, |a| a.uploaded_bytes = offset);
+                    artifacts::transition_or_log(&hub.store, id, None, Transition::UploadProgress { offset });
                 }
             }
             Frame::Message(Message::UploadDone) => break,
-            Frame::Message(m) => return Err(ProtocolError::Unexpected { expected: "data or upload_done", got: m.name().into() }),
+            Frame::Message(m) => {
+                return Err(ProtocolError::Unexpected { expected: "data or upload_done", got: m.name().into() }.into())
+            }
         }
     }
-    file.flush().await?;
-    file.sync_all().await?;
+    file.flush().await.map_err(UploadFailure::Storage)?;
+    file.sync_all().await.map_err(UploadFailure::Storage)?;
     Ok(())
 }
 
@@ -399,13 +415,22 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
     let id = &up.command_id;
     match hub.blobs.commit(id, file_name, up.size, &up.sha256).await {
         Ok(()) => {
-            let _ = hub.store.update_artifact(id, |a| {
-                a.status = ArtifactStatus::Ready;
-                a.error = None;
-                a.uploaded_bytes = up.size;
-            });
+            if let Err(e) = artifacts::transition(&hub.store, id, None, Transition::Stored { size: up.size }) {
+                // The file is in place but the record can't say so: fail it with the reason
+                // rather than leave it "uploading" forever.
+                tracing::error!(artifact = %id, error = %e, "artifact stored but its record could not be updated");
+                hub.fail_artifact(id, &format!("the hub could not record the stored artifact: {e}"));
+                return writer.send(&Message::UploadAck { ok: false, error: Some("the hub could not record the artifact".into()) }).await;
+            }
             hub.audit("agent", "artifact.stored", id, serde_json::json!({"size": up.size, "sha256": up.sha256}), "ok");
             writer.send(&Message::UploadAck { ok: true, error: None }).await
+        }
+        Err(e @ crate::blobs::BlobError::Io { .. }) => {
+            // The hub's own storage failed: retrying the same bytes won't help.
+            hub.blobs.discard_part(id).await;
+            let reason = format!("the hub could not store the artifact: {e}");
+            hub.fail_artifact(id, &reason);
+            send_error(writer, ErrorCode::Internal, &reason).await
         }
         Err(e) => {
             // A corrupt part can't be resumed; the agent retries from zero.

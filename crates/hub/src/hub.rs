@@ -1,6 +1,7 @@
 //! The hub's shared state: metadata store, artifact files, live agent links, waiting acks and
 //! the audit trail. The gateway (agents) and the API (operators) both work through it.
 
+use crate::artifacts::{self, Transition};
 use crate::blobs::BlobStore;
 use crate::config::HubConfig;
 use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, AuditRecord, ProcessRecord, Store};
@@ -33,6 +34,8 @@ pub struct Hub {
     pub counters: crate::prometheus::Counters,
     /// Heap analysis jobs in flight (results are cached on disk).
     pub analyses: crate::analysis::Analyses,
+    /// Upload streams in progress, one per artifact.
+    pub uploads: artifacts::UploadSlots,
 }
 
 /// Why a command could not be sent to a process.
@@ -78,6 +81,7 @@ impl Hub {
             render_lock: tokio::sync::Mutex::new(()),
             counters: Default::default(),
             analyses: crate::analysis::Analyses::new(),
+            uploads: Default::default(),
         };
         hub.mark_all_disconnected()?;
         Ok(hub)
@@ -196,13 +200,10 @@ impl Hub {
 
     /// Fails one artifact with `error`, unless it has already ended.
     pub fn fail_artifact(&self, id: &str, error: &str) {
-        let _ = self.store.update_artifact(id, |a| {
-            if !a.status.is_final() {
-                a.status = ArtifactStatus::Failed;
-                a.error = Some(error.to_string());
-            }
-        });
-        tracing::warn!(artifact = %id, error, "artifact failed");
+        let failed = Transition::Failed { error: error.to_string() };
+        if artifacts::transition_or_log(&self.store, id, None, failed).is_some() {
+            tracing::warn!(artifact = %id, error, "artifact failed");
+        }
     }
 
     pub fn save_process(&self, p: &ProcessRecord) {
@@ -238,10 +239,7 @@ impl Hub {
         let ack = self.wait_for_ack(&artifact.id);
         if let Err(e) = self.send_to(process_id, Message::Command(command)) {
             self.forget_ack(&artifact.id);
-            let _ = self.store.update_artifact(&artifact.id, |a| {
-                a.status = ArtifactStatus::Failed;
-                a.error = Some(e.to_string());
-            });
+            self.fail_artifact(&artifact.id, &e.to_string());
             self.audit(actor, "command.request", process_id, detail, &e.to_string());
             return Err(match e {
                 SendError::NotConnected => CommandError::NotConnected,

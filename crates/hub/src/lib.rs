@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod artifacts;
 pub mod blobs;
 pub mod config;
 pub mod gateway;

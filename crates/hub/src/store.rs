@@ -198,17 +198,21 @@ impl Store {
         self.with(|c| get_artifact_in(c, id))
     }
 
-    /// Read-modify-write of one artifact under the lock; returns the new record.
-    pub fn update_artifact(
+    /// Read-modify-write of one artifact under the lock: `f` changes the record and says whether
+    /// to write it. Returns the new record, `None` if there is no such artifact or `f` declined.
+    /// Only the artifact lifecycle ([`crate::artifacts`]) calls this.
+    pub(crate) fn update_artifact_if(
         &self,
         id: &str,
-        f: impl FnOnce(&mut ArtifactRecord),
+        f: impl FnOnce(&mut ArtifactRecord) -> bool,
     ) -> Result<Option<ArtifactRecord>, StoreError> {
         self.with(|c| {
             let Some(mut a) = get_artifact_in(c, id)? else {
                 return Ok(None);
             };
-            f(&mut a);
+            if !f(&mut a) {
+                return Ok(None);
+            }
             a.updated_at = now_rfc3339();
             c.execute(
                 "UPDATE artifacts SET status = ?2, doc = ?3 WHERE id = ?1",
@@ -385,9 +389,10 @@ mod tests {
         {
             let s = Store::open(&path).expect("open");
             s.insert_artifact(&artifact("a1", "p1")).expect("insert");
-            s.update_artifact("a1", |a| {
+            s.update_artifact_if("a1", |a| {
                 a.status = ArtifactStatus::Ready;
                 a.size = Some(10);
+                true
             })
             .expect("update");
         }
@@ -406,12 +411,16 @@ mod tests {
         let s = Store::open(&dir.path().join("hub.db")).expect("open");
         s.insert_artifact(&artifact("a1", "p1")).expect("insert");
         s.insert_artifact(&artifact("a2", "p2")).expect("insert");
-        s.update_artifact("a2", |a| a.status = ArtifactStatus::Failed).expect("update");
+        s.update_artifact_if("a2", |a| {
+            a.status = ArtifactStatus::Failed;
+            true
+        })
+        .expect("update");
         assert_eq!(s.list_artifacts(None, false, 10).expect("list").len(), 2);
         let open = s.list_artifacts(None, true, 10).expect("list");
         assert_eq!(open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), vec!["a1"]);
         assert_eq!(s.list_artifacts(Some("p2"), false, 10).expect("list").len(), 1);
-        assert!(s.update_artifact("nope", |_| {}).expect("update").is_none());
+        assert!(s.update_artifact_if("nope", |_| true).expect("update").is_none());
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! The artifact lifecycle: every change of an artifact's state is one named [`Transition`] that
+//! checks where it starts from before anything is written.
+//!
+//! ```text
+//! pending ──accepted──▶ running ──captured──▶ uploading ──stored──▶ ready
+//!    │                     │                     ▲   │
+//!    │                     └──upload_started─────┘   │
+//!    └──refused──▶ failed ◀──failed (from any unfinished state)
+//! ```
+//!
+//! A transition that doesn't fit the current state is refused with a [`TransitionError`] and
+//! the record is left as it was: a late upload can't revive a failed artifact, a second
+//! result can't overwrite a stored one, and a message from another process changes nothing.
+
+use crate::store::{ArtifactRecord, ArtifactStatus, Store, StoreError};
+
+/// One named change of an artifact.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// The agent took the command (a heap snapshot: after its memory preflight).
+    Accepted { estimate: Option<serde_json::Value> },
+    /// The agent refused the command.
+    Refused { error: String, estimate: Option<serde_json::Value> },
+    /// A progress report while capturing.
+    Progress { progress: serde_json::Value },
+    /// The capture is complete on the agent; its upload follows.
+    Captured { size: u64, sha256: String, notes: Vec<String> },
+    /// An upload stream opened (or resumed at `offset`).
+    UploadStarted { size: u64, sha256: String, offset: u64 },
+    /// Bytes received so far on the upload stream.
+    UploadProgress { offset: u64 },
+    /// The upload checked out (size and checksum) and the file is in place.
+    Stored { size: u64 },
+    /// The artifact will not complete.
+    Failed { error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("no such artifact")]
+    NotFound,
+    #[error("the artifact belongs to another process")]
+    WrongProcess,
+    #[error("cannot {transition} an artifact that is {status}")]
+    NotAllowed { transition: &'static str, status: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Transition {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transition::Accepted { .. } => "accept",
+            Transition::Refused { .. } => "refuse",
+            Transition::Progress { .. } => "report progress on",
+            Transition::Captured { .. } => "mark captured",
+            Transition::UploadStarted { .. } => "start an upload of",
+            Transition::UploadProgress { .. } => "record upload progress on",
+            Transition::Stored { .. } => "store",
+            Transition::Failed { .. } => "fail",
+        }
+    }
+
+    /// The states this transition may start from.
+    fn allowed_from(&self, status: ArtifactStatus) -> bool {
+        use ArtifactStatus::*;
+        match self {
+            Transition::Accepted { .. } | Transition::Refused { .. } => status == Pending,
+            Transition::Progress { .. } => matches!(status, Pending | Running),
+            // A result may overtake its ack on a busy link.
+            Transition::Captured { .. } => matches!(status, Pending | Running),
+            // The agent may upload before the hub saw its result (the result frame can be lost
+            // across a hub restart) or resume an upload.
+            Transition::UploadStarted { .. } => matches!(status, Running | Uploading),
+            Transition::UploadProgress { .. } | Transition::Stored { .. } => status == Uploading,
+            Transition::Failed { .. } => !status.is_final(),
+        }
+    }
+
+    fn apply(self, a: &mut ArtifactRecord) {
+        match self {
+            Transition::Accepted { estimate } => {
+                a.status = ArtifactStatus::Running;
+                a.estimate = estimate;
+            }
+            Transition::Refused { error, estimate } => {
+                a.status = ArtifactStatus::Failed;
+                a.error = Some(error);
+                a.estimate = estimate;
+            }
+            Transition::Progress { progress } => a.progress = Some(progress),
+            Transition::Captured { size, sha256, notes } => {
+                a.status = ArtifactStatus::Uploading;
+                a.size = Some(size);
+                a.sha256 = Some(sha256);
+                a.notes = notes;
+            }
+            Transition::UploadStarted { size, sha256, offset } => {
+                a.status = ArtifactStatus::Uploading;
+                a.size = Some(size);
+                a.sha256 = Some(sha256);
+                a.uploaded_bytes = offset;
+            }
+            Transition::UploadProgress { offset } => a.uploaded_bytes = offset,
+            Transition::Stored { size } => {
+                a.status = ArtifactStatus::Ready;
+                a.error = None;
+                a.uploaded_bytes = size;
+            }
+            Transition::Failed { error } => {
+                a.status = ArtifactStatus::Failed;
+                a.error = Some(error);
+            }
+        }
+    }
+}
+
+/// Applies `t` to artifact `id` if it starts from an allowed state; `process_id`, when given,
+/// must own the artifact (messages from agents). Returns the new record.
+pub fn transition(
+    store: &Store,
+    id: &str,
+    process_id: Option<&str>,
+    t: Transition,
+) -> Result<ArtifactRecord, TransitionError> {
+    let mut refusal = None;
+    let updated = store.update_artifact_if(id, |a| {
+        if process_id.is_some_and(|p| p != a.process_id) {
+            refusal = Some(TransitionError::WrongProcess);
+            return false;
+        }
+        if !t.allowed_from(a.status) {
+            refusal = Some(TransitionError::NotAllowed { transition: t.name(), status: a.status.as_str() });
+            return false;
+        }
+        t.clone().apply(a);
+        true
+    })?;
+    match (updated, refusal) {
+        (_, Some(e)) => Err(e),
+        (Some(a), None) => Ok(a),
+        (None, None) => Err(TransitionError::NotFound),
+    }
+}
+
+/// [`transition`], logging a refusal or a store error instead of returning it: for callers
+/// (agent messages, housekeeping) whose only answer to a refused transition is to ignore it.
+pub fn transition_or_log(store: &Store, id: &str, process_id: Option<&str>, t: Transition) -> Option<ArtifactRecord> {
+    let name = t.name();
+    match transition(store, id, process_id, t) {
+        Ok(a) => Some(a),
+        Err(TransitionError::Store(e)) => {
+            tracing::error!(artifact = %id, error = %e, "store: cannot {name} artifact");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(artifact = %id, reason = %e, "artifact transition refused");
+            None
+        }
+    }
+}
+
+/// At most one upload stream per artifact: a second stream with the same token would append to
+/// the same partial file.
+#[derive(Default)]
+pub struct UploadSlots(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// An artifact's upload slot, released when dropped.
+pub struct UploadSlot<'a> {
+    slots: &'a UploadSlots,
+    id: String,
+}
+
+impl UploadSlots {
+    /// The slot of `id`, or `None` while another stream holds it.
+    pub fn claim(&self, id: &str) -> Option<UploadSlot<'_>> {
+        let mut held = self.0.lock().ok()?;
+        held.insert(id.to_string()).then(|| UploadSlot { slots: self, id: id.to_string() })
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.slots.0.lock() {
+            held.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::artifact;
+
+    fn store_with(status: ArtifactStatus) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("hub.db")).expect("store");
+        let mut a = artifact("a1", "p1");
+        a.status = status;
+        store.insert_artifact(&a).expect("insert");
+        (dir, store)
+    }
+
+    fn status(store: &Store) -> ArtifactStatus {
+        store.get_artifact("a1").expect("get").expect("present").status
+    }
+
+    #[test]
+    fn the_happy_path_runs_in_order() {
+        let (_d, s) = store_with(ArtifactStatus::Pending);
+        transition(&s, "a1", Some("p1"), Transition::Accepted { estimate: None }).expect("accept");
+        transition(&s, "a1", Some("p1"), Transition::Captured { size: 5, sha256: "ab".into(), notes: vec![] }).expect("capture");
+        transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 }).expect("upload");
+        transition(&s, "a1", None, Transition::UploadProgress { offset: 3 }).expect("progress");
+        let a = transition(&s, "a1", None, Transition::Stored { size: 5 }).expect("stored");
+        assert_eq!((a.status, a.uploaded_bytes), (ArtifactStatus::Ready, 5));
+    }
+
+    #[test]
+    fn a_late_upload_cannot_revive_a_failed_artifact() {
+        let (_d, s) = store_with(ArtifactStatus::Failed);
+        let e = transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 }).unwrap_err();
+        assert!(matches!(e, TransitionError::NotAllowed { status: "failed", .. }), "{e}");
+        assert!(transition(&s, "a1", None, Transition::Stored { size: 5 }).is_err());
+        assert_eq!(status(&s), ArtifactStatus::Failed);
+    }
+
+    #[test]
+    fn a_stored_artifact_stays_ready() {
+        let (_d, s) = store_with(ArtifactStatus::Ready);
+        assert!(transition(&s, "a1", Some("p1"), Transition::Failed { error: "late".into() }).is_err());
+        assert!(transition(&s, "a1", Some("p1"), Transition::Captured { size: 1, sha256: "x".into(), notes: vec![] }).is_err());
+        assert_eq!(status(&s), ArtifactStatus::Ready);
+    }
+
+    #[test]
+    fn messages_from_another_process_change_nothing() {
+        let (_d, s) = store_with(ArtifactStatus::Pending);
+        let e = transition(&s, "a1", Some("p2"), Transition::Accepted { estimate: None }).unwrap_err();
+        assert!(matches!(e, TransitionError::WrongProcess));
+        assert_eq!(status(&s), ArtifactStatus::Pending);
+    }
+
+    #[test]
+    fn an_ack_after_the_result_is_refused() {
+        let (_d, s) = store_with(ArtifactStatus::Uploading);
+        assert!(transition(&s, "a1", Some("p1"), Transition::Refused { error: "x".into(), estimate: None }).is_err());
+        assert_eq!(status(&s), ArtifactStatus::Uploading);
+    }
+
+    #[test]
+    fn one_upload_stream_per_artifact() {
+        let slots = UploadSlots::default();
+        let first = slots.claim("a1").expect("free");
+        assert!(slots.claim("a1").is_none(), "a second concurrent upload is refused");
+        assert!(slots.claim("a2").is_some());
+        drop(first);
+        assert!(slots.claim("a1").is_some(), "released when the stream ends");
+    }
+
+    #[test]
+    fn an_unknown_artifact_is_not_found() {
+        let (_d, s) = store_with(ArtifactStatus::Pending);
+        assert!(matches!(transition(&s, "zz", None, Transition::Failed { error: "x".into() }), Err(TransitionError::NotFound)));
+    }
+}
