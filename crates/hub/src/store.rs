@@ -18,6 +18,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store lock poisoned")]
     Poisoned,
+    #[error("the hub database has schema version {found}, newer than this perf-hub knows ({known}): run the newer perf-hub")]
+    TooNew { found: u32, known: u32 },
 }
 
 /// A process an agent runs in, as operators see it.
@@ -123,7 +125,16 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
+/// Forward migrations, oldest first: `(version, SQL)`. A database records the last one applied
+/// in `schema_version`; opening applies the rest, each in its own transaction. Never edit a
+/// released migration — add the next one.
+const MIGRATIONS: &[(u32, &str)] = &[
+    // 1: the schema of perf-hub 0.1.0 (which had no version table). `IF NOT EXISTS` makes it
+    // a no-op on such a database and the creation of a new one.
+    (1, SCHEMA_V1),
+];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS processes (
     id TEXT PRIMARY KEY, doc TEXT NOT NULL, last_seen TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -140,13 +151,18 @@ CREATE TABLE IF NOT EXISTS audit (
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // WAL: readers don't block the writer; NORMAL sync is durable across process crashes.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with(|c| Ok(c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?))
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -323,6 +339,28 @@ impl Store {
             docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
         })
     }
+}
+
+/// The newest schema this build knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Brings the database up to [`SCHEMA_VERSION`]; refuses one written by a newer hub.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: Option<u32> = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
+    let current = current.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { found: current, known: SCHEMA_VERSION });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![version])?;
+        tx.commit()?;
+        tracing::info!(version, "hub database migrated");
+    }
+    Ok(())
 }
 
 fn stored_doc(a: &ArtifactRecord) -> Result<String, StoreError> {
