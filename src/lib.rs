@@ -44,8 +44,7 @@ pub struct NativeStartOptions {
 }
 
 fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
-    let invalid =
-        |e: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("perf-agent: {e}"));
+    let invalid = |e: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("perf-agent: {e}"));
     let mut c = AgentConfig::new(&o.hub, &o.app, &o.secret).map_err(|e| invalid(&e))?;
     c.labels = parse_labels(o.labels_text.as_deref().unwrap_or("")).map_err(|e| invalid(&e))?;
     c.labels.extend(o.labels.unwrap_or_default());
@@ -69,9 +68,7 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
 #[napi]
 pub fn start(options: NativeStartOptions) -> Result<bool> {
     let config = build_config(options)?;
-    let mut slot = AGENT
-        .lock()
-        .map_err(|_| Error::from_reason("perf-agent: state poisoned"))?;
+    let mut slot = AGENT.lock().map_err(|_| Error::from_reason("perf-agent: state poisoned"))?;
     if slot.is_some() {
         return Ok(false);
     }
@@ -168,10 +165,7 @@ pub fn register_executor(callback: CommandCallback) -> bool {
     }
 }
 
-fn with_job<T>(
-    id: &str,
-    f: impl FnOnce(perf_agent_core::JobHandle) -> T,
-) -> std::result::Result<T, String> {
+fn with_job<T>(id: &str, f: impl FnOnce(perf_agent_core::JobHandle) -> T) -> std::result::Result<T, String> {
     let agent = current_agent().ok_or("perf-agent is not running")?;
     let job = agent.job(id).map_err(|e| e.to_string())?;
     Ok(f(job))
@@ -216,17 +210,13 @@ pub fn job_chunk(id: String, chunk: Either<String, Buffer>) -> Option<String> {
 
 #[napi]
 pub fn job_progress(id: String, stage: String, done: f64, total: f64) {
-    let _ = with_job(&id, |j| {
-        j.progress(&stage, done.max(0.0) as u64, total.max(0.0) as u64)
-    });
+    let _ = with_job(&id, |j| j.progress(&stage, done.max(0.0) as u64, total.max(0.0) as u64));
 }
 
 /// The capture is complete; the upload starts. Returns an error message, or null.
 #[napi]
 pub fn job_finish(id: String, notes: Option<Vec<String>>) -> Option<String> {
-    with_job(&id, |j| j.finish(notes.unwrap_or_default()))
-        .and_then(|r| r)
-        .err()
+    with_job(&id, |j| j.finish(notes.unwrap_or_default())).and_then(|r| r).err()
 }
 
 #[napi]
@@ -241,9 +231,7 @@ impl Task for PerfHelperTask {
     type JsValue = i32;
 
     fn compute(&mut self) -> Result<i32> {
-        Ok(perf_flamegraph::perf_capture::helper_main(std::mem::take(
-            &mut self.0,
-        )))
+        Ok(perf_flamegraph::perf_capture::helper_main(std::mem::take(&mut self.0)))
     }
 
     fn resolve(&mut self, _env: Env, output: i32) -> Result<i32> {

@@ -12,11 +12,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
+        Self { min, max: max.max(min), attempt: 0 }
     }
 
     pub fn reset(&mut self) {
@@ -58,10 +54,7 @@ mod tests {
             assert!(cap >= last_cap && cap <= Duration::from_secs(2));
             last_cap = cap;
             let d = b.next_delay();
-            assert!(
-                d >= Duration::from_millis(50) && d <= cap,
-                "{d:?} vs {cap:?}"
-            );
+            assert!(d >= Duration::from_millis(50) && d <= cap, "{d:?} vs {cap:?}");
         }
         assert_eq!(last_cap, Duration::from_secs(2));
         b.reset();

@@ -83,9 +83,7 @@ impl AgentConfig {
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| ConfigError::BadLabels(s.to_string()))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| ConfigError::BadLabels(s.to_string()))?;
         if k.trim().is_empty() {
             return Err(ConfigError::BadLabels(s.to_string()));
         }
@@ -110,17 +108,8 @@ mod tests {
 
     #[test]
     fn required_fields() {
-        assert_eq!(
-            AgentConfig::new("", "a", "s").unwrap_err(),
-            ConfigError::MissingHub
-        );
-        assert_eq!(
-            AgentConfig::new("h:1", " ", "s").unwrap_err(),
-            ConfigError::MissingApp
-        );
-        assert_eq!(
-            AgentConfig::new("h:1", "a", "").unwrap_err(),
-            ConfigError::MissingSecret
-        );
+        assert_eq!(AgentConfig::new("", "a", "s").unwrap_err(), ConfigError::MissingHub);
+        assert_eq!(AgentConfig::new("h:1", " ", "s").unwrap_err(), ConfigError::MissingApp);
+        assert_eq!(AgentConfig::new("h:1", "a", "").unwrap_err(), ConfigError::MissingSecret);
     }
 }

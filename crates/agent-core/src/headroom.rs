@@ -25,17 +25,10 @@ pub struct SnapshotCost {
 
 impl SnapshotCost {
     /// Node 20 and older.
-    pub const NODE_20: SnapshotCost = SnapshotCost {
-        extra_memory_factor: 14,
-        pause_ms_per_mb: 115,
-        file_tenths: 20,
-    };
+    pub const NODE_20: SnapshotCost = SnapshotCost { extra_memory_factor: 14, pause_ms_per_mb: 115, file_tenths: 20 };
     /// Node 22 and newer.
-    pub const NODE_22_PLUS: SnapshotCost = SnapshotCost {
-        extra_memory_factor: 13,
-        pause_ms_per_mb: 62,
-        file_tenths: 18,
-    };
+    pub const NODE_22_PLUS: SnapshotCost =
+        SnapshotCost { extra_memory_factor: 13, pause_ms_per_mb: 62, file_tenths: 18 };
 
     /// Factors for a `process.version` such as `v24.22.3`; an unknown version gets the most
     /// expensive line's factors.
@@ -80,12 +73,7 @@ impl SnapshotCost {
 
 /// `v24.22.3` → 24.
 fn node_major(version: &str) -> Option<u32> {
-    version
-        .trim_start_matches('v')
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+    version.trim_start_matches('v').split('.').next()?.parse().ok()
 }
 
 /// Bytes this process may still grow: the tighter of MemAvailable and the cgroup limit.
@@ -107,14 +95,8 @@ mod tests {
         assert_eq!(e.extra_memory_bytes, 6500 << 20);
         assert_eq!(e.pause_ms, 31_000);
         assert_eq!(e.file_bytes, 900 << 20);
-        assert_eq!(
-            SnapshotCost::for_node("v22.23.5"),
-            SnapshotCost::NODE_22_PLUS
-        );
-        assert_eq!(
-            SnapshotCost::for_node("v26.12.1"),
-            SnapshotCost::NODE_22_PLUS
-        );
+        assert_eq!(SnapshotCost::for_node("v22.23.5"), SnapshotCost::NODE_22_PLUS);
+        assert_eq!(SnapshotCost::for_node("v26.12.1"), SnapshotCost::NODE_22_PLUS);
         assert_eq!(SnapshotCost::for_node(""), SnapshotCost::NODE_20);
     }
 
@@ -133,22 +115,14 @@ mod tests {
         let cost = SnapshotCost::for_node("v20.20.2");
         let e = cost.estimate(500 << 20, Some(1 << 30));
         let msg = cost.check(&e, false).unwrap_err();
-        assert!(
-            msg.contains("OOM") && msg.contains("force") && msg.contains("14x"),
-            "{msg}"
-        );
+        assert!(msg.contains("OOM") && msg.contains("force") && msg.contains("14x"), "{msg}");
         assert!(cost.check(&e, true).is_ok());
-        assert!(cost
-            .check(&cost.estimate(10 << 20, Some(1 << 30)), false)
-            .is_ok());
+        assert!(cost.check(&cost.estimate(10 << 20, Some(1 << 30)), false).is_ok());
         assert!(cost.check(&cost.estimate(10 << 30, None), false).is_ok());
     }
 
     #[test]
     fn headroom_is_known_here() {
-        assert!(
-            memory_headroom().is_some_and(|b| b > 0),
-            "this machine has /proc/meminfo"
-        );
+        assert!(memory_headroom().is_some_and(|b| b > 0), "this machine has /proc/meminfo");
     }
 }

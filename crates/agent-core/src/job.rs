@@ -50,10 +50,7 @@ impl Job {
         Self {
             spec,
             upload_token,
-            state: Mutex::new(JobState::Capturing {
-                spool: Box::new(spool),
-                error: None,
-            }),
+            state: Mutex::new(JobState::Capturing { spool: Box::new(spool), error: None }),
             last_progress: Mutex::new(None),
         }
     }
@@ -61,10 +58,7 @@ impl Job {
     /// Appends a chunk; after the first failure further chunks are dropped and the error kept
     /// for `finish` (V8 can't be stopped mid-snapshot, but the host must not suffer).
     pub fn write(&self, chunk: &[u8]) -> Result<(), String> {
-        let mut st = self
-            .state
-            .lock()
-            .map_err(|_| "job lock poisoned".to_string())?;
+        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
         match &mut *st {
             JobState::Capturing { error: Some(e), .. } => Err(e.clone()),
             JobState::Capturing { spool, error } => spool.write(chunk).map_err(|e| {
@@ -72,9 +66,7 @@ impl Job {
                 *error = Some(msg.clone());
                 msg
             }),
-            JobState::WrittenExternally { .. } => {
-                Err("the spool file was handed to another writer".into())
-            }
+            JobState::WrittenExternally { .. } => Err("the spool file was handed to another writer".into()),
             JobState::Finished => Err("command already finished".into()),
         }
     }
@@ -82,17 +74,11 @@ impl Job {
     /// Hands the (still empty) spool file to a writer outside the agent and returns its path.
     /// Refused once anything was written through [`Job::write`] or the job ended.
     pub fn hand_over_file(&self) -> Result<PathBuf, String> {
-        let mut st = self
-            .state
-            .lock()
-            .map_err(|_| "job lock poisoned".to_string())?;
+        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
         match std::mem::replace(&mut *st, JobState::Finished) {
             JobState::Capturing { spool, error: None } if spool.written() == 0 => {
                 let (path, limit) = spool.close_empty().map_err(|e| e.to_string())?;
-                *st = JobState::WrittenExternally {
-                    path: path.clone(),
-                    limit,
-                };
+                *st = JobState::WrittenExternally { path: path.clone(), limit };
                 Ok(path)
             }
             other => {
@@ -107,9 +93,7 @@ impl Job {
         let Ok(st) = self.state.lock() else { return 0 };
         match &*st {
             JobState::Capturing { spool, .. } => spool.written(),
-            JobState::WrittenExternally { path, .. } => {
-                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-            }
+            JobState::WrittenExternally { path, .. } => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
             JobState::Finished => 0,
         }
     }
@@ -128,25 +112,17 @@ impl Job {
 
     /// Closes the spool: the file if the capture succeeded, else the error.
     pub fn take_spool(&self) -> Result<SpoolFile, String> {
-        let mut st = self
-            .state
-            .lock()
-            .map_err(|_| "job lock poisoned".to_string())?;
+        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
         match std::mem::replace(&mut *st, JobState::Finished) {
             JobState::Capturing { spool, error: None } => spool.finish().map_err(|e| e.to_string()),
-            JobState::Capturing {
-                spool,
-                error: Some(e),
-            } => {
+            JobState::Capturing { spool, error: Some(e) } => {
                 let _ = std::fs::remove_file(spool.path());
                 Err(e)
             }
-            JobState::WrittenExternally { path, limit } => {
-                SpoolFile::seal(&path, limit).map_err(|e| {
-                    let _ = std::fs::remove_file(&path);
-                    e.to_string()
-                })
-            }
+            JobState::WrittenExternally { path, limit } => SpoolFile::seal(&path, limit).map_err(|e| {
+                let _ = std::fs::remove_file(&path);
+                e.to_string()
+            }),
             JobState::Finished => Err("command already finished".into()),
         }
     }

@@ -21,9 +21,7 @@ pub use config::{parse_labels, AgentConfig, ConfigError};
 pub use job::JobSpec;
 
 use job::Job;
-use perf_protocol::{
-    Ack, CommandKind, CommandResult, Message, Outcome, Progress, SnapshotEstimate,
-};
+use perf_protocol::{Ack, CommandKind, CommandResult, Message, Outcome, Progress, SnapshotEstimate};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -107,10 +105,7 @@ impl Agent {
         if inner.config.metrics_interval > Duration::ZERO {
             runtime.spawn(metrics::run(inner.clone()));
         }
-        Ok(Self {
-            inner,
-            runtime: Some(runtime),
-        })
+        Ok(Self { inner, runtime: Some(runtime) })
     }
 
     pub fn set_executor(&self, executor: Option<Arc<dyn Executor>>) {
@@ -120,11 +115,7 @@ impl Agent {
     }
 
     pub fn status(&self) -> LinkStatus {
-        self.inner
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The JS thread is alive (called every 250 ms from an unref'd timer).
@@ -135,11 +126,7 @@ impl Agent {
     /// The JS collector's latest sample (JSON text, bounded).
     pub fn report_js_metrics(&self, json: &str) -> Result<(), String> {
         if json.len() > metrics::MAX_JS_SAMPLE_BYTES {
-            return Err(format!(
-                "metrics sample of {} bytes exceeds {}",
-                json.len(),
-                metrics::MAX_JS_SAMPLE_BYTES
-            ));
+            return Err(format!("metrics sample of {} bytes exceeds {}", json.len(), metrics::MAX_JS_SAMPLE_BYTES));
         }
         let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
         self.inner.metrics.set_js_sample(v);
@@ -148,14 +135,8 @@ impl Agent {
 
     /// Handle for the executor to report on a command.
     pub fn job(&self, id: &str) -> Result<JobHandle, AgentError> {
-        let job = self
-            .inner
-            .job(id)
-            .ok_or_else(|| AgentError::UnknownJob(id.to_string()))?;
-        Ok(JobHandle {
-            inner: self.inner.clone(),
-            job,
-        })
+        let job = self.inner.job(id).ok_or_else(|| AgentError::UnknownJob(id.to_string()))?;
+        Ok(JobHandle { inner: self.inner.clone(), job })
     }
 
     /// Says goodbye to the hub, cancels uploads (their spool files are removed) and stops the
@@ -186,10 +167,7 @@ impl Inner {
     }
 
     pub(crate) fn active_job_ids(&self) -> Vec<String> {
-        self.jobs
-            .lock()
-            .map(|j| j.keys().cloned().collect())
-            .unwrap_or_default()
+        self.jobs.lock().map(|j| j.keys().cloned().collect()).unwrap_or_default()
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -209,19 +187,8 @@ impl Inner {
         }
     }
 
-    fn ack(
-        &self,
-        command_id: &str,
-        accepted: bool,
-        error: Option<String>,
-        estimate: Option<SnapshotEstimate>,
-    ) {
-        self.send(Message::Ack(Ack {
-            command_id: command_id.to_string(),
-            accepted,
-            error,
-            estimate,
-        }));
+    fn ack(&self, command_id: &str, accepted: bool, error: Option<String>, estimate: Option<SnapshotEstimate>) {
+        self.send(Message::Ack(Ack { command_id: command_id.to_string(), accepted, error, estimate }));
     }
 
     fn has_executor(&self) -> bool {
@@ -255,12 +222,7 @@ impl Inner {
     }
 
     fn try_dispatch(self: &Arc<Self>, cmd: &perf_protocol::Command) -> Result<(), String> {
-        if !self
-            .config
-            .capabilities
-            .iter()
-            .any(|c| c == cmd.kind.name())
-        {
+        if !self.config.capabilities.iter().any(|c| c == cmd.kind.name()) {
             return Err(format!("this process does not support {}", cmd.kind.name()));
         }
         // perf runs in a helper process started from here; everything else in the inspector worker.
@@ -282,17 +244,14 @@ impl Inner {
         {
             let mut busy = self.busy.lock().map_err(|_| "agent state poisoned")?;
             if let Some(current) = busy.as_ref() {
-                return Err(format!("busy: command {current} is still capturing; one heavy command at a time per process"));
+                return Err(format!(
+                    "busy: command {current} is still capturing; one heavy command at a time per process"
+                ));
             }
             *busy = Some(cmd.id.clone());
         }
         let main_blocked = self.metrics.is_blocked();
-        let spec = JobSpec {
-            id: cmd.id.clone(),
-            kind: cmd.kind.clone(),
-            force: cmd.force,
-            main_blocked,
-        };
+        let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force, main_blocked };
         let spool = match spool::SpoolWriter::create(
             &self.config.spool_dir,
             &self.spool_name(&spec),
@@ -311,11 +270,7 @@ impl Inner {
         let dispatched = match (executor, &cmd.kind) {
             (Some(executor), _) => executor.dispatch(spec),
             (None, CommandKind::PerfFlamegraph { seconds, frequency }) => {
-                self.start_perf(
-                    job.clone(),
-                    *seconds,
-                    frequency.unwrap_or(perf_job::DEFAULT_FREQUENCY),
-                );
+                self.start_perf(job.clone(), *seconds, frequency.unwrap_or(perf_job::DEFAULT_FREQUENCY));
                 Ok(())
             }
             (None, _) => Err("no executor".to_string()),
@@ -334,12 +289,7 @@ impl Inner {
 
     /// The spool file of a command: pid and id keep processes sharing a spool dir apart.
     fn spool_name(&self, spec: &JobSpec) -> String {
-        format!(
-            "{}-{}.{}",
-            self.config.pid,
-            spec.id,
-            spec.kind.file_extension()
-        )
+        format!("{}-{}.{}", self.config.pid, spec.id, spec.kind.file_extension())
     }
 
     fn release_busy(&self, id: &str) {
@@ -358,11 +308,7 @@ impl Inner {
     }
 
     fn discard_all_jobs(&self) {
-        let jobs: Vec<_> = self
-            .jobs
-            .lock()
-            .map(|mut j| j.drain().map(|(_, v)| v).collect())
-            .unwrap_or_default();
+        let jobs: Vec<_> = self.jobs.lock().map(|mut j| j.drain().map(|(_, v)| v).collect()).unwrap_or_default();
         for job in jobs {
             job.discard();
             // Uploads in flight own a finished spool: remove it too, nobody will resume it.
@@ -376,17 +322,10 @@ impl Inner {
             pid: self.config.pid,
             seconds,
             frequency,
-            work_dir: self
-                .config
-                .spool_dir
-                .join(format!("{}-{}-perf", self.config.pid, job.spec.id)),
+            work_dir: self.config.spool_dir.join(format!("{}-{}-perf", self.config.pid, job.spec.id)),
         };
-        let handle = JobHandle {
-            inner: self.clone(),
-            job,
-        };
-        self.rt
-            .spawn(perf_job::run(handle, req, self.shutdown.subscribe()));
+        let handle = JobHandle { inner: self.clone(), job };
+        self.rt.spawn(perf_job::run(handle, req, self.shutdown.subscribe()));
     }
 
     fn start_upload(self: &Arc<Self>, job: Arc<Job>, file: spool::SpoolFile) {
@@ -485,11 +424,7 @@ impl JobHandle {
         };
         self.inner.send(Message::CommandResult(CommandResult {
             command_id: id.clone(),
-            outcome: Outcome::Captured {
-                size: file.size,
-                sha256: file.sha256.clone(),
-                notes,
-            },
+            outcome: Outcome::Captured { size: file.size, sha256: file.sha256.clone(), notes },
         }));
         self.inner.release_busy(&id);
         self.inner.start_upload(self.job.clone(), file);
@@ -503,9 +438,7 @@ impl JobHandle {
         self.inner.drop_job(&id);
         self.inner.send(Message::CommandResult(CommandResult {
             command_id: id,
-            outcome: Outcome::Failed {
-                error: error.to_string(),
-            },
+            outcome: Outcome::Failed { error: error.to_string() },
         }));
     }
 }

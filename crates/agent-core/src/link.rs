@@ -4,9 +4,7 @@
 
 use crate::backoff::Backoff;
 use crate::Inner;
-use perf_protocol::{
-    auth, FrameReader, FrameWriter, Hello, Message, ProtocolError, PROTOCOL_VERSION,
-};
+use perf_protocol::{auth, FrameReader, FrameWriter, Hello, Message, ProtocolError, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -41,15 +39,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut outbox: mpsc::Receiver<Message>) 
                     s.last_error = None;
                     s.connects += 1;
                 });
-                let r = session(
-                    &inner,
-                    reader,
-                    writer,
-                    &mut outbox,
-                    &mut shutdown,
-                    heartbeat,
-                )
-                .await;
+                let r = session(&inner, reader, writer, &mut outbox, &mut shutdown, heartbeat).await;
                 inner.set_status(|s| s.connected = false);
                 r
             }
@@ -68,10 +58,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut outbox: mpsc::Receiver<Message>) 
 
 async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), LinkError> {
     let c = &inner.config;
-    let conn_err = |msg: String| LinkError::Connect {
-        hub: c.hub.clone(),
-        msg,
-    };
+    let conn_err = |msg: String| LinkError::Connect { hub: c.hub.clone(), msg };
     let stream = tokio::time::timeout(c.connect_timeout, TcpStream::connect(&c.hub))
         .await
         .map_err(|_| conn_err("timed out".into()))?
@@ -80,9 +67,7 @@ async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), Li
     let (r, w) = stream.into_split();
     let (mut reader, mut writer) = (FrameReader::new(r), FrameWriter::new(w));
     let instance_id = instance_id();
-    writer
-        .send(&Message::Hello(hello(inner, instance_id)))
-        .await?;
+    writer.send(&Message::Hello(hello(inner, instance_id))).await?;
     let nonce = match handshake_reply(&mut reader).await? {
         Message::Challenge { nonce } => nonce,
         other => return Err(refusal(other)),
@@ -90,10 +75,7 @@ async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), Li
     let mac = auth::auth_mac(&c.secret, &nonce, &c.app, instance_id);
     writer.send(&Message::Auth { mac }).await?;
     match handshake_reply(&mut reader).await? {
-        Message::Welcome {
-            process_id,
-            heartbeat_ms,
-        } => {
+        Message::Welcome { process_id, heartbeat_ms } => {
             let hb = Duration::from_millis(heartbeat_ms.clamp(100, 600_000));
             Ok((reader, writer, process_id, hb))
         }
@@ -102,11 +84,9 @@ async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), Li
 }
 
 async fn handshake_reply(reader: &mut Reader) -> Result<Message, LinkError> {
-    Ok(
-        tokio::time::timeout(Duration::from_secs(10), reader.read_message())
-            .await
-            .map_err(|_| LinkError::Refused("no handshake reply within 10 s".into()))??,
-    )
+    Ok(tokio::time::timeout(Duration::from_secs(10), reader.read_message())
+        .await
+        .map_err(|_| LinkError::Refused("no handshake reply within 10 s".into()))??)
 }
 
 fn refusal(m: Message) -> LinkError {
@@ -139,10 +119,8 @@ fn instance_id() -> &'static str {
         let mut b = [0u8; 16];
         if getrandom::fill(&mut b).is_err() {
             // Fall back to pid + time: unique enough for a registry key.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             b[..8].copy_from_slice(&(t as u64).to_le_bytes());
             b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
         }
@@ -189,8 +167,5 @@ async fn session(
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -24,10 +24,7 @@ pub(crate) struct MetricsState {
 
 impl MetricsState {
     pub fn new(threshold: Duration) -> Self {
-        Self {
-            stall: Mutex::new(StallDetector::new(threshold)),
-            js_sample: Mutex::new(None),
-        }
+        Self { stall: Mutex::new(StallDetector::new(threshold)), js_sample: Mutex::new(None) }
     }
 
     pub fn js_beat(&self) {
@@ -47,18 +44,13 @@ impl MetricsState {
     }
 
     fn stall_state(&self, now: Instant) -> StallState {
-        self.stall
-            .lock()
-            .map(|s| s.check(now))
-            .unwrap_or(StallState::Running)
+        self.stall.lock().map(|s| s.check(now)).unwrap_or(StallState::Running)
     }
 
     /// The JS sample if it is recent (JS may be blocked and not sending any).
     fn fresh_js_sample(&self, max_age: Duration) -> Option<serde_json::Value> {
         let s = self.js_sample.lock().ok()?;
-        s.as_ref()
-            .filter(|(t, _)| t.elapsed() <= max_age)
-            .map(|(_, v)| v.clone())
+        s.as_ref().filter(|(t, _)| t.elapsed() <= max_age).map(|(_, v)| v.clone())
     }
 }
 
@@ -81,22 +73,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if !(due || blocked != was_blocked) || !inner.is_connected() {
             continue;
         }
-        let sample = compose(
-            &mut sampler,
-            &stall,
-            inner.metrics.fresh_js_sample(interval * 2),
-        );
+        let sample = compose(&mut sampler, &stall, inner.metrics.fresh_js_sample(interval * 2));
         inner.send(Message::Metrics { sample });
         last_sent = Some(now);
         was_blocked = blocked;
     }
 }
 
-fn compose(
-    sampler: &mut NativeSampler,
-    stall: &StallState,
-    js: Option<serde_json::Value>,
-) -> serde_json::Value {
+fn compose(sampler: &mut NativeSampler, stall: &StallState, js: Option<serde_json::Value>) -> serde_json::Value {
     let (state, blocked_ms) = match stall {
         StallState::Running => ("running", 0),
         StallState::Blocked { for_ms, .. } => ("blocked", *for_ms),
@@ -111,10 +95,7 @@ fn compose(
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -126,10 +107,7 @@ mod tests {
         let mut sampler = NativeSampler::new();
         let s = compose(&mut sampler, &StallState::Running, None);
         assert_eq!(s["state"], "running");
-        assert!(
-            s["native"]["process"]["rss_bytes"].as_u64().unwrap_or(0) > 0,
-            "{s}"
-        );
+        assert!(s["native"]["process"]["rss_bytes"].as_u64().unwrap_or(0) > 0, "{s}");
         assert!(s["js"].is_null());
     }
 

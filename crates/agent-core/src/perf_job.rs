@@ -23,11 +23,7 @@ pub(crate) struct PerfRequest {
 }
 
 /// Runs the capture and finishes or fails the job accordingly.
-pub(crate) async fn run(
-    handle: JobHandle,
-    req: PerfRequest,
-    cancel: tokio::sync::watch::Receiver<bool>,
-) {
+pub(crate) async fn run(handle: JobHandle, req: PerfRequest, cancel: tokio::sync::watch::Receiver<bool>) {
     let result = capture(&handle, &req, cancel).await;
     let _ = tokio::fs::remove_dir_all(&req.work_dir).await;
     match result {
@@ -45,18 +41,10 @@ async fn capture(
     req: &PerfRequest,
     mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<String>, String> {
-    let (program, args) = req
-        .helper
-        .split_first()
-        .ok_or("no perf helper configured")?;
+    let (program, args) = req.helper.split_first().ok_or("no perf helper configured")?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .args([
-            "--pid",
-            &req.pid.to_string(),
-            "--seconds",
-            &req.seconds.to_string(),
-        ])
+        .args(["--pid", &req.pid.to_string(), "--seconds", &req.seconds.to_string()])
         .args(["--frequency", &req.frequency.to_string(), "--out-dir"])
         .arg(&req.work_dir)
         // The helper is a plain process: no agent of its own, no app preloads.
@@ -90,17 +78,11 @@ async fn capture(
         }
     };
     let stderr = stderr.await.unwrap_or_default();
-    let result = read_result(&req.work_dir).await.map_err(|e| {
-        format!(
-            "perf helper exited ({status}) without a result ({e}); stderr: {}",
-            stderr.trim()
-        )
-    })?;
+    let result = read_result(&req.work_dir)
+        .await
+        .map_err(|e| format!("perf helper exited ({status}) without a result ({e}); stderr: {}", stderr.trim()))?;
     if result.get("ok").and_then(|v| v.as_bool()) != Some(true) {
-        let msg = result
-            .pointer("/error/message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("perf capture failed");
+        let msg = result.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("perf capture failed");
         return Err(msg.to_string());
     }
     stream_into_job(handle, &req.work_dir.join("perf.folded")).await?;
@@ -125,9 +107,7 @@ async fn read_bounded(stream: Option<tokio::process::ChildStderr>) -> String {
 }
 
 async fn read_result(dir: &Path) -> Result<serde_json::Value, String> {
-    let bytes = tokio::fs::read(dir.join("result.json"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = tokio::fs::read(dir.join("result.json")).await.map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
@@ -135,24 +115,15 @@ fn notes_of(result: &serde_json::Value) -> Vec<String> {
     result
         .get("notes")
         .and_then(|n| n.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
 async fn stream_into_job(handle: &JobHandle, path: &Path) -> Result<(), String> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("reading folded stacks: {e}"))?;
+    let mut f = tokio::fs::File::open(path).await.map_err(|e| format!("reading folded stacks: {e}"))?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("reading folded stacks: {e}"))?;
+        let n = f.read(&mut buf).await.map_err(|e| format!("reading folded stacks: {e}"))?;
         if n == 0 {
             return Ok(());
         }

@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("cannot create spool file {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Create { path: PathBuf, source: std::io::Error },
     #[error("cannot write spool file: {0}")]
     Write(#[from] std::io::Error),
     #[error("capture exceeds the spool limit of {0} bytes")]
@@ -44,10 +41,7 @@ impl SpoolWriter {
     /// Creates `dir/name` readable by the owner only (snapshots can hold secrets).
     pub fn create(dir: &Path, name: &str, limit: u64) -> Result<Self, SpoolError> {
         let path = dir.join(name);
-        let err = |source| SpoolError::Create {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| SpoolError::Create { path: path.clone(), source };
         create_private_dir(dir).map_err(err)?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -57,13 +51,7 @@ impl SpoolWriter {
             opts.mode(0o600);
         }
         let file = opts.open(&path).map_err(err)?;
-        Ok(Self {
-            path,
-            out: BufWriter::with_capacity(256 * 1024, file),
-            hasher: Sha256::new(),
-            written: 0,
-            limit,
-        })
+        Ok(Self { path, out: BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), written: 0, limit })
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
@@ -96,11 +84,7 @@ impl SpoolWriter {
     pub fn finish(self) -> Result<SpoolFile, SpoolError> {
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok(SpoolFile {
-            path: self.path,
-            size: self.written,
-            sha256: hex::encode(self.hasher.finalize()),
-        })
+        Ok(SpoolFile { path: self.path, size: self.written, sha256: hex::encode(self.hasher.finalize()) })
     }
 }
 
@@ -125,23 +109,14 @@ impl SpoolFile {
                 break;
             }
             hasher.update(&buf[..n]);
-            last_byte = buf[..n]
-                .iter()
-                .rev()
-                .find(|b| !b.is_ascii_whitespace())
-                .copied()
-                .or(last_byte);
+            last_byte = buf[..n].iter().rev().find(|b| !b.is_ascii_whitespace()).copied().or(last_byte);
         }
         // A writer that hit a full disk may stop mid-document without telling us (V8's file
         // stream does): a JSON capture that doesn't end its top-level object is incomplete.
         if last_byte != Some(b'}') {
             return Err(SpoolError::Truncated);
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            size,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok(Self { path: path.to_path_buf(), size, sha256: hex::encode(hasher.finalize()) })
     }
 }
 
@@ -166,21 +141,12 @@ mod tests {
         let w = SpoolWriter::create(dir.path(), "h.heapsnapshot", 1 << 20).expect("create");
         let (path, limit) = w.close_empty().expect("close");
         assert_eq!(limit, 1 << 20);
-        assert!(matches!(
-            SpoolFile::seal(&path, limit),
-            Err(SpoolError::Empty)
-        ));
+        assert!(matches!(SpoolFile::seal(&path, limit), Err(SpoolError::Empty)));
         std::fs::write(&path, b"{\"a\":[1,2]}\n").expect("external write");
         let f = SpoolFile::seal(&path, limit).expect("seal");
-        assert_eq!(
-            (f.size, f.sha256.clone()),
-            (12, hex::encode(Sha256::digest(b"{\"a\":[1,2]}\n")))
-        );
+        assert_eq!((f.size, f.sha256.clone()), (12, hex::encode(Sha256::digest(b"{\"a\":[1,2]}\n"))));
         std::fs::write(&path, b"{\"a\":[1,").expect("truncated write");
-        assert!(matches!(
-            SpoolFile::seal(&path, limit),
-            Err(SpoolError::Truncated)
-        ));
+        assert!(matches!(SpoolFile::seal(&path, limit), Err(SpoolError::Truncated)));
     }
 
     #[test]
@@ -193,21 +159,12 @@ mod tests {
         assert_eq!(f.size, 5);
         assert_eq!(f.sha256, hex::encode(Sha256::digest(b"hello")));
         assert_eq!(std::fs::read(&f.path).expect("read"), b"hello");
-        assert!(matches!(
-            SpoolFile::seal(&f.path, 4),
-            Err(SpoolError::TooLarge(4))
-        ));
-        assert!(
-            matches!(SpoolFile::seal(&f.path, 8), Err(SpoolError::Truncated)),
-            "not a JSON document"
-        );
+        assert!(matches!(SpoolFile::seal(&f.path, 4), Err(SpoolError::TooLarge(4))));
+        assert!(matches!(SpoolFile::seal(&f.path, 8), Err(SpoolError::Truncated)), "not a JSON document");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&f.path)
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(&f.path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o077, 0, "spool must be private");
         }
     }

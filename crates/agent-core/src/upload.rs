@@ -3,9 +3,7 @@
 
 use crate::backoff::Backoff;
 use crate::spool::SpoolFile;
-use perf_protocol::{
-    ErrorCode, FrameReader, FrameWriter, Message, ProtocolError, UploadHello, PROTOCOL_VERSION,
-};
+use perf_protocol::{ErrorCode, FrameReader, FrameWriter, Message, ProtocolError, UploadHello, PROTOCOL_VERSION};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpStream;
@@ -94,38 +92,24 @@ async fn upload_once(job: &UploadJob) -> Result<(), UploadError> {
     let offset = match read_reply(&mut reader).await? {
         Message::UploadOffset { offset } => offset.min(job.file.size),
         Message::UploadAck { ok: true, .. } => return Ok(()),
-        Message::UploadAck { ok: false, error } => {
-            return Err(UploadError::Rejected(error.unwrap_or_default()))
-        }
+        Message::UploadAck { ok: false, error } => return Err(UploadError::Rejected(error.unwrap_or_default())),
         // Another stream of ours still holds the artifact (a connection the hub hasn't seen
         // close yet): try again later.
         Message::Error { code: ErrorCode::Busy, message } => return Err(UploadError::Transient(message)),
         Message::Error { message, .. } => return Err(UploadError::Refused(message)),
-        other => {
-            return Err(UploadError::Transient(format!(
-                "unexpected {}",
-                other.name()
-            )))
-        }
+        other => return Err(UploadError::Transient(format!("unexpected {}", other.name()))),
     };
     send_file_from(&mut writer, job, offset).await?;
     writer.send(&Message::UploadDone).await?;
     match read_reply(&mut reader).await? {
         Message::UploadAck { ok: true, .. } => Ok(()),
-        Message::UploadAck { ok: false, error } => {
-            Err(UploadError::Rejected(error.unwrap_or_default()))
-        }
-        other => Err(UploadError::Transient(format!(
-            "unexpected {}",
-            other.name()
-        ))),
+        Message::UploadAck { ok: false, error } => Err(UploadError::Rejected(error.unwrap_or_default())),
+        other => Err(UploadError::Transient(format!("unexpected {}", other.name()))),
     }
 }
 
 /// Waits for the hub's answer; verifying a large file takes it a while.
-async fn read_reply(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-) -> Result<Message, UploadError> {
+async fn read_reply(reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>) -> Result<Message, UploadError> {
     tokio::time::timeout(Duration::from_secs(600), reader.read_message())
         .await
         .map_err(|_| UploadError::Transient("no answer from the hub".into()))?
@@ -145,9 +129,7 @@ async fn send_file_from(
         let want = CHUNK.min((job.file.size - sent) as usize);
         let n = f.read(&mut buf[..want]).await?;
         if n == 0 {
-            return Err(UploadError::Refused(
-                "spool file is shorter than recorded".into(),
-            ));
+            return Err(UploadError::Refused("spool file is shorter than recorded".into()));
         }
         writer.send_data(&buf[..n]).await?;
         sent += n as u64;

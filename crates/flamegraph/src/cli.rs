@@ -51,8 +51,7 @@ fn run(args: &Args) -> Result<String, FlameError> {
     };
     let fold = fold_file(input)?;
     if let Some(path) = &args.folded {
-        std::fs::write(path, &fold.folded)
-            .map_err(|e| FlameError::io(format!("writing {}", path.display()), e))?;
+        std::fs::write(path, &fold.folded).map_err(|e| FlameError::io(format!("writing {}", path.display()), e))?;
     }
     let svg_bytes = write_svg(&fold, output, &args.render)?;
     Ok(format!(
@@ -103,16 +102,7 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        let a = parse(strings(&[
-            "p.cpuprofile",
-            "-o",
-            "x.svg",
-            "--title",
-            "T",
-            "--width",
-            "800",
-        ]))
-        .unwrap();
+        let a = parse(strings(&["p.cpuprofile", "-o", "x.svg", "--title", "T", "--width", "800"])).unwrap();
         assert_eq!(a.input.unwrap(), PathBuf::from("p.cpuprofile"));
         assert_eq!(a.render.title.as_deref(), Some("T"));
         assert_eq!(a.render.width, Some(800));
@@ -124,9 +114,6 @@ mod tests {
     #[test]
     fn usage_errors_exit_2() {
         assert_eq!(flamegraph_main(strings(&[])), 2);
-        assert_eq!(
-            flamegraph_main(strings(&["/nonexistent/p", "-o", "/tmp/x.svg"])),
-            1
-        );
+        assert_eq!(flamegraph_main(strings(&["/nonexistent/p", "-o", "/tmp/x.svg"])), 1);
     }
 }

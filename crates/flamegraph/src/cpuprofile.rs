@@ -61,33 +61,21 @@ fn index_by_id(nodes: &[Node]) -> Result<HashMap<u64, usize>, FlameError> {
     let mut index = HashMap::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         if index.insert(node.id, i).is_some() {
-            return Err(FlameError::invalid(
-                FORMAT,
-                format!("duplicate node id {}", node.id),
-            ));
+            return Err(FlameError::invalid(FORMAT, format!("duplicate node id {}", node.id)));
         }
     }
     Ok(index)
 }
 
-fn parent_links(
-    nodes: &[Node],
-    index: &HashMap<u64, usize>,
-) -> Result<Vec<Option<usize>>, FlameError> {
+fn parent_links(nodes: &[Node], index: &HashMap<u64, usize>) -> Result<Vec<Option<usize>>, FlameError> {
     let mut parents = vec![None; nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
         for child in &node.children {
-            let &c = index.get(child).ok_or_else(|| {
-                FlameError::invalid(
-                    FORMAT,
-                    format!("node {} lists unknown child {child}", node.id),
-                )
-            })?;
+            let &c = index
+                .get(child)
+                .ok_or_else(|| FlameError::invalid(FORMAT, format!("node {} lists unknown child {child}", node.id)))?;
             if parents[c].replace(i).is_some() {
-                return Err(FlameError::invalid(
-                    FORMAT,
-                    format!("node {child} has two parents"),
-                ));
+                return Err(FlameError::invalid(FORMAT, format!("node {child} has two parents")));
             }
         }
     }
@@ -100,9 +88,7 @@ fn node_weights(profile: &CpuProfile, index: &HashMap<u64, usize>) -> Result<Vec
     }
     let mut weights = vec![0u64; profile.nodes.len()];
     for id in &profile.samples {
-        let &i = index.get(id).ok_or_else(|| {
-            FlameError::invalid(FORMAT, format!("sample names unknown node {id}"))
-        })?;
+        let &i = index.get(id).ok_or_else(|| FlameError::invalid(FORMAT, format!("sample names unknown node {id}")))?;
         weights[i] += 1;
     }
     Ok(weights)
@@ -174,10 +160,7 @@ mod tests {
     fn falls_back_to_hit_count() {
         let no_samples = PROFILE.replace(r#""samples": [6,6,5,2,6,7,7,3,2,7,6],"#, "");
         let text = folded_text(&no_samples);
-        assert!(
-            text.contains("main (file:///app.js:10);hot:loop (file:///app.js:20) 3\n"),
-            "{text}"
-        );
+        assert!(text.contains("main (file:///app.js:10);hot:loop (file:///app.js:20) 3\n"), "{text}");
         assert!(text.contains("(idle) 4\n"), "{text}");
     }
 

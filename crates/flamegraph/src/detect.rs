@@ -83,8 +83,7 @@ struct Probe {
 
 /// Which V8 JSON profile a complete document is, if any.
 pub(crate) fn json_kind(json: &[u8]) -> Option<InputFormat> {
-    let probe =
-        parse_deep::<Probe, _, _>(json, "JSON", |p| Ok((p.nodes.is_some(), p.head.is_some())));
+    let probe = parse_deep::<Probe, _, _>(json, "JSON", |p| Ok((p.nodes.is_some(), p.head.is_some())));
     match probe {
         Ok((true, _)) => Some(InputFormat::CpuProfile),
         Ok((false, true)) => Some(InputFormat::HeapProfile),
@@ -112,22 +111,10 @@ mod tests {
 
     #[test]
     fn detects_each_format() {
-        assert_eq!(
-            detect_format(br#" {"nodes":[],"samples":[]}"#),
-            Some(InputFormat::CpuProfile)
-        );
-        assert_eq!(
-            detect_format(br#"{"head":{"children":[]}}"#),
-            Some(InputFormat::HeapProfile)
-        );
-        assert_eq!(
-            detect_format(PERF.as_bytes()),
-            Some(InputFormat::PerfScript)
-        );
-        assert_eq!(
-            detect_format(b"main;foo 3\nmain;bar 1\n"),
-            Some(InputFormat::Folded)
-        );
+        assert_eq!(detect_format(br#" {"nodes":[],"samples":[]}"#), Some(InputFormat::CpuProfile));
+        assert_eq!(detect_format(br#"{"head":{"children":[]}}"#), Some(InputFormat::HeapProfile));
+        assert_eq!(detect_format(PERF.as_bytes()), Some(InputFormat::PerfScript));
+        assert_eq!(detect_format(b"main;foo 3\nmain;bar 1\n"), Some(InputFormat::Folded));
     }
 
     #[test]

@@ -27,10 +27,7 @@ pub enum FlameError {
     UnknownFormat,
     /// The input parsed but is inconsistent (dangling ids, cycles, too deep, ...).
     #[error("invalid {format}: {reason}")]
-    InvalidProfile {
-        format: &'static str,
-        reason: String,
-    },
+    InvalidProfile { format: &'static str, reason: String },
     /// Nothing to draw: no samples / no allocations.
     #[error("the profile holds no samples (the process used no CPU during the capture, or the input is empty)")]
     NoSamples,
@@ -42,16 +39,10 @@ pub enum FlameError {
 impl FlameError {
     /// Wraps an I/O error with what we were doing.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        FlameError::Io {
-            context: context.into(),
-            source,
-        }
+        FlameError::Io { context: context.into(), source }
     }
 
     pub(crate) fn invalid(format: &'static str, reason: impl Into<String>) -> Self {
-        FlameError::InvalidProfile {
-            format,
-            reason: reason.into(),
-        }
+        FlameError::InvalidProfile { format, reason: reason.into() }
     }
 }

@@ -42,10 +42,7 @@ impl Folded {
 
     /// Number of distinct stacks and their total weight.
     pub fn summary(&self) -> FoldedSummary {
-        FoldedSummary {
-            stacks: self.stacks.len(),
-            total: self.stacks.values().fold(0u64, |a, b| a.saturating_add(*b)),
-        }
+        FoldedSummary { stacks: self.stacks.len(), total: self.stacks.values().fold(0u64, |a, b| a.saturating_add(*b)) }
     }
 
     /// Writes `stack count` lines.
@@ -108,10 +105,7 @@ pub(crate) fn looks_folded(text: &str) -> bool {
 }
 
 /// Copies folded text through, dropping blank/comment/malformed lines, and sums it up.
-pub(crate) fn pass_through<R: BufRead, W: Write>(
-    mut input: R,
-    mut out: W,
-) -> io::Result<FoldedSummary> {
+pub(crate) fn pass_through<R: BufRead, W: Write>(mut input: R, mut out: W) -> io::Result<FoldedSummary> {
     let mut summary = FoldedSummary::default();
     let mut buf = Vec::new();
     loop {
@@ -156,13 +150,7 @@ mod tests {
         f.add(&["b", "c"], 3);
         f.add(&["z"], 0);
         assert_eq!(String::from_utf8(f.to_bytes()).unwrap(), "a 1\nb;c 5\n");
-        assert_eq!(
-            f.summary(),
-            FoldedSummary {
-                stacks: 2,
-                total: 6
-            }
-        );
+        assert_eq!(f.summary(), FoldedSummary { stacks: 2, total: 6 });
     }
 
     #[test]
@@ -172,10 +160,7 @@ mod tests {
 
     #[test]
     fn parse_and_detect_folded() {
-        assert_eq!(
-            parse_line("main;foo (x.js:3) 12\n"),
-            Some(("main;foo (x.js:3)", 12))
-        );
+        assert_eq!(parse_line("main;foo (x.js:3) 12\n"), Some(("main;foo (x.js:3)", 12)));
         assert_eq!(parse_line("main;foo"), None);
         assert_eq!(parse_line(" 12"), None);
         assert!(looks_folded("# comment\na;b 1\na;c 2\n"));
@@ -188,13 +173,7 @@ mod tests {
         let mut out = Vec::new();
         let s = pass_through(&b"a;b 1\n\n# c\nbad line\nc 4\n"[..], &mut out).unwrap();
         assert_eq!(out, b"a;b 1\nc 4\n");
-        assert_eq!(
-            s,
-            FoldedSummary {
-                stacks: 2,
-                total: 5
-            }
-        );
+        assert_eq!(s, FoldedSummary { stacks: 2, total: 5 });
         assert_eq!(summarize(&out), s);
     }
 }

@@ -73,8 +73,7 @@ mod tests {
 
     #[test]
     fn folds_bytes() {
-        let text =
-            String::from_utf8(fold_heapprofile(PROFILE.as_bytes()).unwrap().to_bytes()).unwrap();
+        let text = String::from_utf8(fold_heapprofile(PROFILE.as_bytes()).unwrap().to_bytes()).unwrap();
         assert_eq!(
             text,
             "(V8 API) 64\n\
@@ -89,9 +88,7 @@ mod tests {
         let depth = 1000;
         let mut json = String::from(r#"{"head":"#);
         for i in 0..depth {
-            json.push_str(&format!(
-                r#"{{"callFrame":{{"functionName":"f{i}"}},"selfSize":1,"children":["#
-            ));
+            json.push_str(&format!(r#"{{"callFrame":{{"functionName":"f{i}"}},"selfSize":1,"children":["#));
         }
         json.push_str(&"]}".repeat(depth));
         json.push('}');
@@ -102,17 +99,8 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        for bad in [
-            "",
-            "[]",
-            r#"{"head": 1}"#,
-            r#"{"head":{"selfSize":-1}}"#,
-            "{\"head\":{}",
-        ] {
-            assert!(
-                fold_heapprofile(bad.as_bytes()).is_err(),
-                "accepted {bad:?}"
-            );
+        for bad in ["", "[]", r#"{"head": 1}"#, r#"{"head":{"selfSize":-1}}"#, "{\"head\":{}"] {
+            assert!(fold_heapprofile(bad.as_bytes()).is_err(), "accepted {bad:?}");
         }
     }
 }

@@ -33,11 +33,7 @@ impl CallFrame {
     /// `functionName (url:line)` with a 1-based line, `(anonymous)` for an empty name, and just
     /// the name when there is no url (`(program)`, `(garbage collector)`, native code).
     pub(crate) fn label(&self) -> String {
-        let name = if self.function_name.is_empty() {
-            "(anonymous)"
-        } else {
-            self.function_name.as_str()
-        };
+        let name = if self.function_name.is_empty() { "(anonymous)" } else { self.function_name.as_str() };
         let label = match (self.url.is_empty(), self.line_number >= 0) {
             (true, _) => name.to_string(),
             (false, true) => format!("{name} ({}:{})", self.url, self.line_number + 1),
@@ -88,18 +84,13 @@ where
 {
     let depth = nesting_depth(bytes);
     if depth > MAX_DEPTH {
-        return Err(FlameError::invalid(
-            format,
-            format!("JSON nesting depth {depth} exceeds {MAX_DEPTH}"),
-        ));
+        return Err(FlameError::invalid(format, format!("JSON nesting depth {depth} exceeds {MAX_DEPTH}")));
     }
     let work = move || -> Result<R, FlameError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         de.disable_recursion_limit();
-        let value =
-            T::deserialize(&mut de).map_err(|source| FlameError::Json { format, source })?;
-        de.end()
-            .map_err(|source| FlameError::Json { format, source })?;
+        let value = T::deserialize(&mut de).map_err(|source| FlameError::Json { format, source })?;
+        de.end().map_err(|source| FlameError::Json { format, source })?;
         f(value)
     };
     std::thread::scope(|scope| {
@@ -120,19 +111,12 @@ mod tests {
     use super::*;
 
     fn frame(name: &str, url: &str, line: i64) -> CallFrame {
-        CallFrame {
-            function_name: name.into(),
-            url: url.into(),
-            line_number: line,
-        }
+        CallFrame { function_name: name.into(), url: url.into(), line_number: line }
     }
 
     #[test]
     fn labels() {
-        assert_eq!(
-            frame("foo", "file:///a.js", 9).label(),
-            "foo (file:///a.js:10)"
-        );
+        assert_eq!(frame("foo", "file:///a.js", 9).label(), "foo (file:///a.js:10)");
         assert_eq!(frame("", "/a.js", 0).label(), "(anonymous) (/a.js:1)");
         assert_eq!(frame("(program)", "", -1).label(), "(program)");
         assert_eq!(frame("f", "/a.js", -1).label(), "f (/a.js)");

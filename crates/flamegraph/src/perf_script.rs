@@ -26,29 +26,23 @@ pub fn collapse_perf_script<R: BufRead, W: Write>(input: R, out: W) -> Result<()
     // inferno asserts on some malformed inputs; a bad file must be an error, not a crash.
     match catch_unwind(AssertUnwindSafe(|| folder.collapse(input, out))) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-            Err(FlameError::invalid("perf script", e.to_string()))
-        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Err(FlameError::invalid("perf script", e.to_string())),
         Ok(Err(e)) => Err(FlameError::io("collapsing perf script output", e)),
-        Err(_) => Err(FlameError::invalid(
-            "perf script",
-            "the collapser rejected the input",
-        )),
+        Err(_) => Err(FlameError::invalid("perf script", "the collapser rejected the input")),
     }
 }
 
 /// What the collapsed weights count, judged from the first event line of `text`:
 /// `"samples"` without a period field, `"ns"` for cpu-clock/task-clock periods, else `"events"`.
 pub(crate) fn weight_name(text: &str) -> &'static str {
-    let Some(event_line) = text.lines().find(|l| {
-        !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(char::is_whitespace)
-    }) else {
+    let Some(event_line) =
+        text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(char::is_whitespace))
+    else {
         return "samples";
     };
     let mut tokens = event_line.split_whitespace();
     let is_time = |t: &str| {
-        t.strip_suffix(':')
-            .is_some_and(|t| t.contains('.') && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        t.strip_suffix(':').is_some_and(|t| t.contains('.') && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
     };
     if tokens.by_ref().find(|t| is_time(t)).is_none() {
         return "samples";
@@ -114,25 +108,15 @@ mod tests {
         let mut out = Vec::new();
         collapse_perf_script(no_period.as_bytes(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.ends_with("LazyCompile:*spin /app.js:3_[j] 2\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("LazyCompile:*spin /app.js:3_[j] 2\n"), "{text}");
         assert_eq!(weight_name(&no_period), "samples");
-        assert_eq!(
-            weight_name("# c\nperf 9/9 [000] 5.5: 250000 cycles:u: \n\tx y (z)\n"),
-            "events"
-        );
+        assert_eq!(weight_name("# c\nperf 9/9 [000] 5.5: 250000 cycles:u: \n\tx y (z)\n"), "events");
         assert_eq!(weight_name(""), "samples");
     }
 
     #[test]
     fn garbage_does_not_panic() {
-        for bad in [
-            "garbage\nmore\n\nx\n",
-            "\n\n\n",
-            "node 1 1.0: cpu-clock:\n\n\tx\n\n",
-        ] {
+        for bad in ["garbage\nmore\n\nx\n", "\n\n\n", "node 1 1.0: cpu-clock:\n\n\tx\n\n"] {
             let mut out = Vec::new();
             let _ = collapse_perf_script(bad.as_bytes(), &mut out);
         }

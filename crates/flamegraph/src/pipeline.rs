@@ -49,14 +49,8 @@ pub struct Stats {
 }
 
 /// Folds any supported input; `format` = `None` detects it from the content.
-pub fn fold_reader<R: Read>(
-    input: R,
-    format: Option<InputFormat>,
-) -> Result<FoldOutput, FlameError> {
-    let mut counted = CountingReader {
-        inner: input,
-        count: 0,
-    };
+pub fn fold_reader<R: Read>(input: R, format: Option<InputFormat>) -> Result<FoldOutput, FlameError> {
+    let mut counted = CountingReader { inner: input, count: 0 };
     let prefix = read_prefix(&mut counted)?;
     let format = match format {
         Some(f) => f,
@@ -68,24 +62,19 @@ pub fn fold_reader<R: Read>(
     };
     let mut count_name = format.count_name();
     let (format, folded) = match format {
-        InputFormat::CpuProfile | InputFormat::HeapProfile => {
-            fold_json(prefix, &mut counted, format)?
-        }
+        InputFormat::CpuProfile | InputFormat::HeapProfile => fold_json(prefix, &mut counted, format)?,
         InputFormat::PerfScript => {
             ensure_perf_script(&prefix)?;
             count_name = weight_name(&String::from_utf8_lossy(&prefix));
             let mut out = Vec::new();
-            let stream =
-                BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(&mut counted));
+            let stream = BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(&mut counted));
             collapse_perf_script(stream, &mut out)?;
             (format, out)
         }
         InputFormat::Folded => {
             let mut out = Vec::new();
-            let stream =
-                BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(&mut counted));
-            pass_through(stream, &mut out)
-                .map_err(|e| FlameError::io("reading folded stacks", e))?;
+            let stream = BufReader::with_capacity(READ_BUFFER, Cursor::new(prefix).chain(&mut counted));
+            pass_through(stream, &mut out).map_err(|e| FlameError::io("reading folded stacks", e))?;
             (format, out)
         }
     };
@@ -93,13 +82,7 @@ pub fn fold_reader<R: Read>(
     if format == InputFormat::HeapProfile {
         count_name = format.count_name();
     }
-    Ok(FoldOutput {
-        format,
-        count_name,
-        folded,
-        summary,
-        input_bytes: counted.count,
-    })
+    Ok(FoldOutput { format, count_name, folded, summary, input_bytes: counted.count })
 }
 
 /// inferno's collapser asserts on some non-perf input: check the first record ourselves
@@ -110,26 +93,14 @@ fn ensure_perf_script(prefix: &[u8]) -> Result<(), FlameError> {
     }
     match sniff(prefix) {
         Sniff::Text(InputFormat::PerfScript) => Ok(()),
-        _ => Err(FlameError::invalid(
-            "perf script",
-            "the first record is not a perf script event",
-        )),
+        _ => Err(FlameError::invalid("perf script", "the first record is not a perf script event")),
     }
 }
 
 /// Reads the rest of a JSON document and folds it as the detected V8 profile kind.
-fn fold_json<R: Read>(
-    mut doc: Vec<u8>,
-    rest: &mut R,
-    hint: InputFormat,
-) -> Result<(InputFormat, Vec<u8>), FlameError> {
-    rest.read_to_end(&mut doc)
-        .map_err(|e| FlameError::io("reading the profile", e))?;
-    let format = if sniff(&doc) == Sniff::Json {
-        json_kind(&doc).ok_or(FlameError::UnknownFormat)?
-    } else {
-        hint
-    };
+fn fold_json<R: Read>(mut doc: Vec<u8>, rest: &mut R, hint: InputFormat) -> Result<(InputFormat, Vec<u8>), FlameError> {
+    rest.read_to_end(&mut doc).map_err(|e| FlameError::io("reading the profile", e))?;
+    let format = if sniff(&doc) == Sniff::Json { json_kind(&doc).ok_or(FlameError::UnknownFormat)? } else { hint };
     let folded = match format {
         InputFormat::HeapProfile => fold_heapprofile(&doc)?,
         _ => fold_cpuprofile(&doc)?,
@@ -139,27 +110,19 @@ fn fold_json<R: Read>(
 
 fn read_prefix<R: Read>(input: &mut R) -> Result<Vec<u8>, FlameError> {
     let mut prefix = Vec::with_capacity(SNIFF_BYTES);
-    input
-        .take(SNIFF_BYTES as u64)
-        .read_to_end(&mut prefix)
-        .map_err(|e| FlameError::io("reading the profile", e))?;
+    input.take(SNIFF_BYTES as u64).read_to_end(&mut prefix).map_err(|e| FlameError::io("reading the profile", e))?;
     Ok(prefix)
 }
 
 /// Folds the file at `input` (format detected from its content).
 pub fn fold_file(input: &Path) -> Result<FoldOutput, FlameError> {
-    let file =
-        File::open(input).map_err(|e| FlameError::io(format!("opening {}", input.display()), e))?;
+    let file = File::open(input).map_err(|e| FlameError::io(format!("opening {}", input.display()), e))?;
     fold_reader(file, None)
 }
 
 /// Renders folded stacks into `output` (written to a temporary name, then renamed).
 /// Returns the SVG size in bytes.
-pub fn write_svg(
-    fold: &FoldOutput,
-    output: &Path,
-    opts: &RenderOptions,
-) -> Result<u64, FlameError> {
+pub fn write_svg(fold: &FoldOutput, output: &Path, opts: &RenderOptions) -> Result<u64, FlameError> {
     if fold.summary.total == 0 {
         return Err(FlameError::NoSamples);
     }
@@ -169,25 +132,18 @@ pub fn write_svg(
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
-    std::fs::rename(&tmp, output)
-        .map_err(|e| FlameError::io(format!("writing {}", output.display()), e))?;
+    std::fs::rename(&tmp, output).map_err(|e| FlameError::io(format!("writing {}", output.display()), e))?;
     result
 }
 
 fn write_svg_to(fold: &FoldOutput, path: &Path, opts: &RenderOptions) -> Result<u64, FlameError> {
-    let file = File::create(path)
-        .map_err(|e| FlameError::io(format!("creating {}", path.display()), e))?;
-    let mut out = CountingWriter {
-        inner: BufWriter::new(file),
-        count: 0,
-    };
+    let file = File::create(path).map_err(|e| FlameError::io(format!("creating {}", path.display()), e))?;
+    let mut out = CountingWriter { inner: BufWriter::new(file), count: 0 };
     let mut opts = opts.clone();
-    opts.count_name
-        .get_or_insert_with(|| fold.count_name.to_string());
+    opts.count_name.get_or_insert_with(|| fold.count_name.to_string());
     let text = String::from_utf8_lossy(&fold.folded);
     render_svg_str(&text, &mut out, fold.format, &opts)?;
-    out.flush()
-        .map_err(|e| FlameError::io(format!("writing {}", path.display()), e))?;
+    out.flush().map_err(|e| FlameError::io(format!("writing {}", path.display()), e))?;
     Ok(out.count)
 }
 
@@ -267,19 +223,12 @@ mod tests {
 
         let out = fold_reader(&b"a;b 2\n\na 1\n"[..], None).unwrap();
         assert_eq!(out.format, InputFormat::Folded);
-        assert_eq!(
-            out.summary,
-            FoldedSummary {
-                stacks: 2,
-                total: 3
-            }
-        );
+        assert_eq!(out.summary, FoldedSummary { stacks: 2, total: 3 });
     }
 
     #[test]
     fn large_perf_input_streams_past_the_sniff_prefix() {
-        let event =
-            "node 7 [000] 1.000001: 1 cpu-clock: \n\tf1 leaf (/bin/x)\n\tf2 main (/bin/x)\n\n";
+        let event = "node 7 [000] 1.000001: 1 cpu-clock: \n\tf1 leaf (/bin/x)\n\tf2 main (/bin/x)\n\n";
         let text = event.repeat(SNIFF_BYTES / event.len() * 3);
         let out = fold_reader(text.as_bytes(), None).unwrap();
         assert_eq!(out.format, InputFormat::PerfScript);
@@ -289,27 +238,12 @@ mod tests {
 
     #[test]
     fn errors_not_panics() {
-        assert!(matches!(
-            fold_reader(&b"hello\n"[..], None),
-            Err(FlameError::UnknownFormat)
-        ));
-        assert!(matches!(
-            fold_reader(&b"{\"x\":1}"[..], None),
-            Err(FlameError::UnknownFormat)
-        ));
-        assert!(matches!(
-            fold_reader(&b"{\"nodes\":[1]}"[..], None),
-            Err(FlameError::Json { .. })
-        ));
-        assert!(matches!(
-            fold_reader(&b""[..], None),
-            Err(FlameError::UnknownFormat)
-        ));
+        assert!(matches!(fold_reader(&b"hello\n"[..], None), Err(FlameError::UnknownFormat)));
+        assert!(matches!(fold_reader(&b"{\"x\":1}"[..], None), Err(FlameError::UnknownFormat)));
+        assert!(matches!(fold_reader(&b"{\"nodes\":[1]}"[..], None), Err(FlameError::Json { .. })));
+        assert!(matches!(fold_reader(&b""[..], None), Err(FlameError::UnknownFormat)));
         let forced = fold_reader(&b"garbage\nmore\n\nx\n"[..], Some(InputFormat::PerfScript));
-        assert!(
-            matches!(forced, Err(FlameError::InvalidProfile { .. })),
-            "{forced:?}"
-        );
+        assert!(matches!(forced, Err(FlameError::InvalidProfile { .. })), "{forced:?}");
     }
 
     #[test]

@@ -25,13 +25,7 @@ pub struct RenderOptions {
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions {
-            title: None,
-            subtitle: None,
-            count_name: None,
-            width: None,
-            min_width: 0.1,
-        }
+        RenderOptions { title: None, subtitle: None, count_name: None, width: None, min_width: 0.1 }
     }
 }
 
@@ -70,15 +64,9 @@ fn map_render_error(e: std::io::Error) -> FlameError {
 
 fn inferno_options(format: InputFormat, opts: &RenderOptions) -> Options<'static> {
     let mut o = Options::default();
-    o.title = opts
-        .title
-        .clone()
-        .unwrap_or_else(|| format.default_title().to_string());
+    o.title = opts.title.clone().unwrap_or_else(|| format.default_title().to_string());
     o.subtitle = opts.subtitle.clone();
-    o.count_name = opts
-        .count_name
-        .clone()
-        .unwrap_or_else(|| format.count_name().to_string());
+    o.count_name = opts.count_name.clone().unwrap_or_else(|| format.count_name().to_string());
     o.image_width = opts.width;
     o.min_width = opts.min_width;
     o.colors = palette(format);
@@ -101,17 +89,8 @@ mod tests {
     #[test]
     fn renders_svg_with_title_and_frames() {
         let mut svg = Vec::new();
-        let opts = RenderOptions {
-            title: Some("My title".into()),
-            ..Default::default()
-        };
-        render_svg(
-            &b"main;uniqueFrameName 3\nmain 1\n"[..],
-            &mut svg,
-            InputFormat::Folded,
-            &opts,
-        )
-        .unwrap();
+        let opts = RenderOptions { title: Some("My title".into()), ..Default::default() };
+        render_svg(&b"main;uniqueFrameName 3\nmain 1\n"[..], &mut svg, InputFormat::Folded, &opts).unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.starts_with("<?xml"), "{}", &svg[..100]);
         assert!(svg.contains("My title"));
@@ -132,24 +111,13 @@ mod tests {
     #[test]
     fn heap_counts_bytes() {
         let mut svg = Vec::new();
-        render_svg(
-            &b"alloc 4096\n"[..],
-            &mut svg,
-            InputFormat::HeapProfile,
-            &RenderOptions::default(),
-        )
-        .unwrap();
+        render_svg(&b"alloc 4096\n"[..], &mut svg, InputFormat::HeapProfile, &RenderOptions::default()).unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("bytes"));
     }
 
     #[test]
     fn empty_input_is_no_samples() {
-        let r = render_svg(
-            &b""[..],
-            std::io::sink(),
-            InputFormat::Folded,
-            &RenderOptions::default(),
-        );
+        let r = render_svg(&b""[..], std::io::sink(), InputFormat::Folded, &RenderOptions::default());
         assert!(matches!(r, Err(FlameError::NoSamples)), "{r:?}");
     }
 }

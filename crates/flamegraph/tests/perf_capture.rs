@@ -22,11 +22,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Why the real-perf tests cannot run here, if they cannot.
 fn perf_unavailable() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
+    let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("?");
     if euid != "0" {
         return Some(format!("not root (euid {euid})"));
     }
@@ -47,10 +43,7 @@ impl Drop for Node {
         let pid = self.0.id();
         let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
         let suffix = format!("-{pid}-v8.log");
-        let logs = std::fs::read_dir(std::env::temp_dir())
-            .into_iter()
-            .flatten()
-            .flatten();
+        let logs = std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten();
         for log in logs.filter(|e| e.file_name().to_string_lossy().ends_with(&suffix)) {
             let _ = std::fs::remove_file(log.path());
         }
@@ -72,24 +65,15 @@ fn spinning_node(seconds: u32) -> Node {
          while (Date.now() < end) {{ x += Math.sqrt(x + 1); }} return x; }} {JS_NAME}();",
         ms = seconds * 1000
     );
-    let child = node_command()
-        .args(["--perf-basic-prof", "-e", &script])
-        .spawn()
-        .expect("start node");
+    let child = node_command().args(["--perf-basic-prof", "-e", &script]).spawn().expect("start node");
     // Let it start and JIT the function (the perf map gets written).
     std::thread::sleep(Duration::from_millis(700));
     Node(child)
 }
 
 fn assert_js_and_native(folded: &str) {
-    assert!(
-        folded.contains(JS_NAME),
-        "{JS_NAME} not in folded output:\n{folded}"
-    );
-    assert!(
-        NATIVE_MARKERS.iter().any(|m| folded.contains(m)),
-        "no native frame in folded output:\n{folded}"
-    );
+    assert!(folded.contains(JS_NAME), "{JS_NAME} not in folded output:\n{folded}");
+    assert!(NATIVE_MARKERS.iter().any(|m| folded.contains(m)), "no native frame in folded output:\n{folded}");
 }
 
 #[test]
@@ -109,18 +93,8 @@ fn real_perf_capture_names_js_and_native_frames() {
     assert!(result.samples > 50, "only {} samples", result.samples);
     assert!(result.js_samples * 2 > result.samples, "{:?}", result.notes);
     assert!(!result.target_exited);
-    assert!(
-        result
-            .notes
-            .iter()
-            .any(|n| n.contains("JS frames symbolized")),
-        "{:?}",
-        result.notes
-    );
-    assert!(
-        !dir.join("perf.data").exists(),
-        "perf.data should be removed by default"
-    );
+    assert!(result.notes.iter().any(|n| n.contains("JS frames symbolized")), "{:?}", result.notes);
+    assert!(!dir.join("perf.data").exists(), "perf.data should be removed by default");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -134,19 +108,9 @@ fn target_exiting_mid_capture_keeps_partial_data() {
     let dir = temp_dir("exit");
     let started = std::time::Instant::now();
     let result = capture(node.0.id(), 10, 99, &dir).expect("capture with partial data");
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "perf did not stop with the target"
-    );
+    assert!(started.elapsed() < Duration::from_secs(8), "perf did not stop with the target");
     assert!(result.target_exited);
-    assert!(
-        result
-            .notes
-            .iter()
-            .any(|n| n.contains("exited during the capture")),
-        "{:?}",
-        result.notes
-    );
+    assert!(result.notes.iter().any(|n| n.contains("exited during the capture")), "{:?}", result.notes);
     let folded = std::fs::read_to_string(&result.folded).expect("read folded");
     assert!(folded.contains(JS_NAME), "{folded}");
     std::fs::remove_dir_all(&dir).ok();
@@ -160,10 +124,7 @@ fn missing_perf_binary_is_not_installed() {
     let err = capture_with(&opts).expect_err("must fail");
     assert!(matches!(err, PerfError::NotInstalled { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("perf is not installed") && msg.contains("/nonexistent/bin/perf"),
-        "{msg}"
-    );
+    assert!(msg.contains("perf is not installed") && msg.contains("/nonexistent/bin/perf"), "{msg}");
     assert_eq!(err.kind(), "not_installed");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -173,10 +134,7 @@ fn unknown_pid_is_process_not_found() {
     let dir = temp_dir("nopid");
     // Above the kernel's maximum pid_max (2^22), so never a live process.
     let err = capture(99_999_999, 1, 99, &dir).expect_err("must fail");
-    assert!(
-        matches!(err, PerfError::ProcessNotFound { pid: 99_999_999 }),
-        "{err:?}"
-    );
+    assert!(matches!(err, PerfError::ProcessNotFound { pid: 99_999_999 }), "{err:?}");
     assert_eq!(err.to_string(), "process 99999999 not found");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -201,10 +159,7 @@ fn perf_refusing_to_open_events_is_not_permitted() {
     let err = capture_with(&opts).expect_err("must fail");
     assert!(matches!(err, PerfError::NotPermitted { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("CAP_PERFMON") && msg.contains("perf_event_paranoid"),
-        "{msg}"
-    );
+    assert!(msg.contains("CAP_PERFMON") && msg.contains("perf_event_paranoid"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -218,8 +173,7 @@ fn helper(args: &[&str], env_perf: Option<&str>) -> std::process::Output {
 }
 
 fn result_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json"))
-        .expect("json")
+    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("json")
 }
 
 #[test]
@@ -227,25 +181,13 @@ fn helper_reports_missing_perf_from_env_var() {
     let dir = temp_dir("helper-missing");
     let pid = std::process::id().to_string();
     let out_dir = dir.display().to_string();
-    let args = [
-        "--pid",
-        &pid,
-        "--seconds",
-        "1",
-        "--frequency",
-        "99",
-        "--out-dir",
-        &out_dir,
-    ];
+    let args = ["--pid", &pid, "--seconds", "1", "--frequency", "99", "--out-dir", &out_dir];
     let out = helper(&args, Some("/nonexistent/perf"));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let json = result_json(&dir);
     assert_eq!(json["ok"], false);
     assert_eq!(json["error"]["kind"], "not_installed");
-    assert!(json["error"]["message"]
-        .as_str()
-        .unwrap_or("")
-        .contains("PERF_AGENT_PERF_BIN"));
+    assert!(json["error"]["message"].as_str().unwrap_or("").contains("PERF_AGENT_PERF_BIN"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -259,29 +201,15 @@ fn helper_captures_end_to_end() {
     let dir = temp_dir("helper-real");
     let pid = node.0.id().to_string();
     let out_dir = dir.display().to_string();
-    let args = [
-        "--pid",
-        &pid,
-        "--seconds",
-        "2",
-        "--frequency",
-        "99",
-        "--out-dir",
-        &out_dir,
-    ];
+    let args = ["--pid", &pid, "--seconds", "2", "--frequency", "99", "--out-dir", &out_dir];
     let out = helper(&args, None);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let json = result_json(&dir);
     assert_eq!(json["ok"], true, "{json}");
     assert_eq!(json["js_symbols"], "perf_map", "{json}");
-    assert!(
-        json["notes"].as_array().is_some_and(|n| !n.is_empty()),
-        "{json}"
-    );
+    assert!(json["notes"].as_array().is_some_and(|n| !n.is_empty()), "{json}");
     assert_js_and_native(&std::fs::read_to_string(dir.join("perf.folded")).expect("folded"));
-    assert!(std::fs::read_to_string(dir.join("perf.svg"))
-        .expect("svg")
-        .contains(JS_NAME));
+    assert!(std::fs::read_to_string(dir.join("perf.svg")).expect("svg").contains(JS_NAME));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -291,23 +219,13 @@ fn node_without_perf_basic_prof_is_reported_unsymbolized() {
         eprintln!("SKIPPED real perf test: {why}");
         return;
     }
-    let script =
-        "const end = Date.now() + 6000; let x = 0; while (Date.now() < end) x += Math.sqrt(x + 1);";
-    let node = Node(
-        node_command()
-            .args(["-e", script])
-            .spawn()
-            .expect("start node"),
-    );
+    let script = "const end = Date.now() + 6000; let x = 0; while (Date.now() < end) x += Math.sqrt(x + 1);";
+    let node = Node(node_command().args(["-e", script]).spawn().expect("start node"));
     std::thread::sleep(Duration::from_millis(500));
     let dir = temp_dir("nosym");
     let result = capture(node.0.id(), 1, 99, &dir).expect("capture");
     assert_eq!(result.js_symbols, JsSymbols::NotEnabled);
     assert_eq!(result.js_samples, 0);
-    assert!(
-        result.notes.iter().any(|n| n.contains("NOT symbolized")),
-        "{:?}",
-        result.notes
-    );
+    assert!(result.notes.iter().any(|n| n.contains("NOT symbolized")), "{:?}", result.notes);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -15,10 +15,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Runs node with `args`; `None` (test skipped) when node is not installed.
 fn node(args: &[&str]) -> Option<()> {
-    let run = Command::new("node")
-        .args(args)
-        .current_dir(std::env::temp_dir())
-        .status();
+    let run = Command::new("node").args(args).current_dir(std::env::temp_dir()).status();
     match run {
         Ok(status) => {
             assert!(status.success(), "node {args:?} failed: {status}");
@@ -67,13 +64,7 @@ fn real_cpuprofile_names_the_hot_function() {
         return;
     }
     let profile = only_file_with_ext(&dir, "cpuprofile");
-    check(
-        &profile,
-        &dir,
-        InputFormat::CpuProfile,
-        "spinUniqueCpuFrame42",
-        "samples",
-    );
+    check(&profile, &dir, InputFormat::CpuProfile, "spinUniqueCpuFrame42", "samples");
     let fold = fold_file(&profile).expect("fold");
     let text = String::from_utf8_lossy(&fold.folded);
     let hot: u64 = text
@@ -81,11 +72,7 @@ fn real_cpuprofile_names_the_hot_function() {
         .filter(|l| l.contains("spinUniqueCpuFrame42"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum();
-    assert!(
-        hot * 2 > fold.summary.total,
-        "spin has {hot} of {} samples",
-        fold.summary.total
-    );
+    assert!(hot * 2 > fold.summary.total, "spin has {hot} of {} samples", fold.summary.total);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -96,24 +83,10 @@ fn real_heapprofile_names_the_allocating_function() {
                   for (let i = 0; i < 200000; i++) keep.push({ i, s: 'x' + i }); return keep; } \
                   globalThis.kept = allocUniqueHeapFrame42();";
     let prof_dir = format!("--heap-prof-dir={}", dir.display());
-    if node(&[
-        "--heap-prof",
-        "--heap-prof-interval=16384",
-        &prof_dir,
-        "-e",
-        script,
-    ])
-    .is_none()
-    {
+    if node(&["--heap-prof", "--heap-prof-interval=16384", &prof_dir, "-e", script]).is_none() {
         return;
     }
     let profile = only_file_with_ext(&dir, "heapprofile");
-    check(
-        &profile,
-        &dir,
-        InputFormat::HeapProfile,
-        "allocUniqueHeapFrame42",
-        "bytes",
-    );
+    check(&profile, &dir, InputFormat::HeapProfile, "allocUniqueHeapFrame42", "bytes");
     std::fs::remove_dir_all(&dir).ok();
 }

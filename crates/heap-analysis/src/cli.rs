@@ -23,12 +23,7 @@ struct Command {
 fn parse_args(args: &[String]) -> Result<(String, Command), String> {
     let mut it = args.iter();
     let sub = it.next().ok_or("missing command")?.clone();
-    let mut cmd = Command {
-        files: Vec::new(),
-        json: false,
-        quiet: false,
-        opts: AnalyzeOptions::default(),
-    };
+    let mut cmd = Command { files: Vec::new(), json: false, quiet: false, opts: AnalyzeOptions::default() };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => cmd.json = true,
@@ -38,9 +33,7 @@ fn parse_args(args: &[String]) -> Result<(String, Command), String> {
                 cmd.opts.model = match it.next().map(String::as_str) {
                     Some("devtools") => crate::Model::DevTools,
                     Some("memlab") => crate::Model::Memlab,
-                    other => {
-                        return Err(format!("--model takes devtools or memlab, got {other:?}"))
-                    }
+                    other => return Err(format!("--model takes devtools or memlab, got {other:?}")),
                 };
             }
             "--top" => {
@@ -59,10 +52,7 @@ fn parse_args(args: &[String]) -> Result<(String, Command), String> {
         other => return Err(format!("unknown command {other}")),
     };
     if cmd.files.len() != want {
-        return Err(format!(
-            "{sub} takes {want} file argument(s), got {}",
-            cmd.files.len()
-        ));
+        return Err(format!("{sub} takes {want} file argument(s), got {}", cmd.files.len()));
     }
     Ok((sub, cmd))
 }
@@ -80,31 +70,17 @@ pub fn cli_main(args: &[String]) -> i32 {
     let mut printer = ProgressPrinter::new(cmd.quiet, if sub == "diff" { 2 } else { 1 });
     let mut progress = |p: Progress| printer.report(p);
     let output = if sub == "analyze" {
-        analyze_path(&cmd.files[0], &cmd.opts, &mut progress).and_then(|a| {
-            Ok(if cmd.json {
-                to_json(&a)?
-            } else {
-                render::render_analysis_text(&a)
-            })
-        })
+        analyze_path(&cmd.files[0], &cmd.opts, &mut progress)
+            .and_then(|a| Ok(if cmd.json { to_json(&a)? } else { render::render_analysis_text(&a) }))
     } else {
-        diff_paths(&cmd.files[0], &cmd.files[1], &cmd.opts, &mut progress).and_then(|d| {
-            Ok(if cmd.json {
-                to_json(&d)?
-            } else {
-                render::render_diff_text(&d)
-            })
-        })
+        diff_paths(&cmd.files[0], &cmd.files[1], &cmd.opts, &mut progress)
+            .and_then(|d| Ok(if cmd.json { to_json(&d)? } else { render::render_diff_text(&d) }))
     };
     printer.finish();
     match output {
         Ok(text) => {
             let mut out = std::io::stdout().lock();
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
+            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
                 return 1;
             }
             0
@@ -117,8 +93,8 @@ pub fn cli_main(args: &[String]) -> i32 {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, crate::HeapError> {
-    let mut s = serde_json::to_string_pretty(v)
-        .map_err(|e| crate::HeapError::Unsupported(format!("JSON output: {e}")))?;
+    let mut s =
+        serde_json::to_string_pretty(v).map_err(|e| crate::HeapError::Unsupported(format!("JSON output: {e}")))?;
     s.push('\n');
     Ok(s)
 }
@@ -134,22 +110,14 @@ struct ProgressPrinter {
 
 impl ProgressPrinter {
     fn new(quiet: bool, files: u8) -> Self {
-        ProgressPrinter {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            files,
-            last: None,
-            dirty: false,
-        }
+        ProgressPrinter { quiet, tty: std::io::stderr().is_terminal(), files, last: None, dirty: false }
     }
 
     fn report(&mut self, p: Progress) {
         if self.quiet {
             return;
         }
-        let pct = (p.done.min(p.total) * 100)
-            .checked_div(p.total)
-            .unwrap_or(0);
+        let pct = (p.done.min(p.total) * 100).checked_div(p.total).unwrap_or(0);
         let step = if self.tty { 1 } else { 10 };
         let bucket = pct / step;
         if let Some((s, st, b)) = self.last {
@@ -161,27 +129,15 @@ impl ProgressPrinter {
             }
         }
         self.last = Some((p.snapshot, p.stage, bucket));
-        let which = if self.files > 1 {
-            format!("[{}/{}] ", p.snapshot + 1, self.files)
-        } else {
-            String::new()
-        };
+        let which = if self.files > 1 { format!("[{}/{}] ", p.snapshot + 1, self.files) } else { String::new() };
         let line = match p.stage {
-            Stage::Reading => format!(
-                "{which}reading {pct:>3}% ({} / {} MiB)",
-                p.done >> 20,
-                p.total >> 20
-            ),
+            Stage::Reading => format!("{which}reading {pct:>3}% ({} / {} MiB)", p.done >> 20, p.total >> 20),
             Stage::Dominators => format!("{which}computing dominators and retained sizes"),
             Stage::Summary => format!("{which}summarising constructors"),
             Stage::Paths => format!("{which}finding retainer paths"),
         };
         let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r\x1b[2K{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
+        let _ = if self.tty { write!(err, "\r\x1b[2K{line}") } else { writeln!(err, "{line}") };
         self.dirty = self.tty;
     }
 
@@ -207,9 +163,6 @@ mod tests {
         assert_eq!(cli_main(&args("analyze")), 2);
         assert_eq!(cli_main(&args("diff a")), 2);
         assert_eq!(cli_main(&args("analyze a --bogus")), 2);
-        assert_eq!(
-            cli_main(&args("analyze /nonexistent/x.heapsnapshot --quiet")),
-            1
-        );
+        assert_eq!(cli_main(&args("analyze /nonexistent/x.heapsnapshot --quiet")), 1);
     }
 }

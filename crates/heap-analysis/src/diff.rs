@@ -43,11 +43,7 @@ impl Side {
         for v in 0..g.node_count() as u32 {
             if let Some(slot) = t.slot(g, v) {
                 let size = g.self_size(v).min(u64::from(u32::MAX)) as u32;
-                ids.push(IdEntry {
-                    id: g.node_id[v as usize],
-                    slot,
-                    size,
-                });
+                ids.push(IdEntry { id: g.node_id[v as usize], slot, size });
             }
         }
         ids.sort_unstable_by_key(|e| e.id);
@@ -105,24 +101,14 @@ fn delta(after: u64, before: u64) -> i64 {
 }
 
 /// Compares `a` (before) with `b` (after); `b` is still fully loaded to report new objects.
-pub fn compare(
-    a: &Side,
-    b: &Side,
-    g: &HeapGraph,
-    d: &Dominators,
-    r: &Reporter<'_>,
-    top_new: usize,
-) -> Diff {
+pub fn compare(a: &Side, b: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'_>, top_new: usize) -> Diff {
     let mut rows: Vec<ClassDelta> = Vec::new();
     let mut row_of: HashMap<String, usize> = HashMap::new();
     let mut row = |name: &str, rows: &mut Vec<ClassDelta>| -> usize {
         if let Some(&r) = row_of.get(name) {
             return r;
         }
-        rows.push(ClassDelta {
-            name: name.to_string(),
-            ..ClassDelta::default()
-        });
+        rows.push(ClassDelta { name: name.to_string(), ..ClassDelta::default() });
         row_of.insert(name.to_string(), rows.len() - 1);
         rows.len() - 1
     };
@@ -163,30 +149,19 @@ pub fn compare(
         r.retained_delta = delta(r.retained_after, r.retained_before);
     }
     rows.retain(|r| {
-        r.count_delta != 0
-            || r.shallow_delta != 0
-            || r.retained_delta != 0
-            || r.new_count != 0
-            || r.deleted_count != 0
+        r.count_delta != 0 || r.shallow_delta != 0 || r.retained_delta != 0 || r.new_count != 0 || r.deleted_count != 0
     });
     // Classes whose instances changed come first; a class that only "grew" because one container
     // instance retains everything (module caches, the global object) is noise for leak hunting.
     rows.sort_by(|x, y| {
         let changed = |r: &ClassDelta| r.count_delta != 0 || r.new_count != 0;
-        (
-            changed(y),
-            y.retained_delta,
-            y.shallow_delta,
-            y.count_delta,
-            &x.name,
-        )
-            .cmp(&(
-                changed(x),
-                x.retained_delta,
-                x.shallow_delta,
-                x.count_delta,
-                &y.name,
-            ))
+        (changed(y), y.retained_delta, y.shallow_delta, y.count_delta, &x.name).cmp(&(
+            changed(x),
+            x.retained_delta,
+            x.shallow_delta,
+            x.count_delta,
+            &y.name,
+        ))
     });
     let new_objects = new_object_reports(a, g, d, r, top_new);
     Diff {
@@ -227,13 +202,7 @@ fn join_ids(a: &[IdEntry], b: &[IdEntry], mut f: impl FnMut(bool, &IdEntry)) {
 }
 
 /// The new objects (id not in `a`) of the loaded snapshot with the largest retained sizes.
-fn new_object_reports(
-    a: &Side,
-    g: &HeapGraph,
-    d: &Dominators,
-    r: &Reporter<'_>,
-    k: usize,
-) -> Vec<ObjectReport> {
+fn new_object_reports(a: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'_>, k: usize) -> Vec<ObjectReport> {
     let is_new = |v: u32| {
         let id = g.node_id[v as usize];
         a.ids.binary_search_by_key(&id, |e| e.id).is_err()
@@ -253,22 +222,12 @@ mod tests {
 
     #[test]
     fn id_join_finds_new_and_deleted() {
-        let e = |id| IdEntry {
-            id,
-            slot: 0,
-            size: 1,
-        };
+        let e = |id| IdEntry { id, slot: 0, size: 1 };
         let a = [e(1), e(3), e(5), e(9)];
         let b = [e(3), e(4), e(9), e(11), e(13)];
         let mut only_a = Vec::new();
         let mut only_b = Vec::new();
-        join_ids(&a, &b, |in_a, x| {
-            if in_a {
-                only_a.push(x.id)
-            } else {
-                only_b.push(x.id)
-            }
-        });
+        join_ids(&a, &b, |in_a, x| if in_a { only_a.push(x.id) } else { only_b.push(x.id) });
         assert_eq!(only_a, vec![1, 5]);
         assert_eq!(only_b, vec![4, 11, 13]);
     }

@@ -27,28 +27,12 @@ pub fn propagate(g: &mut HeapGraph) {
     for v in 0..n as u32 {
         let state = g.detachedness[v as usize];
         if state != 0 {
-            process(
-                g,
-                v,
-                state,
-                &mut visited,
-                &mut attached,
-                &mut detached,
-                &mut renamed,
-            );
+            process(g, v, state, &mut visited, &mut attached, &mut detached, &mut renamed);
         }
     }
     while let Some(v) = attached.pop() {
         for w in children(g, v) {
-            process(
-                g,
-                w,
-                ATTACHED,
-                &mut visited,
-                &mut attached,
-                &mut detached,
-                &mut renamed,
-            );
+            process(g, w, ATTACHED, &mut visited, &mut attached, &mut detached, &mut renamed);
         }
     }
     while let Some(v) = detached.pop() {
@@ -56,15 +40,7 @@ pub fn propagate(g: &mut HeapGraph) {
             continue;
         }
         for w in children(g, v) {
-            process(
-                g,
-                w,
-                DETACHED,
-                &mut visited,
-                &mut attached,
-                &mut detached,
-                &mut renamed,
-            );
+            process(g, w, DETACHED, &mut visited, &mut attached, &mut detached, &mut renamed);
         }
     }
 }
@@ -124,20 +100,11 @@ mod tests {
     #[test]
     fn detached_native_nodes_are_renamed() {
         // root -> 1 (native "N", detached) -> 2 (native "N", unknown) ; root -> 3 (native "N", attached)
-        let nodes = [
-            (9, 0, 1, 0, 2),
-            (8, 1, 3, 8, 1),
-            (8, 1, 5, 8, 0),
-            (8, 1, 7, 8, 0),
-        ];
+        let nodes = [(9, 0, 1, 0, 2), (8, 1, 3, 8, 1), (8, 1, 5, 8, 0), (8, 1, 7, 8, 0)];
         let edges = [(1, 0, 1), (1, 1, 3), (2, 2, 2)];
         let json = snapshot_json(&nodes, &edges, &["", "N", "p"]);
         // snapshot_json writes detachedness 0; set node 1 to detached and node 3 to attached.
-        let json = json.replacen("8,1,3,8,1,0,0", "8,1,3,8,1,0,2", 1).replacen(
-            "8,1,7,8,0,0,0",
-            "8,1,7,8,0,0,1",
-            1,
-        );
+        let json = json.replacen("8,1,3,8,1,0,0", "8,1,3,8,1,0,2", 1).replacen("8,1,7,8,0,0,0", "8,1,7,8,0,0,1", 1);
         let mut g = parse_str(&json).unwrap();
         super::propagate(&mut g);
         assert_eq!(g.name(1), "Detached N");

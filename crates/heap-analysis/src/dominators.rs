@@ -63,9 +63,8 @@ pub fn page_owned(g: &HeapGraph, model: Model) -> Bits {
     for e in g.edges(ROOT) {
         let t = Some(g.edge_type(e));
         let to = g.edge_target(e);
-        let dom_trees = t == g.types.edge_element
-            && g.is_type(to, g.types.node_synthetic)
-            && g.name(to) == "(Document DOM trees)";
+        let dom_trees =
+            t == g.types.edge_element && g.is_type(to, g.types.node_synthetic) && g.name(to) == "(Document DOM trees)";
         let seed = match model {
             Model::DevTools => dom_trees || t == g.types.edge_shortcut,
             Model::Memlab => !dom_trees && t != g.types.edge_shortcut,
@@ -93,10 +92,7 @@ pub fn page_owned(g: &HeapGraph, model: Model) -> Bits {
 /// `1 / part of key (Foo @123) -> value (Bar @456) pair in WeakMap (table @789)`.
 pub fn weakmap_table_id(name: &str) -> Option<u32> {
     let rest = name.trim_start_matches(|c: char| c.is_ascii_digit());
-    if rest.len() == name.len()
-        || !rest.starts_with(" / part of key (")
-        || !rest.contains(") -> value (")
-    {
+    if rest.len() == name.len() || !rest.starts_with(" / part of key (") || !rest.contains(") -> value (") {
         return None;
     }
     const MARK: &str = " pair in WeakMap (table @";
@@ -111,11 +107,7 @@ pub fn essential_edges(g: &HeapGraph, page: &Bits, model: Model) -> Bits {
     const NOT_WEAKMAP: u32 = u32::MAX - 1;
     let mut weakmap_cache = vec![UNKNOWN; g.strings.len()];
     let mut bits = Bits::new(g.edge_count());
-    let (weak, shortcut, internal) = (
-        g.types.edge_weak,
-        g.types.edge_shortcut,
-        g.types.edge_internal,
-    );
+    let (weak, shortcut, internal) = (g.types.edge_weak, g.types.edge_shortcut, g.types.edge_internal);
     for v in 0..g.node_count() as u32 {
         let v_page = page.get(v as usize);
         for e in g.edges(v) {
@@ -249,14 +241,7 @@ fn strongly_referenced(g: &HeapGraph) -> Bits {
 }
 
 /// Iterative preorder DFS over essential edges from `start`, whose DFS parent number is `parent`.
-fn dfs_from(
-    g: &HeapGraph,
-    ess: &Bits,
-    num: &mut Numbering,
-    stack: &mut Vec<(u32, u32)>,
-    start: u32,
-    parent: u32,
-) {
+fn dfs_from(g: &HeapGraph, ess: &Bits, num: &mut Numbering, stack: &mut Vec<(u32, u32)>, start: u32, parent: u32) {
     let visit = |num: &mut Numbering, v: u32, parent: u32| {
         num.pre[v as usize] = num.vertex.len() as u32;
         num.vertex.push(v);
@@ -347,13 +332,7 @@ pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
     let ess = essential_edges(g, &page, model);
     drop(page);
     let mut preds = build_preds(g, &ess);
-    let Numbering {
-        pre,
-        vertex,
-        parent,
-        detached_from,
-        unreachable,
-    } = number_nodes(g, &ess, &preds, model);
+    let Numbering { pre, vertex, parent, detached_from, unreachable } = number_nodes(g, &ess, &preds, model);
     drop(ess);
     // Retainers in DFS numbers from here on.
     for p in preds.preds.iter_mut() {
@@ -384,12 +363,7 @@ pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
     }
     let mut preorder = vertex;
     preorder.remove(0);
-    Dominators {
-        idom: idom_ord,
-        retained,
-        preorder,
-        unreachable,
-    }
+    Dominators { idom: idom_ord, retained, preorder, unreachable }
 }
 
 /// Children lists of the dominator tree, as CSR over node ordinals.
@@ -519,10 +493,7 @@ mod tests {
             (k, r),
             (l, h),
         ];
-        let edges: Vec<_> = es
-            .iter()
-            .map(|&(f, t)| (f, if f == 0 { ELEMENT } else { PROPERTY }, 3, t))
-            .collect();
+        let edges: Vec<_> = es.iter().map(|&(f, t)| (f, if f == 0 { ELEMENT } else { PROPERTY }, 3, t)).collect();
         let gr = graph(&[1; 13], &edges, &[]);
         let dm = compute(&gr, Model::DevTools);
         let expect = [r, r, r, r, r, r, c, c, r, r, gg, r, d];
@@ -536,13 +507,7 @@ mod tests {
         // 0 -> 1 -> 2 (strong), 0 -> 3 -weak-> 2 ; 3 -weak-> 4 only: 4 is an orphan under root.
         let g = graph(
             &[0, 1, 10, 1, 5],
-            &[
-                (0, ELEMENT, 1, 1),
-                (0, ELEMENT, 2, 3),
-                (1, PROPERTY, 3, 2),
-                (3, WEAK, 3, 2),
-                (3, WEAK, 3, 4),
-            ],
+            &[(0, ELEMENT, 1, 1), (0, ELEMENT, 2, 3), (1, PROPERTY, 3, 2), (3, WEAK, 3, 2), (3, WEAK, 3, 4)],
             &[],
         );
         let d = compute(&g, Model::DevTools);
@@ -572,10 +537,7 @@ mod tests {
             &[],
         );
         let d = compute(&g, Model::DevTools);
-        assert_eq!(
-            d.idom[2], 1,
-            "edge from non-page-owned node into page-owned node ignored"
-        );
+        assert_eq!(d.idom[2], 1, "edge from non-page-owned node into page-owned node ignored");
         assert_eq!(d.retained[1], 11);
         // 4 is page owned (reached via a shortcut from a page node), 3 is not: 3 -> 4 is ignored,
         // the shortcut 1 -> 4 does not retain, so 4 hangs under the root.
@@ -589,12 +551,7 @@ mod tests {
         let name = "1 / part of key (Key @3) -> value (Val @7) pair in WeakMap (table @5)";
         let g = graph(
             &[0, 1, 1, 9],
-            &[
-                (0, ELEMENT, 1, 1),
-                (0, ELEMENT, 2, 2),
-                (1, INTERNAL, 4, 3),
-                (2, INTERNAL, 4, 3),
-            ],
+            &[(0, ELEMENT, 1, 1), (0, ELEMENT, 2, 2), (1, INTERNAL, 4, 3), (2, INTERNAL, 4, 3)],
             &[name],
         );
         assert_eq!(g.node_id[2], 5);
@@ -608,11 +565,7 @@ mod tests {
     #[test]
     fn unreachable_cycle_hangs_under_root() {
         // 1 <-> 2 retained only by each other; 3 reachable.
-        let g = graph(
-            &[0, 2, 3, 1],
-            &[(0, ELEMENT, 1, 3), (1, PROPERTY, 3, 2), (2, PROPERTY, 3, 1)],
-            &[],
-        );
+        let g = graph(&[0, 2, 3, 1], &[(0, ELEMENT, 1, 3), (1, PROPERTY, 3, 2), (2, PROPERTY, 3, 1)], &[]);
         let d = compute(&g, Model::DevTools);
         assert_eq!(d.idom[1], 0);
         assert_eq!(d.retained[0], 6);
@@ -623,9 +576,7 @@ mod tests {
     fn deep_chain_does_not_overflow() {
         let n = 200_000u32;
         let sizes = vec![1u32; n as usize];
-        let edges: Vec<_> = (0..n - 1)
-            .map(|i| (i, if i == 0 { ELEMENT } else { PROPERTY }, 3, i + 1))
-            .collect();
+        let edges: Vec<_> = (0..n - 1).map(|i| (i, if i == 0 { ELEMENT } else { PROPERTY }, 3, i + 1)).collect();
         let g = graph(&sizes, &edges, &[]);
         let d = compute(&g, Model::DevTools);
         assert_eq!(d.retained[1], u64::from(n - 1));

@@ -36,9 +36,6 @@ pub enum HeapError {
 impl HeapError {
     /// Shorthand for a [`HeapError::Corrupt`] error.
     pub(crate) fn corrupt(offset: u64, message: impl Into<String>) -> Self {
-        HeapError::Corrupt {
-            offset,
-            message: message.into(),
-        }
+        HeapError::Corrupt { offset, message: message.into() }
     }
 }

@@ -25,9 +25,7 @@ impl StringTable {
     pub fn push_bytes(&mut self, bytes: &[u8]) {
         match std::str::from_utf8(bytes) {
             Ok(_) => self.data.extend_from_slice(bytes),
-            Err(_) => self
-                .data
-                .extend_from_slice(String::from_utf8_lossy(bytes).as_bytes()),
+            Err(_) => self.data.extend_from_slice(String::from_utf8_lossy(bytes).as_bytes()),
         }
         self.ends.push(self.data.len());
     }
@@ -96,8 +94,7 @@ pub struct TypeCodes {
 impl TypeCodes {
     /// Resolves the well-known names in the type lists.
     pub fn new(node_types: Vec<String>, edge_types: Vec<String>) -> Self {
-        let find =
-            |list: &[String], name: &str| list.iter().position(|t| t == name).map(|p| p as u8);
+        let find = |list: &[String], name: &str| list.iter().position(|t| t == name).map(|p| p as u8);
         TypeCodes {
             node_hidden: find(&node_types, "hidden"),
             node_array: find(&node_types, "array"),
@@ -179,10 +176,7 @@ impl HeapGraph {
     pub fn self_size(&self, n: u32) -> u64 {
         let s = self.self_size[n as usize];
         if s == u32::MAX {
-            self.big_sizes
-                .get(&n)
-                .copied()
-                .unwrap_or(u64::from(u32::MAX))
+            self.big_sizes.get(&n).copied().unwrap_or(u64::from(u32::MAX))
         } else {
             u64::from(s)
         }
@@ -213,21 +207,13 @@ impl HeapGraph {
     /// Node type name ("object", "closure", ...).
     pub fn type_name(&self, n: u32) -> &str {
         let t = self.node_type[n as usize] as usize;
-        self.types
-            .node_types
-            .get(t)
-            .map(String::as_str)
-            .unwrap_or("unknown")
+        self.types.node_types.get(t).map(String::as_str).unwrap_or("unknown")
     }
 
     /// Edge type name ("property", "element", ...).
     pub fn edge_type_name(&self, e: usize) -> &str {
         let t = self.edge_type(e) as usize;
-        self.types
-            .edge_types
-            .get(t)
-            .map(String::as_str)
-            .unwrap_or("unknown")
+        self.types.edge_types.get(t).map(String::as_str).unwrap_or("unknown")
     }
 
     /// True when edge `e` names its target by index rather than by string.
@@ -279,10 +265,7 @@ impl HeapGraph {
         } else if t == self.types.node_regexp {
             "RegExp".into()
         } else {
-            let name = t
-                .and_then(|t| self.types.node_types.get(t as usize))
-                .map(String::as_str)
-                .unwrap_or("unknown");
+            let name = t.and_then(|t| self.types.node_types.get(t as usize)).map(String::as_str).unwrap_or("unknown");
             format!("({name})")
         }
     }

@@ -29,11 +29,7 @@ fn is_plain_object(g: &HeapGraph, v: u32) -> bool {
 }
 
 fn is_property(g: &HeapGraph, e: usize) -> bool {
-    g.types
-        .edge_types
-        .get(g.edge_type(e) as usize)
-        .map(String::as_str)
-        == Some("property")
+    g.types.edge_types.get(g.edge_type(e) as usize).map(String::as_str) == Some("property")
 }
 
 /// DevTools' `formatPropertyName`: names with `,'"{}` are shown JSON-quoted.
@@ -68,9 +64,7 @@ pub fn infer(g: &HeapGraph) -> Vec<Interface> {
             }
             let formatted = format_property(prop);
             let flen = formatted.encode_utf16().count();
-            if name_len > MIN_INTERFACE_PROPERTY_COUNT
-                && name_len + flen > MAX_INTERFACE_NAME_LENGTH
-            {
+            if name_len > MIN_INTERFACE_PROPERTY_COUNT && name_len + flen > MAX_INTERFACE_NAME_LENGTH {
                 break;
             }
             if name_len != 1 {
@@ -89,23 +83,15 @@ pub fn infer(g: &HeapGraph) -> Vec<Interface> {
             Some(&i) => candidates[i].1 += 1,
             None => {
                 index.insert(name.clone(), candidates.len());
-                let properties = properties
-                    .iter()
-                    .map(|&p| g.strings.get(p).to_string())
-                    .collect();
+                let properties = properties.iter().map(|&p| g.strings.get(p).to_string()).collect();
                 candidates.push((Interface { name, properties }, 1));
             }
         }
     }
     // Stable sort: ties keep first-seen order, as in DevTools.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let min =
-        MIN_OBJECT_COUNT_PER_INTERFACE.max(total as f64 / MIN_OBJECT_PROPORTION_PER_INTERFACE);
-    candidates
-        .into_iter()
-        .take_while(|(_, c)| *c as f64 >= min)
-        .map(|(i, _)| i)
-        .collect()
+    let min = MIN_OBJECT_COUNT_PER_INTERFACE.max(total as f64 / MIN_OBJECT_PROPORTION_PER_INTERFACE);
+    candidates.into_iter().take_while(|(_, c)| *c as f64 >= min).map(|(i, _)| i).collect()
 }
 
 /// Match of a tree state: (property count, definition index).
@@ -198,11 +184,7 @@ fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, usize)> {
             continue;
         }
         props.clear();
-        props.extend(
-            g.edges(v)
-                .filter(|&e| is_property(g, e))
-                .map(|e| g.strings.get(g.edge_name[e])),
-        );
+        props.extend(g.edges(v).filter(|&e| is_property(g, e)).map(|e| g.strings.get(g.edge_name[e])));
         props.sort_unstable();
         states.clear();
         states.push(0);
@@ -252,18 +234,10 @@ mod tests {
                 edges.push((2, p, 0));
             }
         }
-        let g0 = parse_str(&snapshot_json(
-            &nodes,
-            &edges,
-            &["", "Object", "a", "b", "c"],
-        ))
-        .unwrap();
+        let g0 = parse_str(&snapshot_json(&nodes, &edges, &["", "Object", "a", "b", "c"])).unwrap();
         let mut g = g0;
         let defs = infer(&g);
-        assert_eq!(
-            defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-            vec!["{a, b}"]
-        );
+        assert_eq!(defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["{a, b}"]);
         apply(&mut g, &defs);
         assert_eq!(g.name(1), "{a, b}");
         assert_eq!(g.name(6), "Object");

@@ -39,9 +39,7 @@ pub use diff::{ClassDelta, Diff};
 pub use error::HeapError;
 pub use graph::HeapGraph;
 pub use render::{render_analysis_text, render_diff_text};
-pub use summary::{
-    Analysis, ClassSummary, LeakSuspect, ObjectReport, PathStep, SnapshotInfo, SuspectKind, Timings,
-};
+pub use summary::{Analysis, ClassSummary, LeakSuspect, ObjectReport, PathStep, SnapshotInfo, SuspectKind, Timings};
 
 use dominators::{DominatedNodes, Dominators};
 use summary::{ClassTable, Reporter};
@@ -154,43 +152,19 @@ pub fn diff_paths(
     // The first snapshot's object shapes name plain objects in both, so rows line up.
     let (side_a, shapes) = {
         let a = load(fa, sa, 0, opts.model, None, progress).map_err(|e| with_path(e, a_path))?;
-        (
-            diff::Side::new(&a.graph, &a.table, a.info.clone()),
-            a.shapes,
-        )
+        (diff::Side::new(&a.graph, &a.table, a.info.clone()), a.shapes)
     };
-    let b =
-        load(fb, sb, 1, opts.model, Some(&shapes), progress).map_err(|e| with_path(e, b_path))?;
+    let b = load(fb, sb, 1, opts.model, Some(&shapes), progress).map_err(|e| with_path(e, b_path))?;
     let side_b = diff::Side::new(&b.graph, &b.table, b.info.clone());
-    progress(Progress {
-        snapshot: 1,
-        stage: Stage::Paths,
-        done: 0,
-        total: 1,
-    });
+    progress(Progress { snapshot: 1, stage: Stage::Paths, done: 0, total: 1 });
     let reporter = b.reporter(opts);
-    let d = diff::compare(
-        &side_a,
-        &side_b,
-        &b.graph,
-        &b.dom,
-        &reporter,
-        opts.top_new_objects,
-    );
-    progress(Progress {
-        snapshot: 1,
-        stage: Stage::Paths,
-        done: 1,
-        total: 1,
-    });
+    let d = diff::compare(&side_a, &side_b, &b.graph, &b.dom, &reporter, opts.top_new_objects);
+    progress(Progress { snapshot: 1, stage: Stage::Paths, done: 1, total: 1 });
     Ok(d)
 }
 
 fn open(path: &Path) -> Result<(File, u64), HeapError> {
-    let io = |source| HeapError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| HeapError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     Ok((file, size))
@@ -199,10 +173,7 @@ fn open(path: &Path) -> Result<(File, u64), HeapError> {
 /// Attaches the file name to bare read errors.
 fn with_path(e: HeapError, path: &Path) -> HeapError {
     match e {
-        HeapError::Read(source) => HeapError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        HeapError::Read(source) => HeapError::Io { path: path.to_path_buf(), source },
         other => other,
     }
 }
@@ -230,30 +201,13 @@ fn load<R: Read>(
     let mut timings = Timings::default();
     let t0 = Instant::now();
     let mut graph = {
-        let mut on_bytes = |done: u64| {
-            progress(Progress {
-                snapshot,
-                stage: Stage::Reading,
-                done,
-                total,
-            })
-        };
+        let mut on_bytes = |done: u64| progress(Progress { snapshot, stage: Stage::Reading, done, total });
         parser::parse(reader, total, &mut on_bytes)?
     };
-    progress(Progress {
-        snapshot,
-        stage: Stage::Reading,
-        done: total,
-        total,
-    });
+    progress(Progress { snapshot, stage: Stage::Reading, done: total, total });
     timings.read_ms = ms(t0);
     let t1 = Instant::now();
-    progress(Progress {
-        snapshot,
-        stage: Stage::Dominators,
-        done: 0,
-        total: 1,
-    });
+    progress(Progress { snapshot, stage: Stage::Dominators, done: 0, total: 1 });
     let mut shapes_used = Vec::new();
     if model == Model::DevTools {
         dom_state::propagate(&mut graph);
@@ -268,12 +222,7 @@ fn load<R: Read>(
     let dominated = DominatedNodes::build(&dom.idom);
     timings.dominators_ms = ms(t1);
     let t2 = Instant::now();
-    progress(Progress {
-        snapshot,
-        stage: Stage::Summary,
-        done: 0,
-        total: 1,
-    });
+    progress(Progress { snapshot, stage: Stage::Summary, done: 0, total: 1 });
     let mut table = summary::aggregate(&graph);
     summary::class_retained(&graph, &dom, &dominated, &mut table);
     timings.summary_ms = ms(t2);
@@ -285,15 +234,7 @@ fn load<R: Read>(
         total_size: dom.retained[graph::ROOT as usize],
         unreachable_nodes: dom.unreachable,
     };
-    Ok(Loaded {
-        graph,
-        dom,
-        dominated,
-        table,
-        info,
-        timings,
-        shapes: shapes_used,
-    })
+    Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used })
 }
 
 impl Loaded {
@@ -308,12 +249,7 @@ impl Loaded {
 
     fn analysis(self, opts: &AnalyzeOptions, progress: &mut dyn FnMut(Progress)) -> Analysis {
         let t = Instant::now();
-        progress(Progress {
-            snapshot: 0,
-            stage: Stage::Paths,
-            done: 0,
-            total: 1,
-        });
+        progress(Progress { snapshot: 0, stage: Stage::Paths, done: 0, total: 1 });
         let g = &self.graph;
         let total = self.info.total_size;
         let r = self.reporter(opts);
@@ -328,19 +264,8 @@ impl Loaded {
         let classes = summary::class_rows(g, &self.table, total, opts.max_classes);
         let mut timings = self.timings.clone();
         timings.paths_ms = ms(t);
-        progress(Progress {
-            snapshot: 0,
-            stage: Stage::Paths,
-            done: 1,
-            total: 1,
-        });
-        Analysis {
-            snapshot: self.info.clone(),
-            classes,
-            largest_objects,
-            leak_suspects,
-            timings,
-        }
+        progress(Progress { snapshot: 0, stage: Stage::Paths, done: 1, total: 1 });
+        Analysis { snapshot: self.info.clone(), classes, largest_objects, leak_suspects, timings }
     }
 }
 
@@ -361,11 +286,7 @@ mod tests {
 
     /// root -shortcut-> global (id 3) -p-> Foo (id 5) [-p-> Foo (id 7) when `grown`].
     fn snapshot(grown: bool) -> String {
-        let mut nodes = vec![
-            (9, 0, 1, 0, 1),
-            (3, 1, 3, 10, 1 + u32::from(grown)),
-            (3, 2, 5, 20, 0),
-        ];
+        let mut nodes = vec![(9, 0, 1, 0, 1), (3, 1, 3, 10, 1 + u32::from(grown)), (3, 2, 5, 20, 0)];
         let mut edges = vec![(5, 0, 1), (2, 3, 2)];
         if grown {
             nodes.push((3, 2, 7, 30, 0));
@@ -379,39 +300,22 @@ mod tests {
         let a = write_tmp("a.heapsnapshot", &snapshot(false));
         let b = write_tmp("b.heapsnapshot", &snapshot(true));
         let mut stages = Vec::new();
-        let an = analyze_path(&a, &AnalyzeOptions::default(), &mut |p| {
-            stages.push(p.stage)
-        })
-        .unwrap();
+        let an = analyze_path(&a, &AnalyzeOptions::default(), &mut |p| stages.push(p.stage)).unwrap();
         assert!(stages.contains(&Stage::Reading) && stages.contains(&Stage::Dominators));
         let foo = an.classes.iter().find(|c| c.name == "Foo").unwrap();
         assert_eq!((foo.count, foo.retained_size), (1, 20));
         assert_eq!(an.snapshot.total_size, 30);
         let d = diff_paths(&a, &b, &AnalyzeOptions::default(), &mut |_| {}).unwrap();
         let foo = d.classes.iter().find(|c| c.name == "Foo").unwrap();
-        assert_eq!(
-            (
-                foo.count_delta,
-                foo.new_count,
-                foo.deleted_count,
-                foo.new_size
-            ),
-            (1, 1, 0, 30)
-        );
+        assert_eq!((foo.count_delta, foo.new_count, foo.deleted_count, foo.new_size), (1, 1, 0, 30));
         assert_eq!(d.classes[0].name, "Foo", "what grew most comes first");
-        assert_eq!(
-            d.new_objects.iter().map(|o| o.id).collect::<Vec<_>>(),
-            vec![7]
-        );
+        assert_eq!(d.new_objects.iter().map(|o| o.id).collect::<Vec<_>>(), vec![7]);
         assert_eq!(d.total_size_delta, 30);
         let text = render_diff_text(&d);
         assert!(text.contains("Foo"));
         assert!(render_analysis_text(&an).contains("Foo"));
         let missing = std::env::temp_dir().join("perf-heap-definitely-missing.heapsnapshot");
-        assert!(matches!(
-            analyze_path(&missing, &AnalyzeOptions::default(), &mut |_| {}),
-            Err(HeapError::Io { .. })
-        ));
+        assert!(matches!(analyze_path(&missing, &AnalyzeOptions::default(), &mut |_| {}), Err(HeapError::Io { .. })));
         let _ = std::fs::remove_file(a);
         let _ = std::fs::remove_file(b);
     }

@@ -88,13 +88,7 @@ impl Layout {
             "detachedness" => NodeRole::Detachedness,
             _ => NodeRole::Skip,
         });
-        for need in [
-            NodeRole::Type,
-            NodeRole::Name,
-            NodeRole::Id,
-            NodeRole::SelfSize,
-            NodeRole::EdgeCount,
-        ] {
+        for need in [NodeRole::Type, NodeRole::Name, NodeRole::Id, NodeRole::SelfSize, NodeRole::EdgeCount] {
             if node_roles.iter().filter(|r| **r == need).count() != 1 {
                 return Err(HeapError::Unsupported(format!(
                     "meta.node_fields {:?} lacks one of type/name/id/self_size/edge_count",
@@ -119,9 +113,7 @@ impl Layout {
         let node_types = type_enum(&meta.node_types, &meta.node_fields, "type", "node_types")?;
         let edge_types = type_enum(&meta.edge_types, &meta.edge_fields, "type", "edge_types")?;
         if node_types.len() > 255 || edge_types.len() > (1 << EDGE_TYPE_BITS) {
-            return Err(HeapError::Unsupported(
-                "too many node or edge types in meta".into(),
-            ));
+            return Err(HeapError::Unsupported("too many node or edge types in meta".into()));
         }
         Ok(Layout {
             node_roles,
@@ -138,37 +130,22 @@ fn roles<R>(fields: &[String], f: impl Fn(&str) -> R) -> Vec<R> {
 }
 
 /// The enum list of the `type` field (`node_types[i]` where `node_fields[i] == "type"`).
-fn type_enum(
-    specs: &[TypeSpec],
-    fields: &[String],
-    field: &str,
-    what: &str,
-) -> Result<Vec<String>, HeapError> {
+fn type_enum(specs: &[TypeSpec], fields: &[String], field: &str, what: &str) -> Result<Vec<String>, HeapError> {
     let pos = fields.iter().position(|f| f == field);
     match pos.and_then(|p| specs.get(p)) {
         Some(TypeSpec::Enum(list)) if !list.is_empty() => Ok(list.clone()),
-        _ => Err(HeapError::Unsupported(format!(
-            "meta.{what} has no list of type names"
-        ))),
+        _ => Err(HeapError::Unsupported(format!("meta.{what} has no list of type names"))),
     }
 }
 
 /// Parses a heap snapshot from `reader`. `total` is the input size if known (0 otherwise), used
 /// to bound preallocation; `on_bytes` receives the number of bytes read so far.
-pub fn parse<R: Read>(
-    reader: R,
-    total: u64,
-    on_bytes: &mut dyn FnMut(u64),
-) -> Result<HeapGraph, HeapError> {
+pub fn parse<R: Read>(reader: R, total: u64, on_bytes: &mut dyn FnMut(u64)) -> Result<HeapGraph, HeapError> {
     let mut sc = Scanner::new(reader, total, on_bytes);
     match sc.peek_non_ws()? {
         Some(b'{') => sc.bump(),
         Some(0x1f) => return Err(HeapError::NotSnapshot("input looks gzip-compressed".into())),
-        Some(_) => {
-            return Err(HeapError::NotSnapshot(
-                "input does not start with a JSON object".into(),
-            ))
-        }
+        Some(_) => return Err(HeapError::NotSnapshot("input does not start with a JSON object".into())),
         None => return Err(HeapError::NotSnapshot("input is empty".into())),
     }
     let mut builder = Builder::default();
@@ -181,11 +158,7 @@ pub fn parse<R: Read>(
                 break;
             }
             Some(b'"') => sc.bump(),
-            Some(_) if first => {
-                return Err(HeapError::NotSnapshot(
-                    "top-level object has no keys".into(),
-                ))
-            }
+            Some(_) if first => return Err(HeapError::NotSnapshot("top-level object has no keys".into())),
             Some(_) => return Err(sc.corrupt("expected a key in the top-level object")),
             None => return Err(sc.truncated("top-level object")),
         }
@@ -236,12 +209,7 @@ struct PartialGraph {
 }
 
 impl Builder {
-    fn section<R: Read>(
-        &mut self,
-        sc: &mut Scanner<'_, R>,
-        key: &[u8],
-        total: u64,
-    ) -> Result<(), HeapError> {
+    fn section<R: Read>(&mut self, sc: &mut Scanner<'_, R>, key: &[u8], total: u64) -> Result<(), HeapError> {
         match key {
             b"snapshot" => {
                 let raw = sc.capture_value("snapshot header")?;
@@ -256,16 +224,10 @@ impl Builder {
     }
 
     fn layout(&self) -> Result<&Layout, HeapError> {
-        self.layout
-            .as_ref()
-            .ok_or_else(|| HeapError::Unsupported("nodes/edges before snapshot.meta".into()))
+        self.layout.as_ref().ok_or_else(|| HeapError::Unsupported("nodes/edges before snapshot.meta".into()))
     }
 
-    fn read_nodes<R: Read>(
-        &mut self,
-        sc: &mut Scanner<'_, R>,
-        total: u64,
-    ) -> Result<(), HeapError> {
+    fn read_nodes<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
         let layout = self.layout()?;
         let roles = layout.node_roles.clone();
         let ntypes = layout.types.node_types.len() as u64;
@@ -326,11 +288,7 @@ impl Builder {
         Ok(())
     }
 
-    fn read_edges<R: Read>(
-        &mut self,
-        sc: &mut Scanner<'_, R>,
-        total: u64,
-    ) -> Result<(), HeapError> {
+    fn read_edges<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
         let layout = self.layout()?;
         let roles = layout.edge_roles.clone();
         let etypes = layout.types.edge_types.len() as u64;
@@ -355,9 +313,7 @@ impl Builder {
                 EdgeRole::Name => name = to_u32(v, "edge name_or_index")?,
                 EdgeRole::To => {
                     if v % nf != 0 {
-                        return Err(format!(
-                            "to_node {v} is not a multiple of node_fields ({nf})"
-                        ));
+                        return Err(format!("to_node {v} is not a multiple of node_fields ({nf})"));
                     }
                     let ord = v / nf;
                     if ord >= MAX_NODES {
@@ -412,18 +368,12 @@ impl Builder {
     /// Checks cross-section consistency and assembles the graph.
     fn finish(self, total: u64) -> Result<HeapGraph, HeapError> {
         let end = total;
-        let layout = self
-            .layout
-            .ok_or_else(|| HeapError::NotSnapshot("no \"snapshot\" header with meta".into()))?;
-        let g = self
-            .graph
-            .ok_or_else(|| HeapError::corrupt(end, "no \"nodes\" section"))?;
+        let layout = self.layout.ok_or_else(|| HeapError::NotSnapshot("no \"snapshot\" header with meta".into()))?;
+        let g = self.graph.ok_or_else(|| HeapError::corrupt(end, "no \"nodes\" section"))?;
         if !self.edges_done {
             return Err(HeapError::corrupt(end, "no \"edges\" section"));
         }
-        let strings = self
-            .strings
-            .ok_or_else(|| HeapError::corrupt(end, "no \"strings\" section"))?;
+        let strings = self.strings.ok_or_else(|| HeapError::corrupt(end, "no \"strings\" section"))?;
         let n = g.node_type.len();
         if n == 0 {
             return Err(HeapError::corrupt(end, "snapshot has no nodes"));
@@ -432,10 +382,7 @@ impl Builder {
         if declared != g.edge_to.len() {
             return Err(HeapError::corrupt(
                 end,
-                format!(
-                    "nodes declare {declared} edges but the edges array holds {}",
-                    g.edge_to.len()
-                ),
+                format!("nodes declare {declared} edges but the edges array holds {}", g.edge_to.len()),
             ));
         }
         let graph = HeapGraph {
@@ -462,23 +409,14 @@ fn validate_references(g: &HeapGraph, end: u64) -> Result<(), HeapError> {
     let n = g.node_count() as u32;
     let s = g.strings.len() as u32;
     if let Some(bad) = g.node_name.iter().find(|&&x| x >= s) {
-        return Err(HeapError::corrupt(
-            end,
-            format!("node name index {bad} >= {s} strings"),
-        ));
+        return Err(HeapError::corrupt(end, format!("node name index {bad} >= {s} strings")));
     }
     for e in 0..g.edge_count() {
         if g.edge_target(e) >= n {
-            return Err(HeapError::corrupt(
-                end,
-                format!("edge {e} points past the last node"),
-            ));
+            return Err(HeapError::corrupt(end, format!("edge {e} points past the last node")));
         }
         if !g.edge_is_indexed(e) && g.edge_name[e] >= s {
-            return Err(HeapError::corrupt(
-                end,
-                format!("edge {e} name index out of range"),
-            ));
+            return Err(HeapError::corrupt(end, format!("edge {e} name index out of range")));
         }
     }
     Ok(())
@@ -490,11 +428,7 @@ fn to_u32(v: u64, what: &str) -> Result<u32, String> {
 
 /// Preallocation for a declared element count, bounded by what the input size can hold.
 fn capacity_hint(declared: u64, total: u64, min_bytes_each: u64) -> usize {
-    let bound = if total > 0 {
-        total / min_bytes_each.max(1)
-    } else {
-        1 << 20
-    };
+    let bound = if total > 0 { total / min_bytes_each.max(1) } else { 1 << 20 };
     declared.min(bound).min(MAX_NODES * 8) as usize
 }
 
@@ -504,24 +438,11 @@ pub(crate) mod tests {
 
     /// Builds a snapshot JSON from node tuples `(type, name, id, self_size, edge_count)` and edge
     /// triples `(type, name_or_index, to_ordinal)`.
-    pub fn snapshot_json(
-        nodes: &[(u32, u32, u32, u32, u32)],
-        edges: &[(u32, u32, u32)],
-        strings: &[&str],
-    ) -> String {
+    pub fn snapshot_json(nodes: &[(u32, u32, u32, u32, u32)], edges: &[(u32, u32, u32)], strings: &[&str]) -> String {
         let meta = r#"{"meta":{"node_fields":["type","name","id","self_size","edge_count","trace_node_id","detachedness"],"node_types":[["hidden","array","string","object","code","closure","regexp","number","native","synthetic","concatenated string","sliced string","symbol","bigint","object shape"],"string","number","number","number","number","number"],"edge_fields":["type","name_or_index","to_node"],"edge_types":[["context","element","property","internal","hidden","shortcut","weak"],"string_or_number","node"],"location_fields":["object_index","script_id","line","column"]},"node_count":0,"edge_count":0,"trace_function_count":0}"#;
-        let nodes: Vec<String> = nodes
-            .iter()
-            .map(|(t, n, i, s, e)| format!("{t},{n},{i},{s},{e},0,0"))
-            .collect();
-        let edges: Vec<String> = edges
-            .iter()
-            .map(|(t, n, to)| format!("{t},{n},{}", to * 7))
-            .collect();
-        let strings: Vec<String> = strings
-            .iter()
-            .map(|s| serde_json::to_string(s).unwrap_or_default())
-            .collect();
+        let nodes: Vec<String> = nodes.iter().map(|(t, n, i, s, e)| format!("{t},{n},{i},{s},{e},0,0")).collect();
+        let edges: Vec<String> = edges.iter().map(|(t, n, to)| format!("{t},{n},{}", to * 7)).collect();
+        let strings: Vec<String> = strings.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
         format!(
             "{{\"snapshot\":{meta},\n\"nodes\":[{}],\n\"edges\":[{}],\n\"trace_function_infos\":[],\"trace_tree\":[],\"samples\":[],\"locations\":[1,2,3,4],\n\"strings\":[{}]}}\n",
             nodes.join(",\n"),
@@ -571,10 +492,7 @@ pub(crate) mod tests {
     fn corrupt_inputs_are_errors() {
         let s = tiny();
         assert!(matches!(parse_str("hello"), Err(HeapError::NotSnapshot(_))));
-        assert!(matches!(
-            parse_str("{\"a\":1}"),
-            Err(HeapError::NotSnapshot(_))
-        ));
+        assert!(matches!(parse_str("{\"a\":1}"), Err(HeapError::NotSnapshot(_))));
         assert!(matches!(parse_str(""), Err(HeapError::NotSnapshot(_))));
         // Edge pointing past the last node.
         let bad = snapshot_json(&[(9, 0, 1, 0, 1)], &[(1, 1, 5)], &[""]);

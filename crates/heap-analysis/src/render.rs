@@ -38,11 +38,7 @@ fn snapshot_line(s: &SnapshotInfo) -> String {
         human_size(s.total_size)
     );
     if s.unreachable_nodes > 0 {
-        let _ = write!(
-            line,
-            " ({} nodes unreachable from the GC roots)",
-            s.unreachable_nodes
-        );
+        let _ = write!(line, " ({} nodes unreachable from the GC roots)", s.unreachable_nodes);
     }
     line
 }
@@ -80,11 +76,7 @@ fn step_label(step: &PathStep) -> String {
 }
 
 fn object_lines(out: &mut String, i: usize, o: &ObjectReport) {
-    let name = if o.name.is_empty() || o.name == o.class {
-        String::new()
-    } else {
-        format!(" \"{}\"", o.name)
-    };
+    let name = if o.name.is_empty() || o.name == o.class { String::new() } else { format!(" \"{}\"", o.name) };
     let _ = writeln!(
         out,
         "{:>3}. {}@{}{} ({})  retained {} ({:.2}%), self {}",
@@ -105,17 +97,9 @@ pub fn render_analysis_text(a: &Analysis) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Heap snapshot: {}", snapshot_line(&a.snapshot));
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "Constructors by retained size (top {} of {}):",
-        TEXT_ROWS.min(a.classes.len()),
-        a.classes.len()
-    );
-    let _ = writeln!(
-        out,
-        "{:>12} {:>7} {:>12} {:>10}  Constructor",
-        "Retained", "%", "Shallow", "Count"
-    );
+    let _ =
+        writeln!(out, "Constructors by retained size (top {} of {}):", TEXT_ROWS.min(a.classes.len()), a.classes.len());
+    let _ = writeln!(out, "{:>12} {:>7} {:>12} {:>10}  Constructor", "Retained", "%", "Shallow", "Count");
     for c in a.classes.iter().take(TEXT_ROWS) {
         let _ = writeln!(
             out,

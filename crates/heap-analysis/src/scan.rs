@@ -38,21 +38,8 @@ impl<'p, R: Read> Scanner<'p, R> {
     /// Wraps `inner` (of `size_hint` bytes, 0 if unknown); `on_progress` receives the number
     /// of bytes consumed so far.
     pub fn new(inner: R, size_hint: u64, on_progress: &'p mut dyn FnMut(u64)) -> Self {
-        let len = if size_hint == 0 {
-            BUF_SIZE
-        } else {
-            (size_hint as usize).clamp(64, BUF_SIZE)
-        };
-        Scanner {
-            inner,
-            buf: vec![0; len],
-            pos: 0,
-            end: 0,
-            base: 0,
-            eof: false,
-            last_report: 0,
-            on_progress,
-        }
+        let len = if size_hint == 0 { BUF_SIZE } else { (size_hint as usize).clamp(64, BUF_SIZE) };
+        Scanner { inner, buf: vec![0; len], pos: 0, end: 0, base: 0, eof: false, last_report: 0, on_progress }
     }
 
     /// Stream offset of the next unread byte.
@@ -62,10 +49,7 @@ impl<'p, R: Read> Scanner<'p, R> {
 
     /// Error for input that ended too early.
     pub fn truncated(&self, context: &'static str) -> HeapError {
-        HeapError::Truncated {
-            offset: self.offset(),
-            context,
-        }
+        HeapError::Truncated { offset: self.offset(), context }
     }
 
     /// Error for unexpected content at the current offset.
@@ -148,11 +132,7 @@ impl<'p, R: Read> Scanner<'p, R> {
                 self.pos += 1;
                 Ok(())
             }
-            Some(b) => Err(self.corrupt(format!(
-                "expected '{}' in {context}, found '{}'",
-                want as char,
-                printable(b)
-            ))),
+            Some(b) => Err(self.corrupt(format!("expected '{}' in {context}, found '{}'", want as char, printable(b)))),
             None => Err(self.truncated(context)),
         }
     }
@@ -190,9 +170,7 @@ impl<'p, R: Read> Scanner<'p, R> {
                     let start = i;
                     let mut v: u64 = 0;
                     while i < end && self.buf[i].is_ascii_digit() {
-                        v = v
-                            .wrapping_mul(10)
-                            .wrapping_add(u64::from(self.buf[i] - b'0'));
+                        v = v.wrapping_mul(10).wrapping_add(u64::from(self.buf[i] - b'0'));
                         i += 1;
                     }
                     if i == end && !self.eof {
@@ -351,11 +329,7 @@ impl<'p, R: Read> Scanner<'p, R> {
         Ok(out)
     }
 
-    fn skip_or_capture(
-        &mut self,
-        context: &'static str,
-        mut capture: Option<&mut Vec<u8>>,
-    ) -> Result<(), HeapError> {
+    fn skip_or_capture(&mut self, context: &'static str, mut capture: Option<&mut Vec<u8>>) -> Result<(), HeapError> {
         let mut depth: u64 = 0;
         let mut in_string = false;
         let mut escaped = false;
@@ -433,9 +407,7 @@ impl<'p, R: Read> Scanner<'p, R> {
             if let Some(out) = capture.as_deref_mut() {
                 out.extend_from_slice(&self.buf[start..i]);
                 if out.len() > MAX_CAPTURE {
-                    return Err(HeapError::Unsupported(format!(
-                        "{context} is larger than {MAX_CAPTURE} bytes"
-                    )));
+                    return Err(HeapError::Unsupported(format!("{context} is larger than {MAX_CAPTURE} bytes")));
                 }
             }
             self.pos = i;
@@ -497,22 +469,10 @@ mod tests {
 
     #[test]
     fn bad_strings_are_errors() {
-        assert!(matches!(
-            string_of(r#""abc"#),
-            Err(HeapError::Truncated { .. })
-        ));
-        assert!(matches!(
-            string_of(r#""a\q""#),
-            Err(HeapError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            string_of(r#""\u12G4""#),
-            Err(HeapError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            string_of(r#""\u12"#),
-            Err(HeapError::Truncated { .. })
-        ));
+        assert!(matches!(string_of(r#""abc"#), Err(HeapError::Truncated { .. })));
+        assert!(matches!(string_of(r#""a\q""#), Err(HeapError::Corrupt { .. })));
+        assert!(matches!(string_of(r#""\u12G4""#), Err(HeapError::Corrupt { .. })));
+        assert!(matches!(string_of(r#""\u12"#), Err(HeapError::Truncated { .. })));
     }
 
     fn ints(json: &str) -> Result<Vec<u64>, HeapError> {

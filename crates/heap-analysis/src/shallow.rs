@@ -17,21 +17,14 @@ const MULTIPLE: u32 = u32::MAX - 1;
 
 /// Moves owned internal nodes' self sizes to their owners, in place.
 pub fn attribute_internal_sizes(g: &mut HeapGraph) {
-    let has_user_roots = g
-        .edges(ROOT)
-        .any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
+    let has_user_roots = g.edges(ROOT).any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
     if !has_user_roots {
         return;
     }
     let owners = owners(g);
     for v in 0..g.node_count() as u32 {
         let o = owners[v as usize];
-        if o == UNVISITED
-            || o == MULTIPLE
-            || o == v
-            || o == ROOT
-            || g.is_type(o, g.types.node_synthetic)
-        {
+        if o == UNVISITED || o == MULTIPLE || o == v || o == ROOT || g.is_type(o, g.types.node_synthetic) {
             continue;
         }
         let size = g.self_size(v);
@@ -97,14 +90,7 @@ mod tests {
             (1, 0, 9, 40, 0),
             (1, 0, 11, 50, 0),
         ];
-        let edges = [
-            (5, 0, 1),
-            (2, 3, 2),
-            (2, 3, 5),
-            (3, 3, 3),
-            (3, 3, 5),
-            (3, 3, 4),
-        ];
+        let edges = [(5, 0, 1), (2, 3, 2), (2, 3, 5), (3, 3, 3), (3, 3, 5), (3, 3, 4)];
         let mut g = parse_str(&snapshot_json(&nodes, &edges, &["", "Object", "Map", "p"])).unwrap();
         attribute_internal_sizes(&mut g);
         let sizes: Vec<u64> = (0..6).map(|v| g.self_size(v)).collect();

@@ -316,12 +316,7 @@ impl Reporter<'_> {
 }
 
 /// Top `k` nodes by `score` among those accepted by `keep`, largest first.
-pub fn top_k(
-    n: usize,
-    k: usize,
-    keep: impl Fn(u32) -> bool,
-    score: impl Fn(u32) -> u64,
-) -> Vec<u32> {
+pub fn top_k(n: usize, k: usize, keep: impl Fn(u32) -> bool, score: impl Fn(u32) -> u64) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
@@ -340,10 +335,7 @@ pub fn top_k(
             }
         }
     }
-    let mut out: Vec<(u64, u32)> = heap
-        .into_iter()
-        .map(|Reverse((s, Reverse(v)))| (s, v))
-        .collect();
+    let mut out: Vec<(u64, u32)> = heap.into_iter().map(|Reverse((s, Reverse(v)))| (s, v)).collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     out.into_iter().map(|(_, v)| v).collect()
 }
@@ -359,11 +351,7 @@ const MIN_CLASS_SUSPECT_COUNT: u64 = 100;
 /// The constructor summary rows, largest retained first.
 pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<ClassSummary> {
     let mut order: Vec<usize> = (0..t.keys.len()).collect();
-    order.sort_by(|&a, &b| {
-        t.retained[b]
-            .cmp(&t.retained[a])
-            .then(t.shallow[b].cmp(&t.shallow[a]))
-    });
+    order.sort_by(|&a, &b| t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])));
     if max > 0 {
         order.truncate(max);
     }
@@ -371,12 +359,7 @@ pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<
         .into_iter()
         .map(|s| ClassSummary {
             name: g.class_name(t.keys[s]),
-            node_type: g
-                .types
-                .node_types
-                .get(t.node_type[s] as usize)
-                .cloned()
-                .unwrap_or_default(),
+            node_type: g.types.node_types.get(t.node_type[s] as usize).cloned().unwrap_or_default(),
             count: t.count[s],
             shallow_size: t.shallow[s],
             retained_size: t.retained[s],
@@ -393,12 +376,7 @@ pub fn percent(part: u64, total: u64) -> f64 {
 /// Leak suspects: accumulation points (objects over the threshold none of whose dominated
 /// children is) and classes with an outsize retained share spread over many instances (a class
 /// whose share comes from one container instance is that container's story, not the class's).
-pub fn suspects(
-    r: &Reporter<'_>,
-    dn: &DominatedNodes,
-    t: &ClassTable,
-    opts: &AnalyzeOptions,
-) -> Vec<LeakSuspect> {
+pub fn suspects(r: &Reporter<'_>, dn: &DominatedNodes, t: &ClassTable, opts: &AnalyzeOptions) -> Vec<LeakSuspect> {
     let g = r.g;
     let total = r.d.retained[ROOT as usize];
     let obj_min = (total as f64 * opts.suspect_object_percent / 100.0).ceil() as u64;
@@ -411,10 +389,7 @@ pub fn suspects(
             is_reportable(g, v)
                 && r.d.idom[v as usize] != ROOT
                 && r.d.retained[v as usize] >= obj_min.max(1)
-                && dn
-                    .children(v)
-                    .iter()
-                    .all(|&c| r.d.retained[c as usize] < obj_min)
+                && dn.children(v).iter().all(|&c| r.d.retained[c as usize] < obj_min)
         },
         |v| r.d.retained[v as usize],
     );
@@ -454,10 +429,7 @@ pub fn suspects(
             retained_size: t.retained[s],
             retained_percent: p,
             count: t.count[s],
-            reason: format!(
-                "{} instances of {name} retain {p:.1}% of the heap",
-                t.count[s]
-            ),
+            reason: format!("{} instances of {name} retain {p:.1}% of the heap", t.count[s]),
             object: None,
         });
     }
@@ -473,54 +445,27 @@ mod tests {
     fn nested_instances_are_not_counted_twice() {
         // root -> L1 (List) -> L2 (List) -> X (Item) ; root -> Y (Item)
         // strings: 0 "", 1 "List", 2 "Item", 3 "next"
-        let nodes = [
-            (9, 0, 1, 0, 2),
-            (3, 1, 3, 10, 1),
-            (3, 1, 5, 10, 1),
-            (3, 2, 7, 5, 0),
-            (3, 2, 9, 7, 0),
-        ];
+        let nodes = [(9, 0, 1, 0, 2), (3, 1, 3, 10, 1), (3, 1, 5, 10, 1), (3, 2, 7, 5, 0), (3, 2, 9, 7, 0)];
         let edges = [(1, 0, 1), (1, 1, 4), (2, 3, 2), (2, 3, 3)];
-        let g = parse_str(&snapshot_json(
-            &nodes,
-            &edges,
-            &["", "List", "Item", "next"],
-        ))
-        .unwrap();
+        let g = parse_str(&snapshot_json(&nodes, &edges, &["", "List", "Item", "next"])).unwrap();
         let d = crate::dominators::compute(&g, crate::Model::DevTools);
         let dn = DominatedNodes::build(&d.idom);
         let mut t = aggregate(&g);
         class_retained(&g, &d, &dn, &mut t);
         let rows = class_rows(&g, &t, d.retained[0], 0);
         let list = rows.iter().find(|r| r.name == "List").unwrap();
-        assert_eq!(
-            (list.count, list.shallow_size, list.retained_size),
-            (2, 20, 25)
-        );
+        assert_eq!((list.count, list.shallow_size, list.retained_size), (2, 20, 25));
         let item = rows.iter().find(|r| r.name == "Item").unwrap();
-        assert_eq!(
-            (item.count, item.shallow_size, item.retained_size),
-            (2, 12, 12)
-        );
+        assert_eq!((item.count, item.shallow_size, item.retained_size), (2, 12, 12));
         // The synthetic root has size 0 and is not counted.
         assert!(rows.iter().all(|r| r.name != "(synthetic)"));
         let parents = bfs_parents(&g);
-        let rep = Reporter {
-            g: &g,
-            d: &d,
-            parent_edge: Some(parents),
-            max_path: 32,
-        };
+        let rep = Reporter { g: &g, d: &d, parent_edge: Some(parents), max_path: 32 };
         let o = rep.object(3);
         let path: Vec<_> = o.path.iter().map(|s| s.edge.as_str()).collect();
         assert_eq!(path, ["[0]", "next", "next"]);
         assert_eq!(o.path.last().map(|s| s.id), Some(7));
-        let top = top_k(
-            g.node_count(),
-            2,
-            |v| is_reportable(&g, v),
-            |v| d.retained[v as usize],
-        );
+        let top = top_k(g.node_count(), 2, |v| is_reportable(&g, v), |v| d.retained[v as usize]);
         assert_eq!(top, vec![1, 2]);
     }
 }

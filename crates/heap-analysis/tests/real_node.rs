@@ -29,13 +29,7 @@ fn write_snapshots(dir: &Path) -> Option<(PathBuf, PathBuf)> {
          let g = null; for (let i = 0; i < {M}; i++) g = new {CLASS}(i, g); globalThis.chainB = g;
          v8.writeHeapSnapshot(process.argv[2]);"
     );
-    let status = Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .arg(&a)
-        .arg(&b)
-        .status()
-        .ok()?;
+    let status = Command::new("node").arg("-e").arg(script).arg(&a).arg(&b).status().ok()?;
     assert!(status.success(), "node failed to write snapshots");
     Some((a, b))
 }
@@ -49,46 +43,25 @@ fn real_node_snapshots() {
     };
     let opts = AnalyzeOptions::default();
     let an = analyze_path(&a, &opts, &mut |_| {}).expect("analyze A");
-    let row = an
-        .classes
-        .iter()
-        .find(|c| c.name == CLASS)
-        .expect("probe class row");
+    let row = an.classes.iter().find(|c| c.name == CLASS).expect("probe class row");
     assert_eq!(row.count, N);
     assert!(row.retained_size >= row.shallow_size && row.shallow_size > 0);
 
     let d = diff_paths(&a, &b, &opts, &mut |_| {}).expect("diff");
-    let row = d
-        .classes
-        .iter()
-        .find(|c| c.name == CLASS)
-        .expect("probe class in diff");
+    let row = d.classes.iter().find(|c| c.name == CLASS).expect("probe class in diff");
     assert_eq!((row.count_before, row.count_after), (N, N + M));
-    assert_eq!(
-        (row.count_delta, row.new_count, row.deleted_count),
-        (M as i64, M, 0)
-    );
+    assert_eq!((row.count_delta, row.new_count, row.deleted_count), (M as i64, M, 0));
     assert!(d.new_objects.iter().any(|o| o.class == CLASS));
 
     let bytes = std::fs::read(&a).expect("read A");
     let cut = dir.join("cut.heapsnapshot");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write cut");
-    assert!(matches!(
-        analyze_path(&cut, &opts, &mut |_| {}),
-        Err(HeapError::Truncated { .. })
-    ));
+    assert!(matches!(analyze_path(&cut, &opts, &mut |_| {}), Err(HeapError::Truncated { .. })));
     let mut bad = bytes.clone();
-    let at = bad
-        .windows(9)
-        .position(|w| w == b"\"edges\":[")
-        .expect("edges section")
-        + 30;
+    let at = bad.windows(9).position(|w| w == b"\"edges\":[").expect("edges section") + 30;
     bad[at] = b'#';
     let corrupt = dir.join("corrupt.heapsnapshot");
     std::fs::write(&corrupt, &bad).expect("write corrupt");
-    assert!(matches!(
-        analyze_path(&corrupt, &opts, &mut |_| {}),
-        Err(HeapError::Corrupt { .. })
-    ));
+    assert!(matches!(analyze_path(&corrupt, &opts, &mut |_| {}), Err(HeapError::Corrupt { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -134,7 +134,8 @@ async fn run_job(hub: Arc<Hub>, key: String, out: PathBuf, work: Work) {
             // Progress arrives per chunk read: record it a few times a second.
             if last.elapsed().as_millis() >= 200 || p.done == p.total {
                 last = std::time::Instant::now();
-                let stage = serde_json::to_value(p.stage).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let stage =
+                    serde_json::to_value(p.stage).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 h.analyses.set(&k, JobState::Running { stage, snapshot: p.snapshot, done: p.done, total: p.total });
             }
         };

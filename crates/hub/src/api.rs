@@ -35,11 +35,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/audit", get(list_audit))
         .route("/metrics", get(prometheus))
         .layer(middleware::from_fn_with_state(hub.clone(), require_token));
-    Router::new()
-        .route("/", get(console))
-        .route("/console/{file}", get(console_asset))
-        .merge(api)
-        .with_state(hub)
+    Router::new().route("/", get(console)).route("/console/{file}", get(console_asset)).merge(api).with_state(hub)
 }
 
 /// An API error as `{"error": "..."}` with a status code.
@@ -184,7 +180,7 @@ async fn post_command(
     let Json(req) = body.map_err(|e| refuse(e.body_text()))?;
     let kind = command_kind(&req).map_err(refuse)?;
     match hub.request_command(&id, kind, req.force, &actor(&remote)).await {
-        Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact })) ).into_response()),
+        Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact }))).into_response()),
         Ok((artifact, Some(refusal))) => {
             Ok((StatusCode::CONFLICT, Json(json!({ "error": refusal, "artifact": artifact }))).into_response())
         }
@@ -207,7 +203,10 @@ pub struct ArtifactQuery {
     pub limit: Option<u32>,
 }
 
-async fn list_artifacts(State(hub): State<Arc<Hub>>, Query(q): Query<ArtifactQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_artifacts(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<ArtifactQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if let Some(p) = &q.process_id {
         valid_id(p)?;
     }
@@ -215,7 +214,10 @@ async fn list_artifacts(State(hub): State<Arc<Hub>>, Query(q): Query<ArtifactQue
     Ok(Json(serde_json::to_value(hub.store.list_artifacts(q.process_id.as_deref(), false, limit)?)?))
 }
 
-async fn get_artifact(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_artifact(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
     let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
     Ok(Json(serde_json::to_value(a)?))
@@ -232,11 +234,16 @@ async fn download_artifact(
         return Err(err(StatusCode::CONFLICT, format!("artifact is {}, not ready", a.status.as_str())));
     }
     let path = hub.blobs.final_path(&a.file_name);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| err(StatusCode::GONE, format!("artifact file missing: {e}")))?;
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|e| err(StatusCode::GONE, format!("artifact file missing: {e}")))?;
     // Heap snapshots can hold secrets: every download is on the audit trail.
     hub.audit(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok");
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-    let disposition = format!("attachment; filename=\"{}-{}\"", a.app.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"), a.file_name);
+    let disposition = format!(
+        "attachment; filename=\"{}-{}\"",
+        a.app.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+        a.file_name
+    );
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -273,7 +280,10 @@ async fn artifact_analysis(State(hub): State<Arc<Hub>>, Path(id): Path<String>) 
 }
 
 /// What grew between snapshot `a` and a later snapshot `b` of the same process.
-async fn artifacts_diff(State(hub): State<Arc<Hub>>, Path((a, b)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn artifacts_diff(
+    State(hub): State<Arc<Hub>>,
+    Path((a, b)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let (a, b) = (snapshot_artifact(&hub, &a)?, snapshot_artifact(&hub, &b)?);
     if a.process_id != b.process_id {
         return Err(err(
@@ -313,7 +323,11 @@ async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response())
 }
 
-fn render_flamegraph(input: &std::path::Path, output: &std::path::Path, title: String) -> Result<u64, perf_flamegraph::FlameError> {
+fn render_flamegraph(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    title: String,
+) -> Result<u64, perf_flamegraph::FlameError> {
     let fold = perf_flamegraph::fold_file(input)?;
     let opts = perf_flamegraph::RenderOptions { title: Some(title), ..Default::default() };
     perf_flamegraph::write_svg(&fold, output, &opts)
@@ -324,7 +338,10 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-async fn list_audit(State(hub): State<Arc<Hub>>, Query(q): Query<AuditQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_audit(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(serde_json::to_value(hub.store.list_audit(q.limit.unwrap_or(200).min(5000))?)?))
 }
 
@@ -344,7 +361,14 @@ mod tests {
     use super::*;
 
     fn req(kind: &str, seconds: Option<u32>) -> CommandRequest {
-        CommandRequest { kind: kind.into(), seconds, interval_us: None, frequency: None, interval_bytes: None, force: false }
+        CommandRequest {
+            kind: kind.into(),
+            seconds,
+            interval_us: None,
+            frequency: None,
+            interval_bytes: None,
+            force: false,
+        }
     }
 
     #[test]
@@ -355,5 +379,4 @@ mod tests {
         assert!(command_kind(&req("perf_flamegraph", Some(601))).unwrap_err().contains("between 1 and 600"));
         assert!(command_kind(&req("rm -rf", None)).unwrap_err().contains("unknown command kind"));
     }
-
 }

@@ -209,8 +209,10 @@ mod tests {
     fn the_happy_path_runs_in_order() {
         let (_d, s) = store_with(ArtifactStatus::Pending);
         transition(&s, "a1", Some("p1"), Transition::Accepted { estimate: None }).expect("accept");
-        transition(&s, "a1", Some("p1"), Transition::Captured { size: 5, sha256: "ab".into(), notes: vec![] }).expect("capture");
-        transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 }).expect("upload");
+        transition(&s, "a1", Some("p1"), Transition::Captured { size: 5, sha256: "ab".into(), notes: vec![] })
+            .expect("capture");
+        transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+            .expect("upload");
         transition(&s, "a1", None, Transition::UploadProgress { offset: 3 }).expect("progress");
         let a = transition(&s, "a1", None, Transition::Stored { size: 5 }).expect("stored");
         assert_eq!((a.status, a.uploaded_bytes), (ArtifactStatus::Ready, 5));
@@ -219,7 +221,8 @@ mod tests {
     #[test]
     fn a_late_upload_cannot_revive_a_failed_artifact() {
         let (_d, s) = store_with(ArtifactStatus::Failed);
-        let e = transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 }).unwrap_err();
+        let e = transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+            .unwrap_err();
         assert!(matches!(e, TransitionError::NotAllowed { status: "failed", .. }), "{e}");
         assert!(transition(&s, "a1", None, Transition::Stored { size: 5 }).is_err());
         assert_eq!(status(&s), ArtifactStatus::Failed);
@@ -229,7 +232,8 @@ mod tests {
     fn a_stored_artifact_stays_ready() {
         let (_d, s) = store_with(ArtifactStatus::Ready);
         assert!(transition(&s, "a1", Some("p1"), Transition::Failed { error: "late".into() }).is_err());
-        assert!(transition(&s, "a1", Some("p1"), Transition::Captured { size: 1, sha256: "x".into(), notes: vec![] }).is_err());
+        assert!(transition(&s, "a1", Some("p1"), Transition::Captured { size: 1, sha256: "x".into(), notes: vec![] })
+            .is_err());
         assert_eq!(status(&s), ArtifactStatus::Ready);
     }
 
@@ -261,6 +265,9 @@ mod tests {
     #[test]
     fn an_unknown_artifact_is_not_found() {
         let (_d, s) = store_with(ArtifactStatus::Pending);
-        assert!(matches!(transition(&s, "zz", None, Transition::Failed { error: "x".into() }), Err(TransitionError::NotFound)));
+        assert!(matches!(
+            transition(&s, "zz", None, Transition::Failed { error: "x".into() }),
+            Err(TransitionError::NotFound)
+        ));
     }
 }

@@ -99,10 +99,7 @@ mod tests {
         let blobs = BlobStore::open(dir.path()).expect("open");
         tokio::fs::write(blobs.part_path("aa11"), b"hello").await.expect("write");
         let good = hex::encode(Sha256::digest(b"hello"));
-        assert!(matches!(
-            blobs.commit("aa11", "aa11.bin", 6, &good).await,
-            Err(BlobError::SizeMismatch { .. })
-        ));
+        assert!(matches!(blobs.commit("aa11", "aa11.bin", 6, &good).await, Err(BlobError::SizeMismatch { .. })));
         assert!(matches!(
             blobs.commit("aa11", "aa11.bin", 5, &"0".repeat(64)).await,
             Err(BlobError::ChecksumMismatch { .. })

@@ -52,9 +52,7 @@ impl HubConfig {
 
 /// Parses `name:secret` pairs (`--app` flags or the comma-separated `PERF_HUB_APPS`).
 pub fn parse_app(spec: &str) -> Result<(String, String), String> {
-    let (name, secret) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("app '{spec}' must be NAME:SECRET"))?;
+    let (name, secret) = spec.split_once(':').ok_or_else(|| format!("app '{spec}' must be NAME:SECRET"))?;
     let name = name.trim();
     if name.is_empty() || name.len() > 128 {
         return Err(format!("app name in '{spec}' must be 1-128 characters"));

@@ -6,8 +6,8 @@ use crate::hub::Hub;
 use crate::ids;
 use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
 use perf_protocol::{
-    auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome,
-    ProtocolError, UploadHello, PROTOCOL_VERSION,
+    auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome, ProtocolError,
+    UploadHello, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,9 +54,8 @@ async fn handle_connection(hub: Arc<Hub>, stream: TcpStream, remote: SocketAddr)
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message())
-        .await
-        .map_err(|_| ProtocolError::Closed)?;
+    let first =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message()).await.map_err(|_| ProtocolError::Closed)?;
     let first = match first {
         Ok(m) => m,
         Err(e) => {
@@ -101,12 +100,16 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
 }
 
 /// Challenge–response: returns whether the agent proved it knows its app's secret.
-async fn authenticate(hub: &Hub, reader: &mut Reader, writer: &mut Writer, hello: &Hello) -> Result<bool, ProtocolError> {
+async fn authenticate(
+    hub: &Hub,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    hello: &Hello,
+) -> Result<bool, ProtocolError> {
     let nonce = ids::new_secret().map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?;
     writer.send(&Message::Challenge { nonce: nonce.clone() }).await?;
-    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message())
-        .await
-        .map_err(|_| ProtocolError::Closed)??;
+    let answer =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message()).await.map_err(|_| ProtocolError::Closed)??;
     let Message::Auth { mac } = answer else {
         return Err(ProtocolError::Unexpected { expected: "auth", got: answer.name().into() });
     };
@@ -140,7 +143,8 @@ async fn control_session(
             serde_json::json!({"pid": hello.pid, "hostname": hello.hostname}),
             "denied",
         );
-        return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret").await;
+        return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
+            .await;
     }
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
@@ -148,9 +152,7 @@ async fn control_session(
     hub.save_process(&process_record(&hello, remote));
     reconcile_in_flight(&hub, &hello);
     tracing::info!(process = %process_id, app = %hello.app, pid = hello.pid, %remote, "agent connected");
-    writer
-        .send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms })
-        .await?;
+    writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms }).await?;
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
     let result = read_loop(&hub, &mut reader, &process_id).await;
@@ -221,15 +223,20 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbe
 async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(), ProtocolError> {
     let idle = Duration::from_millis(hub.config.heartbeat_ms * 3);
     loop {
-        let msg = tokio::time::timeout(idle, reader.read_message())
-            .await
-            .map_err(|_| ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no heartbeat from agent")))??;
+        let msg = tokio::time::timeout(idle, reader.read_message()).await.map_err(|_| {
+            ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no heartbeat from agent"))
+        })??;
         match msg {
             Message::Heartbeat { .. } => touch_process(hub, process_id),
             Message::Ack(ack) => on_ack(hub, process_id, ack),
             Message::Progress(p) => {
                 let progress = serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total});
-                artifacts::transition_or_log(&hub.store, &p.command_id, Some(process_id), Transition::Progress { progress });
+                artifacts::transition_or_log(
+                    &hub.store,
+                    &p.command_id,
+                    Some(process_id),
+                    Transition::Progress { progress },
+                );
             }
             Message::CommandResult(r) => on_result(hub, process_id, r),
             Message::Metrics { sample } => on_metrics(hub, process_id, sample),
@@ -361,16 +368,16 @@ fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRec
     if !ids::is_valid_id(&up.command_id) {
         return Err("bad artifact id".into());
     }
-    let a = hub
-        .store
-        .get_artifact(&up.command_id)
-        .map_err(|e| format!("store error: {e}"))?
-        .ok_or("unknown artifact")?;
+    let a =
+        hub.store.get_artifact(&up.command_id).map_err(|e| format!("store error: {e}"))?.ok_or("unknown artifact")?;
     if a.upload_token.is_empty() || !auth::tokens_equal(&a.upload_token, &up.token) {
         return Err("bad upload token".into());
     }
     if up.size > hub.config.max_artifact_bytes {
-        return Err(format!("artifact of {} bytes exceeds the hub's limit of {}", up.size, hub.config.max_artifact_bytes));
+        return Err(format!(
+            "artifact of {} bytes exceeds the hub's limit of {}",
+            up.size, hub.config.max_artifact_bytes
+        ));
     }
     if up.sha256.len() != 64 || !up.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("bad sha256".into());
@@ -379,9 +386,16 @@ fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRec
 }
 
 /// Appends data frames to the partial file until `UploadDone`.
-async fn receive_data(hub: &Hub, reader: &mut Reader, id: &str, mut offset: u64, size: u64) -> Result<(), UploadFailure> {
+async fn receive_data(
+    hub: &Hub,
+    reader: &mut Reader,
+    id: &str,
+    mut offset: u64,
+    size: u64,
+) -> Result<(), UploadFailure> {
     let path = hub.blobs.part_path(id);
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
+    let mut file =
+        tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
     loop {
         let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())
@@ -391,7 +405,11 @@ async fn receive_data(hub: &Hub, reader: &mut Reader, id: &str, mut offset: u64,
         match frame {
             Frame::Data(d) => {
                 if offset + d.len() as u64 > size {
-                    return Err(ProtocolError::Unexpected { expected: "no more data than announced", got: "excess data".into() }.into());
+                    return Err(ProtocolError::Unexpected {
+                        expected: "no more data than announced",
+                        got: "excess data".into(),
+                    }
+                    .into());
                 }
                 file.write_all(&d).await.map_err(UploadFailure::Storage)?;
                 offset += d.len() as u64;
@@ -420,7 +438,12 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
                 // rather than leave it "uploading" forever.
                 tracing::error!(artifact = %id, error = %e, "artifact stored but its record could not be updated");
                 hub.fail_artifact(id, &format!("the hub could not record the stored artifact: {e}"));
-                return writer.send(&Message::UploadAck { ok: false, error: Some("the hub could not record the artifact".into()) }).await;
+                return writer
+                    .send(&Message::UploadAck {
+                        ok: false,
+                        error: Some("the hub could not record the artifact".into()),
+                    })
+                    .await;
             }
             hub.audit("agent", "artifact.stored", id, serde_json::json!({"size": up.size, "sha256": up.sha256}), "ok");
             writer.send(&Message::UploadAck { ok: true, error: None }).await
@@ -442,8 +465,5 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -4,14 +4,14 @@
 use crate::artifacts::{self, Transition};
 use crate::blobs::BlobStore;
 use crate::config::HubConfig;
-use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, AuditRecord, ProcessRecord, Store};
 use crate::ids;
+use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, AuditRecord, ProcessRecord, Store};
 use perf_protocol::{Ack, Command, CommandKind, Message};
-use std::time::Duration;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// An agent's live control link: a queue into its writer task.
@@ -66,10 +66,8 @@ impl Hub {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join("hub.db"))?;
         let blobs = BlobStore::open(&config.data_dir)?;
-        let audit_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(config.data_dir.join("audit.log"))?;
+        let audit_log =
+            std::fs::OpenOptions::new().create(true).append(true).open(config.data_dir.join("audit.log"))?;
         let hub = Self {
             config,
             store,
@@ -222,7 +220,8 @@ impl Hub {
         actor: &str,
     ) -> Result<(ArtifactRecord, Option<String>), CommandError> {
         let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
-        let process = self.store.get_process(process_id).map_err(|e| internal(&e))?.ok_or(CommandError::NoSuchProcess)?;
+        let process =
+            self.store.get_process(process_id).map_err(|e| internal(&e))?.ok_or(CommandError::NoSuchProcess)?;
         let audit_detail = serde_json::json!({"kind": kind.name(), "force": force});
         if !process.capabilities.iter().any(|c| c == kind.name()) {
             self.audit(actor, "command.request", process_id, audit_detail, "unsupported");
@@ -262,7 +261,12 @@ impl Hub {
     }
 }
 
-fn new_artifact(process: &ProcessRecord, kind: &CommandKind, force: bool, actor: &str) -> Result<ArtifactRecord, getrandom::Error> {
+fn new_artifact(
+    process: &ProcessRecord,
+    kind: &CommandKind,
+    force: bool,
+    actor: &str,
+) -> Result<ArtifactRecord, getrandom::Error> {
     let id = ids::new_id()?;
     let now = now_rfc3339();
     let mut params = serde_json::to_value(kind).unwrap_or_default();

@@ -86,10 +86,14 @@ async fn housekeeping(hub: Arc<Hub>) {
         tick.tick().await;
         let c = &hub.config;
         let now = gateway::now_ms();
-        if let Err(e) = hub.store.prune_metrics(now, c.metrics_max_age_ms, c.metrics_full_res_ms, c.metrics_max_per_process) {
+        if let Err(e) =
+            hub.store.prune_metrics(now, c.metrics_max_age_ms, c.metrics_full_res_ms, c.metrics_max_per_process)
+        {
             tracing::warn!(error = %e, "metrics pruning failed");
         }
-        let cutoff = humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_millis(c.process_ttl_ms)).to_string();
+        let cutoff =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_millis(c.process_ttl_ms))
+                .to_string();
         match hub.store.delete_stale_processes(&cutoff) {
             Ok(gone) if !gone.is_empty() => {
                 gone.iter().for_each(|id| hub.counters.forget(id));

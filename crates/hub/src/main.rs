@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "perf-hub", version, about = "Self-hosted diagnostics hub for Node.js processes running @corp/perf-agent")]
+#[command(
+    name = "perf-hub",
+    version,
+    about = "Self-hosted diagnostics hub for Node.js processes running @corp/perf-agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -76,9 +80,7 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PERF_HUB_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PERF_HUB_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -131,15 +133,18 @@ async fn shutdown_signal() {
 
 fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
     let file: FileConfig = match &args.config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => {
+            serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("parsing {}", p.display()))?
+        }
         None => FileConfig::default(),
     };
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./perf-hub-data"));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut apps: BTreeMap<String, String> = file.apps;
     let env_apps = std::env::var("PERF_HUB_APPS").unwrap_or_default();
-    for spec in args.apps.iter().map(String::as_str).chain(env_apps.split(',').map(str::trim).filter(|s| !s.is_empty())) {
+    for spec in args.apps.iter().map(String::as_str).chain(env_apps.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    {
         let (name, secret) = parse_app(spec).map_err(anyhow::Error::msg)?;
         apps.insert(name, secret);
     }
@@ -159,7 +164,8 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         apps,
         process_ttl_ms: args.process_ttl_secs.saturating_mul(1000),
         metrics_max_age_ms: args.metrics_retention_hours.saturating_mul(3_600_000),
-        max_artifact_bytes: args.max_artifact_mb.or(file.max_artifact_bytes.map(|b| b >> 20)).unwrap_or(16 * 1024) << 20,
+        max_artifact_bytes: args.max_artifact_mb.or(file.max_artifact_bytes.map(|b| b >> 20)).unwrap_or(16 * 1024)
+            << 20,
         ..HubConfig::for_test(PathBuf::new())
     })
 }

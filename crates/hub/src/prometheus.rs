@@ -128,13 +128,31 @@ pub fn render(processes: &[(ProcessRecord, Option<Value>)], counters: &Counters)
     let mut f = Families::default();
     let connected = processes.iter().filter(|(p, _)| p.connected).count();
     f.push("perf_hub_processes", "gauge", "Processes known to the hub.", "state=\"connected\"", connected as f64);
-    f.push("perf_hub_processes", "gauge", "Processes known to the hub.", "state=\"disconnected\"", (processes.len() - connected) as f64);
+    f.push(
+        "perf_hub_processes",
+        "gauge",
+        "Processes known to the hub.",
+        "state=\"disconnected\"",
+        (processes.len() - connected) as f64,
+    );
     let mut hosts = BTreeMap::new();
     for (p, sample) in processes {
         let b = base_labels(p);
         f.push("perf_process_up", "gauge", "1 if the process's agent is connected.", &b, p.connected as u8 as f64);
-        f.push("perf_process_blocked", "gauge", "1 while the JS main thread is blocked.", &b, (p.state == "blocked") as u8 as f64);
-        f.push("perf_process_blocked_seconds", "gauge", "How long the JS main thread has been blocked.", &b, p.blocked_ms as f64 / 1000.0);
+        f.push(
+            "perf_process_blocked",
+            "gauge",
+            "1 while the JS main thread is blocked.",
+            &b,
+            (p.state == "blocked") as u8 as f64,
+        );
+        f.push(
+            "perf_process_blocked_seconds",
+            "gauge",
+            "How long the JS main thread has been blocked.",
+            &b,
+            p.blocked_ms as f64 / 1000.0,
+        );
         if let Some(s) = sample {
             native_figures(&mut f, &b, s);
             js_figures(&mut f, &b, s);
@@ -156,9 +174,15 @@ fn push_counter(f: &mut Families, name: &str, labels: &str, v: f64) {
     let (name, help): (&'static str, &'static str) = match name {
         "perf_process_gc_total" => ("perf_process_gc_total", "Garbage collections by kind."),
         "perf_process_gc_pause_seconds_total" => ("perf_process_gc_pause_seconds_total", "Time paused in GC by kind."),
-        "perf_process_http_server_requests_total" => ("perf_process_http_server_requests_total", "Incoming HTTP requests by status class."),
-        "perf_process_http_client_requests_total" => ("perf_process_http_client_requests_total", "Outgoing HTTP requests."),
-        "perf_process_http_client_errors_total" => ("perf_process_http_client_errors_total", "Outgoing HTTP requests that failed."),
+        "perf_process_http_server_requests_total" => {
+            ("perf_process_http_server_requests_total", "Incoming HTTP requests by status class.")
+        }
+        "perf_process_http_client_requests_total" => {
+            ("perf_process_http_client_requests_total", "Outgoing HTTP requests.")
+        }
+        "perf_process_http_client_errors_total" => {
+            ("perf_process_http_client_errors_total", "Outgoing HTTP requests that failed.")
+        }
         _ => return,
     };
     f.push(name, "counter", help, labels, v);
@@ -177,7 +201,13 @@ fn native_figures(f: &mut Families, b: &str, s: &Value) {
     }
     for mode in ["user", "system"] {
         if let Some(v) = p(&format!("/native/process/cpu_{mode}_percent")) {
-            f.push("perf_process_cpu_percent", "gauge", "CPU use over the last interval (100 = one core).", &with(b, &format!("mode=\"{mode}\"")), v);
+            f.push(
+                "perf_process_cpu_percent",
+                "gauge",
+                "CPU use over the last interval (100 = one core).",
+                &with(b, &format!("mode=\"{mode}\"")),
+                v,
+            );
         }
     }
     if let Some(v) = p("/native/process/threads") {
@@ -209,31 +239,70 @@ fn js_figures(f: &mut Families, b: &str, s: &Value) {
     if let Some(spaces) = js.pointer("/heap/spaces").and_then(Value::as_object) {
         for (space, v) in spaces {
             if let Some(used) = v.get("used_bytes").and_then(Value::as_f64) {
-                f.push("perf_process_heap_space_used_bytes", "gauge", "V8 heap in use by space.", &with(b, &format!("space=\"{}\"", escape(space))), used);
+                f.push(
+                    "perf_process_heap_space_used_bytes",
+                    "gauge",
+                    "V8 heap in use by space.",
+                    &with(b, &format!("space=\"{}\"", escape(space))),
+                    used,
+                );
             }
         }
     }
     for (q, key) in [("0.5", "p50"), ("0.99", "p99"), ("1", "max")] {
         if let Some(v) = p(&format!("/event_loop/delay_{key}_ms")) {
-            f.push("perf_process_event_loop_delay_seconds", "gauge", "Event loop delay over the last interval.", &with(b, &format!("quantile=\"{q}\"")), v / 1000.0);
+            f.push(
+                "perf_process_event_loop_delay_seconds",
+                "gauge",
+                "Event loop delay over the last interval.",
+                &with(b, &format!("quantile=\"{q}\"")),
+                v / 1000.0,
+            );
         }
         if let Some(v) = p(&format!("/http_server/latency_{key}_ms")) {
-            f.push("perf_process_http_server_latency_seconds", "gauge", "Incoming HTTP latency over the last interval.", &with(b, &format!("quantile=\"{q}\"")), v / 1000.0);
+            f.push(
+                "perf_process_http_server_latency_seconds",
+                "gauge",
+                "Incoming HTTP latency over the last interval.",
+                &with(b, &format!("quantile=\"{q}\"")),
+                v / 1000.0,
+            );
         }
         for client in ["http_client", "undici"] {
             if let Some(v) = p(&format!("/{client}/latency_{key}_ms")) {
-                let l = with(b, &format!("client=\"{}\",quantile=\"{q}\"", if client == "undici" { "undici" } else { "http" }));
-                f.push("perf_process_http_client_latency_seconds", "gauge", "Outgoing HTTP latency over the last interval.", &l, v / 1000.0);
+                let l = with(
+                    b,
+                    &format!("client=\"{}\",quantile=\"{q}\"", if client == "undici" { "undici" } else { "http" }),
+                );
+                f.push(
+                    "perf_process_http_client_latency_seconds",
+                    "gauge",
+                    "Outgoing HTTP latency over the last interval.",
+                    &l,
+                    v / 1000.0,
+                );
             }
         }
     }
     if let Some(v) = p("/event_loop/utilization") {
-        f.push("perf_process_event_loop_utilization", "gauge", "Event loop utilization (0-1) over the last interval.", b, v);
+        f.push(
+            "perf_process_event_loop_utilization",
+            "gauge",
+            "Event loop utilization (0-1) over the last interval.",
+            b,
+            v,
+        );
     }
     if let Some(res) = js.get("resources").and_then(Value::as_object) {
         for (ty, v) in res {
             if let Some(n) = v.as_f64() {
-                f.push("perf_process_active_resources", "gauge", "Active libuv handles and requests by type.", &with(b, &format!("type=\"{}\"", escape(ty))), n);
+                f.push(
+                    "perf_process_active_resources",
+                    "gauge",
+                    "Active libuv handles and requests by type.",
+                    &with(b, &format!("type=\"{}\"", escape(ty))),
+                    n,
+                );
             }
         }
     }

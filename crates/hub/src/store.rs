@@ -18,7 +18,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store lock poisoned")]
     Poisoned,
-    #[error("the hub database has schema version {found}, newer than this perf-hub knows ({known}): run the newer perf-hub")]
+    #[error(
+        "the hub database has schema version {found}, newer than this perf-hub knows ({known}): run the newer perf-hub"
+    )]
     TooNew { found: u32, known: u32 },
 }
 
@@ -184,9 +186,8 @@ impl Store {
 
     pub fn get_process(&self, id: &str) -> Result<Option<ProcessRecord>, StoreError> {
         self.with(|c| {
-            let doc: Option<String> = c
-                .query_row("SELECT doc FROM processes WHERE id = ?1", params![id], |r| r.get(0))
-                .optional()?;
+            let doc: Option<String> =
+                c.query_row("SELECT doc FROM processes WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
             Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
         })
     }
@@ -262,13 +263,21 @@ impl Store {
     pub fn insert_metric(&self, process_id: &str, ts_ms: u64, doc: &serde_json::Value) -> Result<(), StoreError> {
         let doc = serde_json::to_string(doc)?;
         self.with(|c| {
-            c.execute("INSERT INTO metrics (process_id, ts_ms, doc) VALUES (?1, ?2, ?3)", params![process_id, ts_ms as i64, doc])?;
+            c.execute(
+                "INSERT INTO metrics (process_id, ts_ms, doc) VALUES (?1, ?2, ?3)",
+                params![process_id, ts_ms as i64, doc],
+            )?;
             Ok(())
         })
     }
 
     /// Samples of a process since `since_ms`, oldest first, at most `limit` (the newest ones).
-    pub fn list_metrics(&self, process_id: &str, since_ms: u64, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub fn list_metrics(
+        &self,
+        process_id: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT doc FROM (SELECT doc, ts_ms FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2
@@ -287,7 +296,13 @@ impl Store {
 
     /// Bounds metric history: drops samples older than `max_age_ms`, keeps one sample per
     /// minute for those older than `full_res_ms`, and at most `max_per_process` per process.
-    pub fn prune_metrics(&self, now_ms: u64, max_age_ms: u64, full_res_ms: u64, max_per_process: u32) -> Result<usize, StoreError> {
+    pub fn prune_metrics(
+        &self,
+        now_ms: u64,
+        max_age_ms: u64,
+        full_res_ms: u64,
+        max_per_process: u32,
+    ) -> Result<usize, StoreError> {
         let oldest = now_ms.saturating_sub(max_age_ms) as i64;
         let thin_before = now_ms.saturating_sub(full_res_ms) as i64;
         self.with(|c| {

@@ -58,14 +58,20 @@ async fn open(hub: &RunningHub, id: &str, payload: &[u8]) -> (Upload, Message) {
         sha256: hex::encode(sha2::Sha256::digest(payload)),
     };
     up.writer.send(&Message::UploadHello(hello)).await.expect("hello");
-    let reply = tokio::time::timeout(Duration::from_secs(10), up.reader.read_message()).await.expect("reply in time").expect("reply");
+    let reply = tokio::time::timeout(Duration::from_secs(10), up.reader.read_message())
+        .await
+        .expect("reply in time")
+        .expect("reply");
     (up, reply)
 }
 
 async fn send_all(up: &mut Upload, payload: &[u8]) -> Message {
     up.writer.send_data(payload).await.expect("data");
     up.writer.send(&Message::UploadDone).await.expect("done");
-    tokio::time::timeout(Duration::from_secs(10), up.reader.read_message()).await.expect("answer in time").expect("answer")
+    tokio::time::timeout(Duration::from_secs(10), up.reader.read_message())
+        .await
+        .expect("answer in time")
+        .expect("answer")
 }
 
 async fn final_state(hub: &RunningHub, id: &str) -> ArtifactRecord {

@@ -65,11 +65,7 @@ pub fn parse_proc_cgroup(text: &str) -> Result<Vec<CgroupLine>, Error> {
         };
         out.push(CgroupLine {
             hierarchy_id: parse_num(WHAT, "hierarchy-id", id)?,
-            controllers: ctl
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect(),
+            controllers: ctl.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
             path: path.to_string(),
         });
     }
@@ -83,9 +79,8 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, Error> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         // "36 25 0:32 /root /mnt rw,relatime shared:1 - cgroup cgroup rw,memory"
-        let (left, right) = line
-            .split_once(" - ")
-            .ok_or_else(|| Error::parse(WHAT, format!("no ' - ' separator in {line:?}")))?;
+        let (left, right) =
+            line.split_once(" - ").ok_or_else(|| Error::parse(WHAT, format!("no ' - ' separator in {line:?}")))?;
         let left: Vec<&str> = left.split(' ').collect();
         let right: Vec<&str> = right.split(' ').collect();
         if left.len() < 6 || right.len() < 3 {
@@ -112,9 +107,7 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let oct = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let oct = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], oct) {
             (b'\\', Some(d)) => {
                 let v = (d[0] - b'0') as u32 * 64 + (d[1] - b'0') as u32 * 8 + (d[2] - b'0') as u32;
@@ -145,9 +138,7 @@ pub fn parse_memory_stat(text: &str, key: &str) -> Result<Option<u64>, Error> {
     for line in text.lines() {
         let mut it = line.split_ascii_whitespace();
         if it.next() == Some(key) {
-            let v = it
-                .next()
-                .ok_or_else(|| Error::parse("memory.stat", format!("{key} has no value")))?;
+            let v = it.next().ok_or_else(|| Error::parse("memory.stat", format!("{key} has no value")))?;
             return parse_num("memory.stat", "value", v).map(Some);
         }
     }
@@ -159,18 +150,12 @@ pub fn parse_memory_stat(text: &str, key: &str) -> Result<Option<u64>, Error> {
 /// v2 directory has no memory controller (the "hybrid" layout).
 pub fn locate(cgroup: &[CgroupLine], mounts: &[CgroupMount]) -> Vec<(u8, PathBuf, PathBuf)> {
     let mut found = Vec::new();
-    let v2 = cgroup
-        .iter()
-        .find(|l| l.hierarchy_id == 0 && l.controllers.is_empty());
+    let v2 = cgroup.iter().find(|l| l.hierarchy_id == 0 && l.controllers.is_empty());
     if let (Some(line), Some(m)) = (v2, mounts.iter().find(|m| m.version == 2)) {
         found.push((2, m.mount_point.clone(), join_under(m, &line.path)));
     }
-    let v1 = cgroup
-        .iter()
-        .find(|l| l.controllers.iter().any(|c| c == "memory"));
-    let v1_mount = mounts
-        .iter()
-        .find(|m| m.version == 1 && m.super_options.iter().any(|o| o == "memory"));
+    let v1 = cgroup.iter().find(|l| l.controllers.iter().any(|c| c == "memory"));
+    let v1_mount = mounts.iter().find(|m| m.version == 1 && m.super_options.iter().any(|o| o == "memory"));
     if let (Some(line), Some(m)) = (v1, v1_mount) {
         found.push((1, m.mount_point.clone(), join_under(m, &line.path)));
     }
@@ -181,9 +166,7 @@ pub fn locate(cgroup: &[CgroupLine], mounts: &[CgroupMount]) -> Vec<(u8, PathBuf
 /// (cgroup namespaces shown from outside) falls back to the mount point.
 fn join_under(m: &CgroupMount, cgroup_path: &str) -> PathBuf {
     let root = m.root.trim_end_matches('/');
-    let rel = cgroup_path
-        .strip_prefix(root)
-        .filter(|r| r.is_empty() || r.starts_with('/'));
+    let rel = cgroup_path.strip_prefix(root).filter(|r| r.is_empty() || r.starts_with('/'));
     match rel {
         Some(r) => m.mount_point.join(r.trim_start_matches('/')),
         None => m.mount_point.clone(),
@@ -196,16 +179,8 @@ pub fn read_cgroup_memory() -> Result<Option<CgroupMemory>, Error> {
     let cgroup = parse_proc_cgroup(&read_text(Path::new("/proc/self/cgroup"))?)?;
     let mounts = parse_mountinfo(&read_text(Path::new("/proc/self/mountinfo"))?)?;
     for (version, mount_point, dir) in locate(&cgroup, &mounts) {
-        let dir = if dir.exists() {
-            dir
-        } else {
-            mount_point.clone()
-        };
-        let read = if version == 2 {
-            read_v2(&mount_point, &dir)?
-        } else {
-            read_v1(&dir)?
-        };
+        let dir = if dir.exists() { dir } else { mount_point.clone() };
+        let read = if version == 2 { read_v2(&mount_point, &dir)? } else { read_v1(&dir)? };
         if read.is_some() {
             return Ok(read);
         }
@@ -264,13 +239,7 @@ fn read_v1(dir: &Path) -> Result<Option<CgroupMemory>, Error> {
     Ok(Some(build(1, dir, limit, usage, inactive)))
 }
 
-fn build(
-    version: u8,
-    dir: &Path,
-    limit: Option<u64>,
-    usage: u64,
-    inactive: Option<u64>,
-) -> CgroupMemory {
+fn build(version: u8, dir: &Path, limit: Option<u64>, usage: u64, inactive: Option<u64>) -> CgroupMemory {
     CgroupMemory {
         version,
         dir: dir.display().to_string(),
@@ -294,8 +263,7 @@ mod tests {
     use super::*;
 
     const HYBRID_CGROUP: &str = "9:name=systemd:/\n4:memory:/process_api/f2e9\n1:cpu:/\n0::/\n";
-    const HYBRID_MOUNTS: &str =
-        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+    const HYBRID_MOUNTS: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
@@ -327,53 +295,24 @@ mod tests {
 
     #[test]
     fn locate_hybrid_and_v2_and_namespaced() {
-        let found = locate(
-            &parse_proc_cgroup(HYBRID_CGROUP).unwrap(),
-            &parse_mountinfo(HYBRID_MOUNTS).unwrap(),
-        );
-        assert_eq!(
-            found[0],
-            (
-                2,
-                "/sys/fs/cgroup/unified".into(),
-                "/sys/fs/cgroup/unified".into()
-            )
-        );
-        assert_eq!(
-            found[1].2,
-            PathBuf::from("/sys/fs/cgroup/memory/process_api/f2e9")
-        );
+        let found = locate(&parse_proc_cgroup(HYBRID_CGROUP).unwrap(), &parse_mountinfo(HYBRID_MOUNTS).unwrap());
+        assert_eq!(found[0], (2, "/sys/fs/cgroup/unified".into(), "/sys/fs/cgroup/unified".into()));
+        assert_eq!(found[1].2, PathBuf::from("/sys/fs/cgroup/memory/process_api/f2e9"));
 
         let v2 = "0::/system.slice/app.service\n";
         let mounts = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let found = locate(
-            &parse_proc_cgroup(v2).unwrap(),
-            &parse_mountinfo(mounts).unwrap(),
-        );
-        assert_eq!(
-            found,
-            vec![(
-                2,
-                "/sys/fs/cgroup".into(),
-                "/sys/fs/cgroup/system.slice/app.service".into()
-            )]
-        );
+        let found = locate(&parse_proc_cgroup(v2).unwrap(), &parse_mountinfo(mounts).unwrap());
+        assert_eq!(found, vec![(2, "/sys/fs/cgroup".into(), "/sys/fs/cgroup/system.slice/app.service".into())]);
 
         // Docker without cgroupns: mount root is the container's own cgroup.
         let ctr = "0::/docker/abc\n";
         let mounts = "30 23 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
-        let found = locate(
-            &parse_proc_cgroup(ctr).unwrap(),
-            &parse_mountinfo(mounts).unwrap(),
-        );
+        let found = locate(&parse_proc_cgroup(ctr).unwrap(), &parse_mountinfo(mounts).unwrap());
         assert_eq!(found[0].2, PathBuf::from("/sys/fs/cgroup"));
 
         // Path outside the mount root: fall back to the mount point; prefix must end at '/'.
         let other = "0::/docker/abcdef\n";
-        let found = locate(
-            &parse_proc_cgroup(other).unwrap(),
-            &parse_mountinfo(mounts).unwrap(),
-        );
+        let found = locate(&parse_proc_cgroup(other).unwrap(), &parse_mountinfo(mounts).unwrap());
         assert_eq!(found[0].2, PathBuf::from("/sys/fs/cgroup"));
     }
 
@@ -391,10 +330,7 @@ mod tests {
     fn memory_stat() {
         let s = "cache 100\ninactive_file 4096\ntotal_inactive_file 8192\n";
         assert_eq!(parse_memory_stat(s, "inactive_file").unwrap(), Some(4096));
-        assert_eq!(
-            parse_memory_stat(s, "total_inactive_file").unwrap(),
-            Some(8192)
-        );
+        assert_eq!(parse_memory_stat(s, "total_inactive_file").unwrap(), Some(8192));
         assert_eq!(parse_memory_stat(s, "nope").unwrap(), None);
         assert!(parse_memory_stat("inactive_file\n", "inactive_file").is_err());
         assert!(parse_memory_stat("inactive_file x\n", "inactive_file").is_err());
@@ -427,16 +363,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
         std::fs::write(dir.join("memory.usage_in_bytes"), "5000\n").unwrap();
-        std::fs::write(
-            dir.join("memory.stat"),
-            "hierarchical_memory_limit 8192\ntotal_inactive_file 1000\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("memory.stat"), "hierarchical_memory_limit 8192\ntotal_inactive_file 1000\n").unwrap();
         let m = read_v1(&dir).unwrap().unwrap();
-        assert_eq!(
-            (m.version, m.limit_bytes, m.working_set_bytes),
-            (1, Some(8192), Some(4000))
-        );
+        assert_eq!((m.version, m.limit_bytes, m.working_set_bytes), (1, Some(8192), Some(4000)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -21,17 +21,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        Error::Io { path: path.display().to_string(), source }
     }
 
     pub(crate) fn parse(what: &'static str, reason: impl Into<String>) -> Self {
-        Error::Parse {
-            what,
-            reason: reason.into(),
-        }
+        Error::Parse { what, reason: reason.into() }
     }
 }
 
@@ -41,12 +35,6 @@ pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
 }
 
 /// Parses one whitespace-free number, naming the source and field in the error.
-pub(crate) fn parse_num<T: std::str::FromStr>(
-    what: &'static str,
-    field: &str,
-    text: &str,
-) -> Result<T, Error> {
-    text.trim()
-        .parse::<T>()
-        .map_err(|_| Error::parse(what, format!("field {field}: not a number: {text:?}")))
+pub(crate) fn parse_num<T: std::str::FromStr>(what: &'static str, field: &str, text: &str) -> Result<T, Error> {
+    text.trim().parse::<T>().map_err(|_| Error::parse(what, format!("field {field}: not a number: {text:?}")))
 }

@@ -37,14 +37,8 @@ pub fn headroom_from(host_available_bytes: u64, cgroup: Option<&CgroupMemory>) -
         Some(limit.saturating_sub(used))
     });
     match cg {
-        Some(b) if b < host_available_bytes => Headroom {
-            bytes: b,
-            bound_by: HeadroomBound::Cgroup,
-        },
-        _ => Headroom {
-            bytes: host_available_bytes,
-            bound_by: HeadroomBound::Host,
-        },
+        Some(b) if b < host_available_bytes => Headroom { bytes: b, bound_by: HeadroomBound::Cgroup },
+        _ => Headroom { bytes: host_available_bytes, bound_by: HeadroomBound::Host },
     }
 }
 
@@ -72,25 +66,10 @@ mod tests {
 
     #[test]
     fn tighter_bound_wins() {
-        let h = headroom_from(
-            8 << 30,
-            Some(&cg(Some(1 << 30), 600 << 20, Some(512 << 20))),
-        );
-        assert_eq!(
-            h,
-            Headroom {
-                bytes: 512 << 20,
-                bound_by: HeadroomBound::Cgroup
-            }
-        );
+        let h = headroom_from(8 << 30, Some(&cg(Some(1 << 30), 600 << 20, Some(512 << 20))));
+        assert_eq!(h, Headroom { bytes: 512 << 20, bound_by: HeadroomBound::Cgroup });
         let h = headroom_from(100 << 20, Some(&cg(Some(1 << 30), 0, Some(0))));
-        assert_eq!(
-            h,
-            Headroom {
-                bytes: 100 << 20,
-                bound_by: HeadroomBound::Host
-            }
-        );
+        assert_eq!(h, Headroom { bytes: 100 << 20, bound_by: HeadroomBound::Host });
     }
 
     #[test]

@@ -44,16 +44,10 @@ pub fn parse_loadavg(text: &str) -> Result<LoadAvg, Error> {
     const WHAT: &str = "/proc/loadavg";
     let mut it = text.split_ascii_whitespace();
     let mut next = |name: &str| -> Result<f64, Error> {
-        let v = it
-            .next()
-            .ok_or_else(|| Error::parse(WHAT, format!("missing {name}")))?;
+        let v = it.next().ok_or_else(|| Error::parse(WHAT, format!("missing {name}")))?;
         parse_num(WHAT, name, v)
     };
-    Ok(LoadAvg {
-        one: next("1m")?,
-        five: next("5m")?,
-        fifteen: next("15m")?,
-    })
+    Ok(LoadAvg { one: next("1m")?, five: next("5m")?, fifteen: next("15m")? })
 }
 
 /// Parses `/proc/meminfo`. MemTotal and MemFree are required.
@@ -77,28 +71,18 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, Error> {
     let total = total.ok_or_else(|| Error::parse(WHAT, "MemTotal missing"))?;
     let free = free.ok_or_else(|| Error::parse(WHAT, "MemFree missing"))?;
     let available = avail.unwrap_or_else(|| free.saturating_add(buffers).saturating_add(cached));
-    Ok(MemInfo {
-        total_bytes: total,
-        free_bytes: free,
-        available_bytes: available.min(total),
-    })
+    Ok(MemInfo { total_bytes: total, free_bytes: free, available_bytes: available.min(total) })
 }
 
 /// Parses `/proc/uptime` ("355.14 679.97"): seconds since boot.
 pub fn parse_uptime(text: &str) -> Result<f64, Error> {
-    let first = text
-        .split_ascii_whitespace()
-        .next()
-        .ok_or_else(|| Error::parse("/proc/uptime", "empty"))?;
+    let first = text.split_ascii_whitespace().next().ok_or_else(|| Error::parse("/proc/uptime", "empty"))?;
     parse_num("/proc/uptime", "uptime", first)
 }
 
 /// Counts "processor" lines of `/proc/cpuinfo` (the fallback CPU count).
 pub fn count_cpuinfo(text: &str) -> u32 {
-    let n = text
-        .lines()
-        .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
-        .count();
+    let n = text.lines().filter(|l| l.split(':').next().map(str::trim) == Some("processor")).count();
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
@@ -109,11 +93,7 @@ pub fn cpu_count() -> u32 {
     if let Ok(n) = std::thread::available_parallelism() {
         return u32::try_from(n.get()).unwrap_or(u32::MAX);
     }
-    read_text(Path::new("/proc/cpuinfo"))
-        .map(|t| count_cpuinfo(&t))
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
+    read_text(Path::new("/proc/cpuinfo")).map(|t| count_cpuinfo(&t)).ok().filter(|&n| n > 0).unwrap_or(1)
 }
 
 /// Reads the current host sample from `/proc`.

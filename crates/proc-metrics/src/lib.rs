@@ -36,18 +36,17 @@ mod process;
 mod stall;
 
 pub use cgroup::{
-    locate as locate_memory_cgroup, parse_limit, parse_memory_stat, parse_mountinfo,
-    parse_proc_cgroup, read_cgroup_memory, CgroupLine, CgroupMemory, CgroupMount,
+    locate as locate_memory_cgroup, parse_limit, parse_memory_stat, parse_mountinfo, parse_proc_cgroup,
+    read_cgroup_memory, CgroupLine, CgroupMemory, CgroupMount,
 };
 pub use error::Error;
 pub use headroom::{headroom_from, memory_headroom, Headroom, HeadroomBound};
 pub use host::{
-    count_cpuinfo, cpu_count, parse_loadavg, parse_meminfo, parse_uptime, read_host,
-    read_host_from, HostSample, LoadAvg, MemInfo,
+    count_cpuinfo, cpu_count, parse_loadavg, parse_meminfo, parse_uptime, read_host, read_host_from, HostSample,
+    LoadAvg, MemInfo,
 };
 pub use process::{
-    cpu_percent, parse_stat, parse_status, ProcessSample, ProcessSampler, StatFields, StatusFields,
-    USER_HZ,
+    cpu_percent, parse_stat, parse_status, ProcessSample, ProcessSampler, StatFields, StatusFields, USER_HZ,
 };
 pub use stall::{StallDetector, StallReport, StallState, DEFAULT_STALL_THRESHOLD};
 
@@ -81,12 +80,7 @@ impl NativeSampler {
         let process = keep(self.process.sample(), &mut errors);
         let host = keep(read_host(), &mut errors);
         let cgroup = keep(read_cgroup_memory(), &mut errors).flatten();
-        NativeSample {
-            process,
-            host,
-            cgroup,
-            errors,
-        }
+        NativeSample { process, host, cgroup, errors }
     }
 }
 

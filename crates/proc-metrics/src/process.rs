@@ -68,20 +68,13 @@ pub struct ProcessSample {
 /// contain spaces and ')', so fields are counted from the LAST ')'.
 pub fn parse_stat(text: &str) -> Result<StatFields, Error> {
     const WHAT: &str = "/proc/<pid>/stat";
-    let close = text
-        .rfind(')')
-        .ok_or_else(|| Error::parse(WHAT, "no ')' after the command name"))?;
+    let close = text.rfind(')').ok_or_else(|| Error::parse(WHAT, "no ')' after the command name"))?;
     // After ')': field 3 (state) is index 0, so field N is index N - 3.
     let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
     let field = |n: usize| -> Result<&str, Error> {
-        rest.get(n - 3)
-            .copied()
-            .ok_or_else(|| Error::parse(WHAT, format!("missing field {n}")))
+        rest.get(n - 3).copied().ok_or_else(|| Error::parse(WHAT, format!("missing field {n}")))
     };
-    let state = field(3)?
-        .chars()
-        .next()
-        .ok_or_else(|| Error::parse(WHAT, "empty state"))?;
+    let state = field(3)?.chars().next().ok_or_else(|| Error::parse(WHAT, "empty state"))?;
     Ok(StatFields {
         state,
         utime_ticks: parse_num(WHAT, "utime", field(14)?)?,
@@ -126,8 +119,7 @@ pub fn parse_status(text: &str) -> Result<StatusFields, Error> {
 pub(crate) fn parse_kb(what: &'static str, key: &str, value: &str) -> Result<u64, Error> {
     let number = value.trim().trim_end_matches("kB").trim();
     let kb: u64 = parse_num(what, key, number)?;
-    kb.checked_mul(1024)
-        .ok_or_else(|| Error::parse(what, format!("field {key}: overflows u64")))
+    kb.checked_mul(1024).ok_or_else(|| Error::parse(what, format!("field {key}: overflows u64")))
 }
 
 /// Percent of one core used by `delta_ticks` of CPU over `elapsed_secs` of wall time.
@@ -169,11 +161,7 @@ impl ProcessSampler {
 
     /// Reads from another procfs root (tests, or a host /proc mounted elsewhere).
     pub fn with_root(proc_root: impl Into<PathBuf>, target: &str) -> Self {
-        ProcessSampler {
-            proc_root: proc_root.into(),
-            target: target.to_string(),
-            prev: None,
-        }
+        ProcessSampler { proc_root: proc_root.into(), target: target.to_string(), prev: None }
     }
 
     /// Takes one sample. The first one reports CPU % averaged since process start.
@@ -212,8 +200,7 @@ impl ProcessSampler {
                 stat.stime_ticks.saturating_sub(s),
             ),
             None => {
-                let uptime =
-                    crate::host::parse_uptime(&read_text(&self.proc_root.join("uptime"))?)?;
+                let uptime = crate::host::parse_uptime(&read_text(&self.proc_root.join("uptime"))?)?;
                 let started = stat.start_ticks as f64 / USER_HZ as f64;
                 (uptime - started, stat.utime_ticks, stat.stime_ticks)
             }
@@ -235,11 +222,7 @@ impl ProcessSampler {
     fn count_fds(&self, dir: &std::path::Path) -> Option<u64> {
         let entries = std::fs::read_dir(dir.join("fd")).ok()?;
         let n = entries.filter(|e| e.is_ok()).count() as u64;
-        Some(if self.target == "self" {
-            n.saturating_sub(1)
-        } else {
-            n
-        })
+        Some(if self.target == "self" { n.saturating_sub(1) } else { n })
     }
 }
 
@@ -317,11 +300,7 @@ mod tests {
         assert_eq!(first.pid, 4242);
         assert_eq!(first.open_fds, Some(1));
         // 2.5 s user over (433.22 - 333.22) = 100 s → 2.5 %.
-        assert!(
-            (first.cpu_user_percent - 2.5).abs() < 1e-6,
-            "{}",
-            first.cpu_user_percent
-        );
+        assert!((first.cpu_user_percent - 2.5).abs() < 1e-6, "{}", first.cpu_user_percent);
         std::fs::write(dir.join("stat"), STAT.replace(" 250 50 ", " 350 60 ")).unwrap();
         let second = s.sample_at(t0 + std::time::Duration::from_secs(2)).unwrap();
         assert!((second.cpu_user_percent - 50.0).abs() < 1e-6);

@@ -64,12 +64,7 @@ impl StallDetector {
     /// Armed by the first `js_beat`: before it, `check` says Running (JS has not started
     /// beating yet, and blaming it would be a false alarm at start-up).
     pub fn new(threshold: Duration) -> Self {
-        StallDetector {
-            threshold,
-            last_beat: None,
-            stalls: 0,
-            longest: Duration::ZERO,
-        }
+        StallDetector { threshold, last_beat: None, stalls: 0, longest: Duration::ZERO }
     }
 
     pub fn threshold(&self) -> Duration {
@@ -98,10 +93,7 @@ impl StallDetector {
         let gap = now.saturating_duration_since(last);
         if gap > self.threshold {
             let for_ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
-            StallState::Blocked {
-                since: last,
-                for_ms,
-            }
+            StallState::Blocked { since: last, for_ms }
         } else {
             StallState::Running
         }
@@ -139,21 +131,9 @@ mod tests {
         assert_eq!(d.js_beat(t0), None);
         assert_eq!(d.check(t0 + ms(500)), StallState::Running);
         assert_eq!(d.check(t0 + ms(1000)), StallState::Running); // exactly the threshold: not yet
-        assert_eq!(
-            d.check(t0 + ms(1001)),
-            StallState::Blocked {
-                since: t0,
-                for_ms: 1001
-            }
-        );
+        assert_eq!(d.check(t0 + ms(1001)), StallState::Blocked { since: t0, for_ms: 1001 });
         let s = d.check(t0 + ms(3500));
-        assert_eq!(
-            s,
-            StallState::Blocked {
-                since: t0,
-                for_ms: 3500
-            }
-        );
+        assert_eq!(s, StallState::Blocked { since: t0, for_ms: 3500 });
         assert_eq!(s.report(), StallReport::Blocked { blocked_ms: 3500 });
         assert_eq!(d.js_beat(t0 + ms(4000)), Some(ms(4000)));
         assert_eq!(d.check(t0 + ms(4001)), StallState::Running);
@@ -195,9 +175,6 @@ mod tests {
     fn report_json() {
         let j = serde_json::to_string(&StallReport::Blocked { blocked_ms: 12 }).unwrap();
         assert_eq!(j, r#"{"state":"blocked","blocked_ms":12}"#);
-        assert_eq!(
-            serde_json::to_string(&StallReport::Running).unwrap(),
-            r#"{"state":"running"}"#
-        );
+        assert_eq!(serde_json::to_string(&StallReport::Running).unwrap(), r#"{"state":"running"}"#);
     }
 }

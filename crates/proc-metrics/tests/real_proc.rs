@@ -94,20 +94,14 @@ fn native_sample_serializes_snake_case() {
     ] {
         assert!(json["host"].get(k).is_some(), "host.{k} missing");
     }
-    eprintln!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
+    eprintln!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
 }
 
 /// A Node process stuck in `while(1);` is still sampled from outside its JS thread, and
 /// shows a busy core. Skipped when no `node` is on PATH.
 #[test]
 fn samples_a_stuck_node_process() {
-    let Ok(mut child) = std::process::Command::new("node")
-        .args(["-e", "while(1);"])
-        .spawn()
-    else {
+    let Ok(mut child) = std::process::Command::new("node").args(["-e", "while(1);"]).spawn() else {
         eprintln!("node not found: skipped");
         return;
     };
@@ -122,9 +116,5 @@ fn samples_a_stuck_node_process() {
     let (first, second) = (first.expect("first"), second.expect("second"));
     assert!(second.rss_bytes > 10 << 20, "node rss {}", second.rss_bytes);
     assert!(first.threads > 1);
-    assert!(
-        second.cpu_user_percent > 10.0,
-        "stuck node cpu {}",
-        second.cpu_user_percent
-    );
+    assert!(second.cpu_user_percent > 10.0, "stuck node cpu {}", second.cpu_user_percent);
 }

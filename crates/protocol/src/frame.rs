@@ -226,10 +226,7 @@ mod tests {
     #[test]
     fn encoder_refuses_oversized_payload() {
         let big = vec![0u8; MAX_FRAME_LEN];
-        assert!(matches!(
-            encode_data(&big, &mut Vec::new()),
-            Err(ProtocolError::FrameTooLarge { .. })
-        ));
+        assert!(matches!(encode_data(&big, &mut Vec::new()), Err(ProtocolError::FrameTooLarge { .. })));
     }
 
     proptest! {

@@ -14,17 +14,31 @@ pub enum Message {
     /// Agent → hub, first frame of a control link.
     Hello(Hello),
     /// Hub → agent: prove you know the app secret by MACing this nonce.
-    Challenge { nonce: String },
+    Challenge {
+        nonce: String,
+    },
     /// Agent → hub: `auth::auth_mac(secret, nonce, app, instance_id)`.
-    Auth { mac: String },
+    Auth {
+        mac: String,
+    },
     /// Hub → agent: authenticated.
-    Welcome { process_id: String, heartbeat_ms: u64 },
+    Welcome {
+        process_id: String,
+        heartbeat_ms: u64,
+    },
 
     // ---- both directions ----
-    Heartbeat { ts_ms: u64 },
+    Heartbeat {
+        ts_ms: u64,
+    },
     /// A refusal or failure the peer should show to a human; the connection usually closes after.
-    Error { code: ErrorCode, message: String },
-    Goodbye { reason: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Goodbye {
+        reason: String,
+    },
 
     // ---- commands ----
     /// Hub → agent.
@@ -36,17 +50,24 @@ pub enum Message {
     /// Agent → hub: the capture is complete (the artifact now uploads) or failed.
     CommandResult(CommandResult),
     /// Agent → hub: a metrics sample (schema owned by the agent's collector).
-    Metrics { sample: serde_json::Value },
+    Metrics {
+        sample: serde_json::Value,
+    },
 
     // ---- upload stream ----
     /// Agent → hub, first frame of an upload connection.
     UploadHello(UploadHello),
     /// Hub → agent: bytes of this artifact the hub already holds; send from there.
-    UploadOffset { offset: u64 },
+    UploadOffset {
+        offset: u64,
+    },
     /// Agent → hub: all data frames are sent.
     UploadDone,
     /// Hub → agent: the artifact is stored and its checksum verified (or why not).
-    UploadAck { ok: bool, error: Option<String> },
+    UploadAck {
+        ok: bool,
+        error: Option<String>,
+    },
 }
 
 impl Message {
@@ -208,7 +229,9 @@ pub enum Outcome {
         #[serde(default)]
         notes: Vec<String>,
     },
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

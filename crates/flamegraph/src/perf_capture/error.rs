@@ -15,10 +15,7 @@ pub enum PerfError {
     )]
     NotInstalled { bin: PathBuf },
     #[error("perf is not permitted to profile this process: {}", permission_advice(*paranoid, detail))]
-    NotPermitted {
-        paranoid: Option<i32>,
-        detail: String,
-    },
+    NotPermitted { paranoid: Option<i32>, detail: String },
     #[error("process {pid} not found")]
     ProcessNotFound { pid: u32 },
     #[error("process {pid} exited during the capture before any sample was taken")]
@@ -68,10 +65,7 @@ impl PerfError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        PerfError::Io {
-            context: context.into(),
-            source,
-        }
+        PerfError::Io { context: context.into(), source }
     }
 }
 
@@ -94,11 +88,7 @@ pub(crate) fn permission_advice(paranoid: Option<i32>, detail: &str) -> String {
         None => "kernel.perf_event_paranoid is unreadable".to_string(),
     };
     let detail = detail.trim();
-    let detail = if detail.is_empty() {
-        String::new()
-    } else {
-        format!(" (perf said: {detail})")
-    };
+    let detail = if detail.is_empty() { String::new() } else { format!(" (perf said: {detail})") };
     format!(
         "{level}. Run the agent's helper as root, or give it CAP_PERFMON (Linux >= 5.8; \
          CAP_SYS_ADMIN before) plus CAP_SYS_PTRACE for processes of other users, or lower the \
@@ -114,34 +104,21 @@ mod tests {
 
     #[test]
     fn recognises_permission_errors() {
-        let debian =
-            "Error:\nAccess to performance monitoring and observability operations is limited.\n\
+        let debian = "Error:\nAccess to performance monitoring and observability operations is limited.\n\
                       Consider adjusting /proc/sys/kernel/perf_event_paranoid setting";
         assert!(is_permission_error(debian));
-        assert!(is_permission_error(
-            "Error: No permission to enable cpu-clock event."
-        ));
-        assert!(is_permission_error(
-            "perf_event_open(...) failed: Operation not permitted"
-        ));
-        assert!(!is_permission_error(
-            "Couldn't create thread/CPU maps: No such process"
-        ));
+        assert!(is_permission_error("Error: No permission to enable cpu-clock event."));
+        assert!(is_permission_error("perf_event_open(...) failed: Operation not permitted"));
+        assert!(!is_permission_error("Couldn't create thread/CPU maps: No such process"));
     }
 
     #[test]
     fn advice_names_the_setting_and_capability() {
-        let msg = PerfError::NotPermitted {
-            paranoid: Some(3),
-            detail: "No permission".into(),
-        }
-        .to_string();
+        let msg = PerfError::NotPermitted { paranoid: Some(3), detail: "No permission".into() }.to_string();
         assert!(msg.contains("perf_event_paranoid is 3"), "{msg}");
         assert!(msg.contains("CAP_PERFMON"), "{msg}");
         assert!(msg.contains("No permission"), "{msg}");
         assert_eq!(PerfError::InvalidSeconds(0).kind(), "invalid_seconds");
-        assert!(PerfError::InvalidSeconds(700)
-            .to_string()
-            .contains("between 1 and 600"));
+        assert!(PerfError::InvalidSeconds(700).to_string().contains("between 1 and 600"));
     }
 }

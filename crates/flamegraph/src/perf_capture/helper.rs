@@ -35,10 +35,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<CaptureOptions, Strin
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| format!("{arg}: not a number: {v:?}"))
-        };
+        let number = |v: &str| v.parse::<u32>().map_err(|_| format!("{arg}: not a number: {v:?}"));
         match arg.as_str() {
             "--pid" => pid = Some(number(&value)?),
             "--seconds" => seconds = Some(number(&value)?),
@@ -48,9 +45,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<CaptureOptions, Strin
             _ => return Err(format!("unknown option {arg}")),
         }
     }
-    let (Some(pid), Some(seconds), Some(frequency), Some(out_dir)) =
-        (pid, seconds, frequency, out_dir)
-    else {
+    let (Some(pid), Some(seconds), Some(frequency), Some(out_dir)) = (pid, seconds, frequency, out_dir) else {
         return Err("--pid, --seconds, --frequency and --out-dir are required".into());
     };
     let mut opts = CaptureOptions::new(pid, seconds, frequency, &out_dir);
@@ -81,32 +76,16 @@ pub fn helper_main(args: impl IntoIterator<Item = String>) -> i32 {
     };
     let outcome = capture_with(&opts);
     let result = match &outcome {
-        Ok(capture) => ResultFile {
-            ok: true,
-            capture: Some(capture),
-            error: None,
-        },
-        Err(e) => ResultFile {
-            ok: false,
-            capture: None,
-            error: Some(report(e)),
-        },
+        Ok(capture) => ResultFile { ok: true, capture: Some(capture), error: None },
+        Err(e) => ResultFile { ok: false, capture: None, error: Some(report(e)) },
     };
     if let Err(e) = write_result(&opts.work_dir, &result) {
-        eprintln!(
-            "error: writing {}/result.json: {e}",
-            opts.work_dir.display()
-        );
+        eprintln!("error: writing {}/result.json: {e}", opts.work_dir.display());
         return 1;
     }
     match outcome {
         Ok(c) => {
-            println!(
-                "captured {} samples of pid {} into {}",
-                c.samples,
-                c.pid,
-                c.svg.display()
-            );
+            println!("captured {} samples of pid {} into {}", c.samples, c.pid, c.svg.display());
             0
         }
         Err(e) => {
@@ -117,10 +96,7 @@ pub fn helper_main(args: impl IntoIterator<Item = String>) -> i32 {
 }
 
 fn report(e: &PerfError) -> ErrorReport {
-    ErrorReport {
-        kind: e.kind(),
-        message: e.to_string(),
-    }
+    ErrorReport { kind: e.kind(), message: e.to_string() }
 }
 
 #[cfg(test)]
@@ -145,10 +121,7 @@ mod tests {
             "--keep-perf-data",
         ]))
         .unwrap();
-        assert_eq!(
-            (o.pid, o.seconds, o.frequency_hz, o.keep_perf_data),
-            (12, 3, 99, true)
-        );
+        assert_eq!((o.pid, o.seconds, o.frequency_hz, o.keep_perf_data), (12, 3, 99, true));
         assert!(parse(strings(&["--pid", "x"])).is_err());
         assert!(parse(strings(&["--pid", "1"])).is_err());
         assert!(parse(strings(&["--bogus", "1"])).is_err());
@@ -168,8 +141,7 @@ mod tests {
             &dir.display().to_string(),
         ]));
         assert_eq!(code, 1);
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["error"]["kind"], "invalid_seconds");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -69,9 +69,7 @@ impl CaptureOptions {
 
 /// `$PERF_AGENT_PERF_BIN` or `perf`.
 pub fn default_perf_bin() -> PathBuf {
-    std::env::var_os(PERF_BIN_ENV)
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("perf"), PathBuf::from)
+    std::env::var_os(PERF_BIN_ENV).filter(|v| !v.is_empty()).map_or_else(|| PathBuf::from("perf"), PathBuf::from)
 }
 
 /// A finished capture.
@@ -102,12 +100,7 @@ pub struct PerfCapture {
 
 /// Captures `seconds` of on-CPU stacks of `pid` at `frequency_hz` into `work_dir`,
 /// using `$PERF_AGENT_PERF_BIN` or `perf`.
-pub fn capture(
-    pid: u32,
-    seconds: u32,
-    frequency_hz: u32,
-    work_dir: &Path,
-) -> Result<PerfCapture, PerfError> {
+pub fn capture(pid: u32, seconds: u32, frequency_hz: u32, work_dir: &Path) -> Result<PerfCapture, PerfError> {
     capture_with(&CaptureOptions::new(pid, seconds, frequency_hz, work_dir))
 }
 
@@ -120,11 +113,7 @@ pub fn capture_with(opts: &CaptureOptions) -> Result<PerfCapture, PerfError> {
     let (recorded, target_exited) = record_target(opts, &data)?;
     let scripted = script_and_fold(&opts.perf_bin, &data)?;
     let summary = non_empty(opts.pid, &scripted.folded, target_exited)?;
-    notes.extend(perf_warnings(
-        &recorded.stderr,
-        &scripted.stderr,
-        scripted.failed_late,
-    ));
+    notes.extend(perf_warnings(&recorded.stderr, &scripted.stderr, scripted.failed_late));
     notes.extend(exit_note(opts.pid, target_exited, summary.total));
     let jit = jit_samples(&scripted.folded);
     notes.extend(js_share_notes(js, jit, summary.total));
@@ -157,14 +146,7 @@ fn prepare(opts: &CaptureOptions) -> Result<(), PerfError> {
 /// Runs `perf record`; returns its outcome and whether the target exited meanwhile.
 fn record_target(opts: &CaptureOptions, data: &Path) -> Result<(Recorded, bool), PerfError> {
     let _ = std::fs::remove_file(data);
-    let recorded = record(
-        &opts.perf_bin,
-        opts.pid,
-        opts.seconds,
-        opts.frequency_hz,
-        &opts.event,
-        data,
-    )?;
+    let recorded = record(&opts.perf_bin, opts.pid, opts.seconds, opts.frequency_hz, &opts.event, data)?;
     let target_exited = !process_exists(opts.pid);
     check_recorded(opts.pid, &recorded, target_exited, data)?;
     Ok((recorded, target_exited))
@@ -195,10 +177,7 @@ fn validate(opts: &CaptureOptions) -> Result<(), PerfError> {
     }
     let max = max_frequency();
     if opts.frequency_hz == 0 || opts.frequency_hz > max {
-        return Err(PerfError::InvalidFrequency {
-            hz: opts.frequency_hz,
-            max,
-        });
+        return Err(PerfError::InvalidFrequency { hz: opts.frequency_hz, max });
     }
     Ok(())
 }
@@ -217,12 +196,7 @@ fn read_proc_number(path: &str) -> Option<i64> {
 
 /// Turns a failed `perf record` into the right error; a non-zero exit is fine when the
 /// target exited mid-capture and perf.data was written (perf then stops early).
-fn check_recorded(
-    pid: u32,
-    recorded: &Recorded,
-    target_exited: bool,
-    data: &Path,
-) -> Result<(), PerfError> {
+fn check_recorded(pid: u32, recorded: &Recorded, target_exited: bool, data: &Path) -> Result<(), PerfError> {
     if recorded.status.success() {
         return Ok(());
     }
@@ -232,24 +206,13 @@ fn check_recorded(
     }
     let stderr = recorded.stderr.trim();
     if is_permission_error(stderr) {
-        let paranoid = read_proc_number("/proc/sys/kernel/perf_event_paranoid")
-            .and_then(|v| i32::try_from(v).ok());
-        return Err(PerfError::NotPermitted {
-            paranoid,
-            detail: last_lines(stderr, 3),
-        });
+        let paranoid = read_proc_number("/proc/sys/kernel/perf_event_paranoid").and_then(|v| i32::try_from(v).ok());
+        return Err(PerfError::NotPermitted { paranoid, detail: last_lines(stderr, 3) });
     }
     if target_exited || stderr.contains("No such process") {
-        return Err(if data_written {
-            PerfError::TargetExited { pid }
-        } else {
-            PerfError::ProcessNotFound { pid }
-        });
+        return Err(if data_written { PerfError::TargetExited { pid } } else { PerfError::ProcessNotFound { pid } });
     }
-    Err(PerfError::RecordFailed {
-        status: recorded.status.to_string(),
-        stderr: last_lines(stderr, 10),
-    })
+    Err(PerfError::RecordFailed { status: recorded.status.to_string(), stderr: last_lines(stderr, 10) })
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -267,13 +230,7 @@ fn write_outputs(
     std::fs::write(&folded_path, &folded)
         .map_err(|e| PerfError::io(format!("writing {}", folded_path.display()), e))?;
     let svg_path = opts.work_dir.join("perf.svg");
-    let fold = FoldOutput {
-        format: InputFormat::PerfScript,
-        folded,
-        summary,
-        count_name: "samples",
-        input_bytes: 0,
-    };
+    let fold = FoldOutput { format: InputFormat::PerfScript, folded, summary, count_name: "samples", input_bytes: 0 };
     let render = RenderOptions {
         title: Some(format!("CPU flame graph (perf) of pid {}", opts.pid)),
         subtitle: Some(format!(
@@ -281,11 +238,7 @@ fn write_outputs(
             opts.seconds,
             opts.frequency_hz,
             opts.event,
-            if js.symbolized() {
-                "named"
-            } else {
-                "not symbolized"
-            }
+            if js.symbolized() { "named" } else { "not symbolized" }
         )),
         ..RenderOptions::default()
     };
@@ -313,18 +266,9 @@ mod tests {
         assert!(check(1, 99).is_ok());
         assert!(check(600, 1).is_ok());
         assert!(matches!(check(0, 99), Err(PerfError::InvalidSeconds(0))));
-        assert!(matches!(
-            check(601, 99),
-            Err(PerfError::InvalidSeconds(601))
-        ));
-        assert!(matches!(
-            check(5, 0),
-            Err(PerfError::InvalidFrequency { hz: 0, .. })
-        ));
-        assert!(matches!(
-            check(5, 1_000_000),
-            Err(PerfError::InvalidFrequency { .. })
-        ));
+        assert!(matches!(check(601, 99), Err(PerfError::InvalidSeconds(601))));
+        assert!(matches!(check(5, 0), Err(PerfError::InvalidFrequency { hz: 0, .. })));
+        assert!(matches!(check(5, 1_000_000), Err(PerfError::InvalidFrequency { .. })));
     }
 
     #[test]

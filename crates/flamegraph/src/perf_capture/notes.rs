@@ -13,10 +13,7 @@ pub(crate) fn perf_warnings(record_err: &str, script_err: &str, failed_late: boo
         .map(|l| format!("perf: {}", l.trim()))
         .collect();
     if failed_late {
-        notes.push(
-            "perf script exited with an error after producing stacks; the graph may be incomplete"
-                .into(),
-        );
+        notes.push("perf script exited with an error after producing stacks; the graph may be incomplete".into());
     }
     notes
 }
@@ -50,23 +47,13 @@ pub(crate) fn jit_samples(folded: &[u8]) -> (u64, u64) {
     (named, unnamed)
 }
 
-pub(crate) fn js_share_notes(
-    js: JsSymbols,
-    (named, unnamed): (u64, u64),
-    total: u64,
-) -> Vec<String> {
+pub(crate) fn js_share_notes(js: JsSymbols, (named, unnamed): (u64, u64), total: u64) -> Vec<String> {
     let pct = |n: u64| n as f64 * 100.0 / total.max(1) as f64;
     let mut notes = Vec::new();
     if named > 0 {
-        notes.push(format!(
-            "{named} of {total} samples ({:.0}%) include named JS frames",
-            pct(named)
-        ));
+        notes.push(format!("{named} of {total} samples ({:.0}%) include named JS frames", pct(named)));
     } else if js.symbolized() {
-        notes.push(
-            "no named JS frames were sampled: the process spent the capture in native code or idle"
-                .into(),
-        );
+        notes.push("no named JS frames were sampled: the process spent the capture in native code or idle".into());
     }
     if unnamed > 0 {
         notes.push(format!(
@@ -96,11 +83,7 @@ mod tests {
 
     #[test]
     fn passes_on_perf_warnings() {
-        let notes = perf_warnings(
-            "Warning:\nProcessed 10 events and lost 2 chunks!\n",
-            "",
-            true,
-        );
+        let notes = perf_warnings("Warning:\nProcessed 10 events and lost 2 chunks!\n", "", true);
         assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(notes[2].contains("incomplete"));
     }

@@ -35,18 +35,14 @@ pub(crate) fn process_exists(pid: u32) -> bool {
         return false;
     };
     // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
     !matches!(state, None | Some('Z') | Some('X') | Some('x'))
 }
 
 /// Looks at the target's command line, `NODE_OPTIONS` and perf map file.
 pub(crate) fn js_symbols(pid: u32) -> (JsSymbols, Vec<String>) {
     let flag = flag_in_cmdline(pid).or_else(|| flag_in_node_options(pid));
-    let uses_jitdump = cmdline_args(pid)
-        .iter()
-        .any(|a| normalize(a) == "--perf-prof");
+    let uses_jitdump = cmdline_args(pid).iter().any(|a| normalize(a) == "--perf-prof");
     let map = perf_map_path(pid);
     let state = match (&flag, &map) {
         (Some(_), Some(_)) => JsSymbols::PerfMap,
@@ -89,15 +85,11 @@ fn normalize(arg: &str) -> String {
 
 fn cmdline_args(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 fn find_flag<'a>(args: impl Iterator<Item = &'a str>) -> Option<String> {
-    args.map(normalize)
-        .find(|a| PERF_MAP_FLAGS.contains(&a.as_str()))
+    args.map(normalize).find(|a| PERF_MAP_FLAGS.contains(&a.as_str()))
 }
 
 fn flag_in_cmdline(pid: u32) -> Option<String> {
@@ -109,9 +101,7 @@ fn flag_in_cmdline(pid: u32) -> Option<String> {
 
 fn flag_in_node_options(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let options = raw
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"NODE_OPTIONS="))?;
+    let options = raw.split(|&b| b == 0).find_map(|kv| kv.strip_prefix(b"NODE_OPTIONS="))?;
     let options = String::from_utf8_lossy(options);
     find_flag(options.split_whitespace())
 }

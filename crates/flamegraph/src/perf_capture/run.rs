@@ -23,18 +23,12 @@ pub(crate) struct Recorded {
 
 /// Spawns perf, mapping "no such file" to [`PerfError::NotInstalled`].
 fn spawn(perf_bin: &Path, args: &[String], stdout: Stdio) -> Result<Child, PerfError> {
-    Command::new(perf_bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => PerfError::NotInstalled {
-                bin: perf_bin.to_path_buf(),
-            },
+    Command::new(perf_bin).args(args).stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped()).spawn().map_err(|e| {
+        match e.kind() {
+            io::ErrorKind::NotFound => PerfError::NotInstalled { bin: perf_bin.to_path_buf() },
             _ => PerfError::io(format!("running {}", perf_bin.display()), e),
-        })
+        }
+    })
 }
 
 /// Reads a child's stderr on a thread (so a chatty perf never blocks on a full pipe).
@@ -56,10 +50,7 @@ fn join_stderr(handle: Option<JoinHandle<String>>) -> String {
 fn wait_with_deadline(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>, PerfError> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| PerfError::io("waiting for perf", e))?
-        {
+        if let Some(status) = child.try_wait().map_err(|e| PerfError::io("waiting for perf", e))? {
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
@@ -103,9 +94,7 @@ pub(crate) fn record(
     let stderr = join_stderr(stderr);
     match status {
         Some(status) => Ok(Recorded { status, stderr }),
-        None => Err(PerfError::Timeout {
-            seconds: limit.as_secs(),
-        }),
+        None => Err(PerfError::Timeout { seconds: limit.as_secs() }),
     }
 }
 
@@ -120,21 +109,13 @@ pub(crate) struct Scripted {
 
 /// `perf script -i DATA` piped straight into inferno's collapser (streamed).
 pub(crate) fn script_and_fold(perf_bin: &Path, data: &Path) -> Result<Scripted, PerfError> {
-    let args: Vec<String> = vec![
-        "script".into(),
-        "-i".into(),
-        data.display().to_string(),
-        "-F".into(),
-        SCRIPT_FIELDS.into(),
-    ];
+    let args: Vec<String> =
+        vec!["script".into(), "-i".into(), data.display().to_string(), "-F".into(), SCRIPT_FIELDS.into()];
     let mut child = spawn(perf_bin, &args, Stdio::piped())?;
     let stderr = drain_stderr(&mut child);
     let Some(stdout) = child.stdout.take() else {
         let _ = child.kill();
-        return Err(PerfError::io(
-            "perf script",
-            io::Error::other("no stdout pipe"),
-        ));
+        return Err(PerfError::io("perf script", io::Error::other("no stdout pipe")));
     };
     let mut folded = Vec::new();
     let collapsed = collapse_perf_script(BufReader::with_capacity(256 * 1024, stdout), &mut folded);
@@ -142,20 +123,11 @@ pub(crate) fn script_and_fold(perf_bin: &Path, data: &Path) -> Result<Scripted, 
         // Stop perf script, or it blocks on the pipe nobody reads any more.
         let _ = child.kill();
     }
-    let status = child
-        .wait()
-        .map_err(|e| PerfError::io("waiting for perf script", e))?;
+    let status = child.wait().map_err(|e| PerfError::io("waiting for perf script", e))?;
     let stderr = join_stderr(stderr);
     collapsed?;
     if !status.success() && folded.is_empty() {
-        return Err(PerfError::ScriptFailed {
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        });
+        return Err(PerfError::ScriptFailed { status: status.to_string(), stderr: stderr.trim().to_string() });
     }
-    Ok(Scripted {
-        folded,
-        stderr,
-        failed_late: !status.success(),
-    })
+    Ok(Scripted { folded, stderr, failed_late: !status.success() })
 }
