@@ -18,8 +18,6 @@ const { Worker, isMainThread } = require('node:worker_threads');
 const native = require('./binding.js');
 const { SNAPSHOT_HOOK_KEY } = require('./lib/snapshot-hook.js');
 
-/** Command kinds the inspector worker implements. */
-const INSPECTOR_CAPABILITIES = ['heap_snapshot', 'cpu_profile', 'heap_sampling'];
 
 function findPerf() {
   if (process.env.PERF_AGENT_PERF_BIN) return fs.existsSync(process.env.PERF_AGENT_PERF_BIN);
@@ -40,7 +38,7 @@ function hasPerfMap() {
 }
 
 function capabilities() {
-  const caps = [...INSPECTOR_CAPABILITIES];
+  const caps = native.inspectorKinds();
   if (process.platform === 'linux' && findPerf()) {
     caps.push('perf_flamegraph');
     if (hasPerfMap()) caps.push('perf_js_symbols');

@@ -3,13 +3,9 @@
 (() => {
   'use strict';
   const $ = (s) => document.querySelector(s);
-  const KINDS = [
-    ['heap_snapshot', 'Heap snapshot', false],
-    ['cpu_profile', 'CPU profile', true],
-    ['heap_sampling', 'Heap sampling', true],
-    ['perf_flamegraph', 'perf flame graph', true],
-  ];
-  const FLAME_KINDS = new Set(['cpu_profile', 'heap_sampling', 'perf_flamegraph']);
+  // Capture kinds (label, timed, flame graph, heap analysis) come from the hub's one table.
+  let KINDS = [];
+  const kindOf = (name) => KINDS.find((k) => k.name === name) || {};
   let token = sessionStorage.getItem('perf-hub-token') || '';
   let selected = null;
   let charts = [];
@@ -70,7 +66,7 @@
 
   async function capture(p, kind) {
     const seconds = Number($('#seconds').value) || 10;
-    const body = { kind, ...(kind === 'heap_snapshot' ? {} : { seconds }) };
+    const body = { kind, ...(kindOf(kind).timed ? { seconds } : {}) };
     try {
       const { status, data } = await json('POST', `/api/processes/${p.id}/commands`, body);
       if (status === 409) return toast(`${kind} refused: ${data.error}`, true);
@@ -83,8 +79,8 @@
   }
 
   function processRow(p) {
-    const buttons = KINDS.filter(([k]) => p.capabilities.includes(k)).map(([k, label]) =>
-      el('button', { disabled: !p.connected, 'data-kind': k, onclick: (ev) => { ev.stopPropagation(); capture(p, k); } }, label));
+    const buttons = KINDS.filter((k) => p.capabilities.includes(k.name)).map(({ name, label }) =>
+      el('button', { disabled: !p.connected, 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
     const state = p.state === 'blocked' ? `blocked ${(p.blocked_ms / 1000).toFixed(1)}s` : p.state;
     return el('tr', { 'data-id': p.id, class: selected === p.id ? 'selected' : '', onclick: () => selectProcess(p) },
       el('td', {}, p.app),
@@ -182,11 +178,11 @@
     const actions = [];
     if (a.status === 'ready') {
       actions.push(el('button', { onclick: () => download(a) }, 'Download'));
-      if (FLAME_KINDS.has(a.kind)) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
-      if (a.kind === 'heap_snapshot') {
+      if (kindOf(a.kind).flamegraph) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+      if (kindOf(a.kind).heap_analysis) {
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
         // Diff against the previous ready snapshot of the same process (object ids match).
-        const prev = arts.find((b) => b.kind === 'heap_snapshot' && b.status === 'ready' && b.process_id === a.process_id && b.created_at < a.created_at);
+        const prev = arts.find((b) => b.kind === a.kind && b.status === 'ready' && b.process_id === a.process_id && b.created_at < a.created_at);
         if (prev) actions.push(el('button', { onclick: () => showAnalysis(`Diff · ${prev.created_at} → ${a.created_at}`, `/api/artifacts/${prev.id}/diff/${a.id}`, renderDiff) }, 'Diff with previous'));
       }
     }
@@ -230,6 +226,7 @@
   async function refresh() {
     if (!token) return showLogin();
     try {
+      if (!KINDS.length) KINDS = (await json('GET', '/api/capture-kinds')).data;
       const [{ data: procs }, { data: arts }] = await Promise.all([json('GET', '/api/processes'), json('GET', '/api/artifacts?limit=50')]);
       $('#login').hidden = true;
       $('#main').hidden = false;

@@ -171,6 +171,16 @@ fn with_job<T>(id: &str, f: impl FnOnce(perf_agent_core::JobHandle) -> T) -> std
     Ok(f(job))
 }
 
+/// Capture kinds the inspector worker runs (from the one table of capture kinds).
+#[napi]
+pub fn inspector_kinds() -> Vec<String> {
+    perf_agent_core::protocol::CAPTURE_KINDS
+        .iter()
+        .filter(|k| k.executor == perf_agent_core::protocol::Executor::InspectorWorker)
+        .map(|k| k.name.to_string())
+        .collect()
+}
+
 /// Heap snapshot preflight: `{ ok: true, estimate }` or `{ ok: false, error }`.
 #[napi]
 pub fn job_preflight(id: String, heap_used_bytes: f64) -> serde_json::Value {

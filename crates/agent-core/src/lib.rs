@@ -19,9 +19,11 @@ pub mod upload;
 
 pub use config::{parse_labels, AgentConfig, ConfigError};
 pub use job::JobSpec;
+/// The wire protocol and its table of capture kinds, for the binding.
+pub use perf_protocol as protocol;
 
 use job::Job;
-use perf_protocol::{Ack, CommandKind, CommandResult, Message, Outcome, Progress, SnapshotEstimate};
+use perf_protocol::{Ack, AckPoint, CommandKind, CommandResult, Message, Outcome, Progress, SnapshotEstimate};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -199,7 +201,7 @@ impl Inner {
     /// registers a moment after the link is up (it has to boot); a command arriving in that
     /// window waits for it briefly instead of being refused.
     pub(crate) fn handle_command(self: &Arc<Self>, cmd: perf_protocol::Command) {
-        let needs_worker = !matches!(cmd.kind, CommandKind::PerfFlamegraph { .. });
+        let needs_worker = cmd.kind.capture().executor == perf_protocol::Executor::InspectorWorker;
         if needs_worker && !self.has_executor() {
             let inner = self.clone();
             self.rt.spawn(async move {
@@ -280,8 +282,8 @@ impl Inner {
             job.discard();
             return Err(format!("cannot start the capture: {e}"));
         }
-        // A heap snapshot is acknowledged after the executor's memory preflight.
-        if !matches!(cmd.kind, CommandKind::HeapSnapshot) {
+        // Some kinds are acknowledged after the executor's memory preflight instead.
+        if cmd.kind.capture().ack == AckPoint::OnDispatch {
             self.ack(&cmd.id, true, None, None);
         }
         Ok(())

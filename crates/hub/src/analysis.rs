@@ -60,7 +60,7 @@ impl Analyses {
 
 /// Checks that an artifact is a ready heap snapshot.
 pub fn check_snapshot(a: &ArtifactRecord) -> Result<(), String> {
-    if a.kind != "heap_snapshot" {
+    if !perf_protocol::capture_kind(&a.kind).is_some_and(|k| k.heap_analysis) {
         return Err(format!("artifact {} is a {}, not a heap snapshot", a.id, a.kind));
     }
     if a.status != ArtifactStatus::Ready {

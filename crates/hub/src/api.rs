@@ -33,6 +33,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{id}/analysis", get(artifact_analysis))
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/audit", get(list_audit))
+        .route("/api/capture-kinds", get(capture_kinds))
         .route("/metrics", get(prometheus))
         .layer(middleware::from_fn_with_state(hub.clone(), require_token));
     Router::new().route("/", get(console)).route("/console/{file}", get(console_asset)).merge(api).with_state(hub)
@@ -294,14 +295,11 @@ async fn artifacts_diff(
     Ok(lookup_response(crate::analysis::diff(&hub, &a, &b).await))
 }
 
-/// Kinds whose artifact folds into a flame graph.
-const FLAME_KINDS: [&str; 3] = ["cpu_profile", "heap_sampling", "perf_flamegraph"];
-
 /// SVG flame graph of a profile artifact, rendered once (off the async threads) and cached.
 async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     valid_id(&id)?;
     let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
-    if !FLAME_KINDS.contains(&a.kind.as_str()) {
+    if !perf_protocol::capture_kind(&a.kind).is_some_and(|k| k.flamegraph) {
         return Err(err(StatusCode::UNPROCESSABLE_ENTITY, format!("a {} has no flame graph", a.kind)));
     }
     if a.status != ArtifactStatus::Ready {
@@ -331,6 +329,11 @@ fn render_flamegraph(
     let fold = perf_flamegraph::fold_file(input)?;
     let opts = perf_flamegraph::RenderOptions { title: Some(title), ..Default::default() };
     perf_flamegraph::write_svg(&fold, output, &opts)
+}
+
+/// The capture kinds and what the hub can show of each (the console builds its buttons from it).
+async fn capture_kinds() -> Json<&'static [perf_protocol::CaptureKind]> {
+    Json(&perf_protocol::CAPTURE_KINDS)
 }
 
 #[derive(Debug, Deserialize)]

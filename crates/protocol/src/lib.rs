@@ -13,10 +13,12 @@
 //!   Large artifacts travel there so the control link never queues behind a gigabyte.
 
 pub mod auth;
+pub mod capture;
 pub mod frame;
 pub mod io;
 pub mod message;
 
+pub use capture::{capture_kind, AckPoint, CaptureKind, Executor, CAPTURE_KINDS};
 pub use frame::{encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 pub use io::{FrameReader, FrameWriter};
 pub use message::*;

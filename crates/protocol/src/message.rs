@@ -161,22 +161,12 @@ pub enum CommandKind {
 
 impl CommandKind {
     pub fn name(&self) -> &'static str {
-        match self {
-            CommandKind::HeapSnapshot => "heap_snapshot",
-            CommandKind::CpuProfile { .. } => "cpu_profile",
-            CommandKind::PerfFlamegraph { .. } => "perf_flamegraph",
-            CommandKind::HeapSampling { .. } => "heap_sampling",
-        }
+        self.capture().name
     }
 
     /// File extension of the artifact this command produces.
     pub fn file_extension(&self) -> &'static str {
-        match self {
-            CommandKind::HeapSnapshot => "heapsnapshot",
-            CommandKind::CpuProfile { .. } => "cpuprofile",
-            CommandKind::PerfFlamegraph { .. } => "folded",
-            CommandKind::HeapSampling { .. } => "heapprofile",
-        }
+        self.capture().file_extension
     }
 }
 
@@ -184,11 +174,11 @@ impl CommandKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotEstimate {
     pub heap_used_bytes: u64,
-    /// Extra memory V8 needs while writing the snapshot (~9x the live heap, measured).
+    /// Extra memory V8 needs while writing the snapshot (13-14x the live heap, measured per line).
     pub extra_memory_bytes: u64,
-    /// How long the JS thread will be paused (~115 ms per MB of live heap, measured).
+    /// How long the JS thread will be paused (62-115 ms per MB of live heap, measured per line).
     pub pause_ms: u64,
-    /// Expected file size (~1.9x the live heap).
+    /// Expected file size (1.8-2x the live heap).
     pub file_bytes: u64,
     /// How much the process may still grow (tighter of cgroup limit and MemAvailable), if known.
     pub headroom_bytes: Option<u64>,
