@@ -39,23 +39,94 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new().route("/", get(console)).route("/console/{file}", get(console_asset)).merge(api).with_state(hub)
 }
 
-/// An API error as `{"error": "..."}` with a status code.
-pub struct ApiError(StatusCode, String);
+/// An API error: a status code and `{"error": "..."}` a person can act on. Internal failures
+/// (store, I/O, tasks) are logged with their detail and answered with a generic message, so
+/// paths and database errors never reach a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error (see the hub's log)")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "api: internal error");
+        }
+        let mut resp = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
     }
 }
 
-impl<E: std::fmt::Display> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
+macro_rules! internal_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    )*};
+}
+internal_from!(crate::store::StoreError, serde_json::Error, std::io::Error, tokio::task::JoinError);
+
+fn bad_request(m: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(m.into())
+}
+fn not_found(m: impl Into<String>) -> ApiError {
+    ApiError::NotFound(m.into())
+}
+fn conflict(m: impl Into<String>) -> ApiError {
+    ApiError::Conflict(m.into())
+}
+fn gone(m: impl Into<String>) -> ApiError {
+    ApiError::Gone(m.into())
+}
+fn unprocessable(m: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable(m.into())
 }
 
-fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
-    ApiError(status, msg.into())
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NoSuchProcess => ApiError::NotFound(e.to_string()),
+            CommandError::Unsupported(m) => ApiError::Unprocessable(m),
+            CommandError::NotConnected => ApiError::Conflict(e.to_string()),
+            CommandError::LinkClosed => ApiError::Unavailable(e.to_string()),
+            CommandError::Internal(m) => ApiError::Internal(m),
+        }
+    }
 }
 
 async fn require_token(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
@@ -67,11 +138,7 @@ async fn require_token(State(hub): State<Arc<Hub>>, req: Request, next: Next) ->
         .map(str::trim);
     match presented {
         Some(t) if auth::tokens_equal(t, &hub.config.token) => next.run(req).await,
-        _ => {
-            let mut resp = err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
+        _ => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -83,7 +150,7 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
     if ids::is_valid_id(id) {
         Ok(())
     } else {
-        Err(err(StatusCode::BAD_REQUEST, "malformed id"))
+        Err(bad_request("malformed id"))
     }
 }
 
@@ -98,7 +165,7 @@ async fn console_asset(Path(file): Path<String>) -> Response {
         "style.css" => (include_str!("../../../console/style.css"), "text/css"),
         "uPlot.iife.min.js" => (include_str!("../../../console/vendor/uPlot.iife.min.js"), "text/javascript"),
         "uPlot.min.css" => (include_str!("../../../console/vendor/uPlot.min.css"), "text/css"),
-        _ => return err(StatusCode::NOT_FOUND, "no such file").into_response(),
+        _ => return not_found("no such file").into_response(),
     };
     ([(header::CONTENT_TYPE, ty), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
@@ -109,7 +176,7 @@ async fn list_processes(State(hub): State<Arc<Hub>>) -> Result<Json<serde_json::
 
 async fn get_process(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    let p = hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
+    let p = hub.store.get_process(&id)?.ok_or_else(|| not_found("no such process"))?;
     Ok(Json(serde_json::to_value(p)?))
 }
 
@@ -126,7 +193,7 @@ async fn process_metrics(
     Query(q): Query<MetricsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    hub.store.get_process(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such process"))?;
+    hub.store.get_process(&id)?.ok_or_else(|| not_found("no such process"))?;
     let since = q.since.unwrap_or_else(|| crate::gateway::now_ms().saturating_sub(3_600_000));
     let limit = q.limit.unwrap_or(1000).min(20_000);
     Ok(Json(serde_json::Value::Array(hub.store.list_metrics(&id, since, limit)?)))
@@ -176,7 +243,7 @@ async fn post_command(
     // Refused requests are on the audit trail too: someone tried.
     let refuse = |msg: String| {
         hub.audit(&actor(&remote), "command.request", &id, json!({}), &format!("rejected: {msg}"));
-        err(StatusCode::BAD_REQUEST, msg)
+        bad_request(msg)
     };
     let Json(req) = body.map_err(|e| refuse(e.body_text()))?;
     let kind = command_kind(&req).map_err(refuse)?;
@@ -185,16 +252,7 @@ async fn post_command(
         Ok((artifact, Some(refusal))) => {
             Ok((StatusCode::CONFLICT, Json(json!({ "error": refusal, "artifact": artifact }))).into_response())
         }
-        Err(e) => {
-            let status = match e {
-                CommandError::NoSuchProcess => StatusCode::NOT_FOUND,
-                CommandError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                CommandError::NotConnected => StatusCode::CONFLICT,
-                CommandError::LinkClosed => StatusCode::SERVICE_UNAVAILABLE,
-                CommandError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Err(err(status, e.to_string()))
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -220,7 +278,7 @@ async fn get_artifact(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
     Ok(Json(serde_json::to_value(a)?))
 }
 
@@ -230,13 +288,12 @@ async fn download_artifact(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
     if a.status != ArtifactStatus::Ready {
-        return Err(err(StatusCode::CONFLICT, format!("artifact is {}, not ready", a.status.as_str())));
+        return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
     }
     let path = hub.blobs.final_path(&a.file_name);
-    let file =
-        tokio::fs::File::open(&path).await.map_err(|e| err(StatusCode::GONE, format!("artifact file missing: {e}")))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| gone(format!("artifact file missing: {e}")))?;
     // Heap snapshots can hold secrets: every download is on the audit trail.
     hub.audit(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok");
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
@@ -259,8 +316,8 @@ async fn download_artifact(
 
 fn snapshot_artifact(hub: &Hub, id: &str) -> Result<crate::store::ArtifactRecord, ApiError> {
     valid_id(id)?;
-    let a = hub.store.get_artifact(id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no such artifact {id}")))?;
-    crate::analysis::check_snapshot(&a).map_err(|m| err(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let a = hub.store.get_artifact(id)?.ok_or_else(|| not_found(format!("no such artifact {id}")))?;
+    crate::analysis::check_snapshot(&a).map_err(unprocessable)?;
     Ok(a)
 }
 
@@ -269,7 +326,7 @@ fn lookup_response(l: crate::analysis::Lookup) -> Response {
     match l {
         Lookup::Ready(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Lookup::Pending(state) => (StatusCode::ACCEPTED, Json(state)).into_response(),
-        Lookup::Failed(e) => err(StatusCode::UNPROCESSABLE_ENTITY, format!("analysis failed: {e}")).into_response(),
+        Lookup::Failed(e) => unprocessable(format!("analysis failed: {e}")).into_response(),
     }
 }
 
@@ -287,8 +344,7 @@ async fn artifacts_diff(
 ) -> Result<Response, ApiError> {
     let (a, b) = (snapshot_artifact(&hub, &a)?, snapshot_artifact(&hub, &b)?);
     if a.process_id != b.process_id {
-        return Err(err(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Err(unprocessable(
             "the snapshots are of different processes: object ids only match within one process",
         ));
     }
@@ -298,12 +354,12 @@ async fn artifacts_diff(
 /// SVG flame graph of a profile artifact, rendered once (off the async threads) and cached.
 async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| err(StatusCode::NOT_FOUND, "no such artifact"))?;
+    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
     if !perf_protocol::capture_kind(&a.kind).is_some_and(|k| k.flamegraph) {
-        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, format!("a {} has no flame graph", a.kind)));
+        return Err(unprocessable(format!("a {} has no flame graph", a.kind)));
     }
     if a.status != ArtifactStatus::Ready {
-        return Err(err(StatusCode::CONFLICT, format!("artifact is {}, not ready", a.status.as_str())));
+        return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
     }
     let svg = hub.blobs.final_path(&format!("{}.svg", a.id));
     if tokio::fs::metadata(&svg).await.is_err() {
@@ -314,7 +370,7 @@ async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>
             let out = svg.clone();
             tokio::task::spawn_blocking(move || render_flamegraph(&input, &out, title))
                 .await?
-                .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, format!("cannot render a flame graph: {e}")))?;
+                .map_err(|e| unprocessable(format!("cannot render a flame graph: {e}")))?;
         }
     }
     let body = tokio::fs::read(&svg).await?;
@@ -372,6 +428,17 @@ mod tests {
             interval_bytes: None,
             force: false,
         }
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_logged_not_sent() {
+        let resp = ApiError::from(std::io::Error::other("open /srv/secret/hub.db failed")).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("secret") && text.contains("internal error"), "{text}");
+        let resp = not_found("no such process").into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
