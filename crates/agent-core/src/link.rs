@@ -155,7 +155,7 @@ async fn session(
                 if last_heard.elapsed() > silent_limit {
                     return Err(LinkError::HubSilent(silent_limit));
                 }
-                writer.send(&Message::Heartbeat { ts_ms: now_ms() }).await?;
+                writer.send(&Message::Heartbeat { ts_ms: perf_protocol::unix_ms() }).await?;
             }
             _ = shutdown.changed() => {
                 let _ = writer.send(&Message::Goodbye { reason: "agent stopped".into() }).await;
@@ -164,8 +164,4 @@ async fn session(
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

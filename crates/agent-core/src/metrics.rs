@@ -86,16 +86,12 @@ fn compose(sampler: &mut NativeSampler, stall: &StallState, js: Option<serde_jso
         StallState::Blocked { for_ms, .. } => ("blocked", *for_ms),
     };
     serde_json::json!({
-        "ts": now_ms(),
+        "ts": perf_protocol::unix_ms(),
         "state": state,
         "blocked_ms": blocked_ms,
         "native": sampler.sample(),
         "js": js,
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ async fn process_metrics(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
     hub.store.get_process(&id)?.ok_or_else(|| not_found("no such process"))?;
-    let since = q.since.unwrap_or_else(|| crate::gateway::now_ms().saturating_sub(3_600_000));
+    let since = q.since.unwrap_or_else(|| perf_protocol::unix_ms().saturating_sub(3_600_000));
     let limit = q.limit.unwrap_or(1000).min(20_000);
     Ok(Json(serde_json::Value::Array(hub.store.list_metrics(&id, since, limit)?)))
 }

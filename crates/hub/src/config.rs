@@ -31,14 +31,16 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
-    pub fn for_test(data_dir: PathBuf) -> Self {
+    /// The production defaults: loopback listeners on 7070 (agents) and 7080 (HTTP), no token
+    /// and no apps yet (the command line or config file supplies them).
+    pub fn defaults(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
-            agent_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: "test-token".into(),
-            apps: BTreeMap::from([("orders".to_string(), "s3cret".to_string())]),
-            max_artifact_bytes: 8 << 30,
+            agent_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            token: String::new(),
+            apps: BTreeMap::new(),
+            max_artifact_bytes: 16 << 30,
             heartbeat_ms: 5000,
             ack_timeout_ms: 5000,
             process_ttl_ms: 3_600_000,
@@ -46,6 +48,17 @@ impl HubConfig {
             metrics_max_age_ms: 7 * 24 * 3_600_000,
             metrics_full_res_ms: 3_600_000,
             metrics_max_per_process: 20_000,
+        }
+    }
+
+    /// Defaults on ephemeral loopback ports with a test token and the app `orders:s3cret`.
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        Self {
+            agent_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: "test-token".into(),
+            apps: BTreeMap::from([("orders".to_string(), "s3cret".to_string())]),
+            ..Self::defaults(data_dir)
         }
     }
 }

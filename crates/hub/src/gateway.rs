@@ -211,7 +211,7 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbe
     loop {
         let msg = tokio::select! {
             m = rx.recv() => match m { Some(m) => m, None => break },
-            _ = beat.tick() => Message::Heartbeat { ts_ms: now_ms() },
+            _ = beat.tick() => Message::Heartbeat { ts_ms: perf_protocol::unix_ms() },
         };
         if writer.send(&msg).await.is_err() {
             break;
@@ -258,7 +258,7 @@ fn touch_process(hub: &Hub, process_id: &str) {
 
 /// Stores a sample and reflects its stall state in the process record.
 fn on_metrics(hub: &Hub, process_id: &str, sample: serde_json::Value) {
-    let ts = sample.get("ts").and_then(|v| v.as_u64()).unwrap_or_else(now_ms);
+    let ts = sample.get("ts").and_then(|v| v.as_u64()).unwrap_or_else(perf_protocol::unix_ms);
     if let Err(e) = hub.store.insert_metric(process_id, ts, &sample) {
         tracing::warn!(error = %e, "store: metrics write failed");
     }
@@ -462,8 +462,4 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
             writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

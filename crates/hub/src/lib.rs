@@ -85,7 +85,7 @@ async fn housekeeping(hub: Arc<Hub>) {
     loop {
         tick.tick().await;
         let c = &hub.config;
-        let now = gateway::now_ms();
+        let now = perf_protocol::unix_ms();
         if let Err(e) =
             hub.store.prune_metrics(now, c.metrics_max_age_ms, c.metrics_full_res_ms, c.metrics_max_per_process)
         {

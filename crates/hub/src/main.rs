@@ -156,17 +156,20 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         Some(t) => t,
         None => generated_token(&data_dir)?,
     };
+    let defaults = HubConfig::defaults(data_dir.clone());
     Ok(HubConfig {
-        agent_addr: args.agent_addr.or(file.agent_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
-        http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7080))),
-        data_dir,
+        agent_addr: args.agent_addr.or(file.agent_addr).unwrap_or(defaults.agent_addr),
+        http_addr: args.http_addr.or(file.http_addr).unwrap_or(defaults.http_addr),
         token,
         apps,
         process_ttl_ms: args.process_ttl_secs.saturating_mul(1000),
         metrics_max_age_ms: args.metrics_retention_hours.saturating_mul(3_600_000),
-        max_artifact_bytes: args.max_artifact_mb.or(file.max_artifact_bytes.map(|b| b >> 20)).unwrap_or(16 * 1024)
-            << 20,
-        ..HubConfig::for_test(PathBuf::new())
+        max_artifact_bytes: args
+            .max_artifact_mb
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .or(file.max_artifact_bytes)
+            .unwrap_or(defaults.max_artifact_bytes),
+        ..defaults
     })
 }
 

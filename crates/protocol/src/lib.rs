@@ -23,6 +23,12 @@ pub use frame::{encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_L
 pub use io::{FrameReader, FrameWriter};
 pub use message::*;
 
+/// Milliseconds since the Unix epoch: the clock of every timestamp on the wire (0 if the system
+/// clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// Version spoken by this build. The hub refuses a `Hello` with another major version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
