@@ -11,12 +11,13 @@ const USAGE: &str = "usage: flamegraph PROFILE -o OUT.svg [--title TITLE] [--sub
                      [--width PX] [--folded OUT.folded]\n  PROFILE: .cpuprofile, .heapprofile, \
                      perf script text, or folded stacks (detected from the content)";
 
+/// What to render: `input` to the SVG `output`, optionally also the folded stacks.
 #[derive(Debug, Default)]
-struct Args {
-    input: Option<PathBuf>,
-    output: Option<PathBuf>,
-    folded: Option<PathBuf>,
-    render: RenderOptions,
+pub struct Args {
+    pub input: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub folded: Option<PathBuf>,
+    pub render: RenderOptions,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -80,7 +81,13 @@ pub fn flamegraph_main(args: impl IntoIterator<Item = String>) -> i32 {
             return 2;
         }
     };
-    match run(&args) {
+    run_args(&args)
+}
+
+/// Renders already parsed arguments (for callers with their own argument parser, such as
+/// `perf-hub flamegraph`): prints a summary line, returns 0, or 1 after printing the error.
+pub fn run_args(args: &Args) -> i32 {
+    match run(args) {
         Ok(summary) => {
             println!("{summary}");
             0

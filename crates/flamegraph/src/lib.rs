@@ -25,7 +25,7 @@ mod render;
 
 pub mod perf_capture;
 
-pub use cli::flamegraph_main;
+pub use cli::{flamegraph_main, run_args as run_flamegraph_args, Args as FlamegraphArgs};
 pub use cpuprofile::fold_cpuprofile;
 pub use detect::{detect_format, InputFormat};
 pub use error::FlameError;

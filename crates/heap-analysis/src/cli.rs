@@ -12,12 +12,12 @@ const USAGE: &str = "usage:
   analyze FILE.heapsnapshot [--json] [--top N] [--no-paths] [--model devtools|memlab] [--quiet]
   diff BEFORE.heapsnapshot AFTER.heapsnapshot [--json] [--top N] [--no-paths] [--model devtools|memlab] [--quiet]";
 
-/// Parsed command line.
-struct Command {
-    files: Vec<String>,
-    json: bool,
-    quiet: bool,
-    opts: AnalyzeOptions,
+/// Parsed command line: one file for `analyze`, two (before, after) for `diff`.
+pub struct Command {
+    pub files: Vec<String>,
+    pub json: bool,
+    pub quiet: bool,
+    pub opts: AnalyzeOptions,
 }
 
 fn parse_args(args: &[String]) -> Result<(String, Command), String> {
@@ -67,6 +67,17 @@ pub fn cli_main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    run(&sub, &cmd)
+}
+
+/// Runs `analyze` (one file) or `diff` (two) with already parsed options (for callers with
+/// their own argument parser, such as `perf-hub`). Returns the process exit status.
+pub fn run(sub: &str, cmd: &Command) -> i32 {
+    let want = if sub == "diff" { 2 } else { 1 };
+    if cmd.files.len() != want || !matches!(sub, "analyze" | "diff") {
+        eprintln!("error: {sub} takes {want} file argument(s)\n{USAGE}");
+        return 2;
+    }
     let mut printer = ProgressPrinter::new(cmd.quiet, if sub == "diff" { 2 } else { 1 });
     let mut progress = |p: Progress| printer.report(p);
     let output = if sub == "analyze" {

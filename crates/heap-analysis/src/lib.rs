@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use cli::cli_main;
+pub use cli::{cli_main, run as run_cli, Command as CliCommand};
 pub use diff::{ClassDelta, Diff};
 pub use error::HeapError;
 pub use graph::HeapGraph;

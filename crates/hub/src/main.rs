@@ -23,27 +23,74 @@ struct Cli {
 enum Cmd {
     /// Run the hub: agent gateway, HTTP API and console.
     Serve(ServeArgs),
-    /// Render a flame graph: PROFILE (.cpuprofile, .heapprofile, perf script text or folded
-    /// stacks, detected from the content) -o out.svg [--title T] [--folded out.folded]
-    #[command(disable_help_flag = true)]
-    Flamegraph {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// Analyse a heap snapshot: FILE [--json] [--top N] [--no-paths] [--model devtools|memlab]
-    /// [--quiet] — summary by constructor with retained sizes, largest objects with retainer
-    /// paths, leak suspects. Progress on stderr.
-    #[command(disable_help_flag = true)]
-    Analyze {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// Compare two heap snapshots of one process: A B [--json] [--top N] — what grew, new objects.
-    #[command(disable_help_flag = true)]
-    Diff {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Render a flame graph of a profile.
+    Flamegraph(FlamegraphArgs),
+    /// Analyse a heap snapshot: summary by constructor with retained sizes, largest objects with
+    /// retainer paths, leak suspects. Progress on stderr.
+    Analyze(AnalyzeArgs),
+    /// Compare two heap snapshots of one process: what grew, which objects are new.
+    Diff(DiffArgs),
+}
+
+#[derive(clap::Args)]
+struct FlamegraphArgs {
+    /// .cpuprofile, .heapprofile, perf script text or folded stacks (detected from the content).
+    profile: PathBuf,
+    /// Where to write the SVG.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Title on top of the graph.
+    #[arg(long)]
+    title: Option<String>,
+    /// Second line under the title.
+    #[arg(long)]
+    subtitle: Option<String>,
+    /// Fixed width in pixels (default: fills the browser window).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Also write the folded stacks here.
+    #[arg(long)]
+    folded: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct HeapArgs {
+    /// One JSON document on stdout instead of text tables.
+    #[arg(long)]
+    json: bool,
+    /// How many of the largest (or new) objects to list.
+    #[arg(long)]
+    top: Option<usize>,
+    /// Skip retainer paths (faster on huge snapshots).
+    #[arg(long)]
+    no_paths: bool,
+    /// Retention rules: Chrome DevTools' (default) or memlab's.
+    #[arg(long, value_enum, default_value = "devtools")]
+    model: HeapModel,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HeapModel {
+    Devtools,
+    Memlab,
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    heap: HeapArgs,
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    before: PathBuf,
+    after: PathBuf,
+    #[command(flatten)]
+    heap: HeapArgs,
 }
 
 #[derive(clap::Args)]
@@ -85,15 +132,35 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Cmd::Serve(args) => serve(args),
-        Cmd::Flamegraph { args } => std::process::exit(perf_flamegraph::flamegraph_main(args)),
-        Cmd::Analyze { args } => std::process::exit(heap_cli("analyze", args)),
-        Cmd::Diff { args } => std::process::exit(heap_cli("diff", args)),
+        Cmd::Flamegraph(a) => std::process::exit(flamegraph(a)),
+        Cmd::Analyze(a) => std::process::exit(heap_cli("analyze", vec![a.file], a.heap)),
+        Cmd::Diff(a) => std::process::exit(heap_cli("diff", vec![a.before, a.after], a.heap)),
     }
 }
 
-fn heap_cli(sub: &str, args: Vec<String>) -> i32 {
-    let full: Vec<String> = std::iter::once(sub.to_string()).chain(args).collect();
-    perf_heap_analysis::cli_main(&full)
+fn flamegraph(a: FlamegraphArgs) -> i32 {
+    let render =
+        perf_flamegraph::RenderOptions { title: a.title, subtitle: a.subtitle, width: a.width, ..Default::default() };
+    let args =
+        perf_flamegraph::FlamegraphArgs { input: Some(a.profile), output: Some(a.output), folded: a.folded, render };
+    perf_flamegraph::run_flamegraph_args(&args)
+}
+
+fn heap_cli(sub: &str, files: Vec<PathBuf>, h: HeapArgs) -> i32 {
+    let mut opts = perf_heap_analysis::AnalyzeOptions {
+        model: match h.model {
+            HeapModel::Devtools => perf_heap_analysis::Model::DevTools,
+            HeapModel::Memlab => perf_heap_analysis::Model::Memlab,
+        },
+        paths: !h.no_paths,
+        ..Default::default()
+    };
+    if let Some(n) = h.top {
+        opts.top_objects = n;
+        opts.top_new_objects = n;
+    }
+    let files = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+    perf_heap_analysis::run_cli(sub, &perf_heap_analysis::CliCommand { files, json: h.json, quiet: h.quiet, opts })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
