@@ -165,6 +165,14 @@ pub fn register_executor(callback: CommandCallback) -> bool {
     }
 }
 
+/// Runs a fallible step of a command; any error comes back as text for JS.
+fn job_step<T>(
+    id: &str,
+    f: impl FnOnce(perf_agent_core::JobHandle) -> std::result::Result<T, perf_agent_core::JobError>,
+) -> std::result::Result<T, String> {
+    with_job(id, f).and_then(|r| r.map_err(|e| e.to_string()))
+}
+
 fn with_job<T>(id: &str, f: impl FnOnce(perf_agent_core::JobHandle) -> T) -> std::result::Result<T, String> {
     let agent = current_agent().ok_or("perf-agent is not running")?;
     let job = agent.job(id).map_err(|e| e.to_string())?;
@@ -185,7 +193,7 @@ pub fn inspector_kinds() -> Vec<String> {
 #[napi]
 pub fn job_preflight(id: String, heap_used_bytes: f64) -> serde_json::Value {
     let used = heap_used_bytes.max(0.0) as u64;
-    match with_job(&id, |j| j.preflight_snapshot(used)).and_then(|r| r) {
+    match job_step(&id, |j| j.preflight_snapshot(used)) {
         Ok(est) => serde_json::json!({ "ok": true, "estimate": est }),
         Err(e) => serde_json::json!({ "ok": false, "error": e }),
     }
@@ -196,7 +204,7 @@ pub fn job_preflight(id: String, heap_used_bytes: f64) -> serde_json::Value {
 /// `{ ok: true, path }` or `{ ok: false, error }`.
 #[napi]
 pub fn job_snapshot_target(id: String) -> serde_json::Value {
-    match with_job(&id, |j| j.snapshot_target()).and_then(|r| r) {
+    match job_step(&id, |j| j.snapshot_target()) {
         Ok(path) => serde_json::json!({ "ok": true, "path": path.to_string_lossy() }),
         Err(e) => serde_json::json!({ "ok": false, "error": e }),
     }
@@ -211,11 +219,11 @@ pub fn job_spooled_bytes(id: String) -> f64 {
 /// Appends a chunk to the command's spool. Returns an error message, or null.
 #[napi]
 pub fn job_chunk(id: String, chunk: Either<String, Buffer>) -> Option<String> {
-    let r = with_job(&id, |j| match &chunk {
+    job_step(&id, |j| match &chunk {
         Either::A(s) => j.write_chunk(s.as_bytes()),
         Either::B(b) => j.write_chunk(b.as_ref()),
-    });
-    r.and_then(|r| r).err()
+    })
+    .err()
 }
 
 #[napi]
@@ -226,7 +234,7 @@ pub fn job_progress(id: String, stage: String, done: f64, total: f64) {
 /// The capture is complete; the upload starts. Returns an error message, or null.
 #[napi]
 pub fn job_finish(id: String, notes: Option<Vec<String>>) -> Option<String> {
-    with_job(&id, |j| j.finish(notes.unwrap_or_default())).and_then(|r| r).err()
+    job_step(&id, |j| j.finish(notes.unwrap_or_default())).err()
 }
 
 #[napi]

@@ -2,7 +2,7 @@
 //! spooled file that the upload takes over. The executor (the inspector worker, in the addon)
 //! drives it through [`JobHandle`]; every call returns an error value instead of panicking.
 
-use crate::spool::{SpoolFile, SpoolWriter};
+use crate::spool::{SpoolError, SpoolFile, SpoolWriter};
 use perf_protocol::CommandKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -18,6 +18,29 @@ pub struct JobSpec {
     /// The JS thread was blocked (no heartbeat) when the command arrived: a CPU profile then
     /// makes V8 recompile the stuck code so it can be named (costly on a healthy process).
     pub main_blocked: bool,
+}
+
+/// Why a step of a command could not be taken; the binding hands it to JS as text.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("agent state poisoned")]
+    Poisoned,
+    #[error("command already finished")]
+    Finished,
+    #[error("the spool file was handed to another writer")]
+    HandedOver,
+    #[error("this command's spool file is not available for a snapshot")]
+    SpoolUnavailable,
+    #[error("command {0} is not a heap snapshot")]
+    NotASnapshot(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// An earlier chunk failed; the capture can't be completed.
+    #[error("{0}")]
+    Capture(String),
+    /// The preflight refused the capture (the reason was sent to the hub).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub(crate) enum JobState {
@@ -57,33 +80,32 @@ impl Job {
 
     /// Appends a chunk; after the first failure further chunks are dropped and the error kept
     /// for `finish` (V8 can't be stopped mid-snapshot, but the host must not suffer).
-    pub fn write(&self, chunk: &[u8]) -> Result<(), String> {
-        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+    pub fn write(&self, chunk: &[u8]) -> Result<(), JobError> {
+        let mut st = self.state.lock().map_err(|_| JobError::Poisoned)?;
         match &mut *st {
-            JobState::Capturing { error: Some(e), .. } => Err(e.clone()),
+            JobState::Capturing { error: Some(e), .. } => Err(JobError::Capture(e.clone())),
             JobState::Capturing { spool, error } => spool.write(chunk).map_err(|e| {
-                let msg = e.to_string();
-                *error = Some(msg.clone());
-                msg
+                *error = Some(e.to_string());
+                JobError::Spool(e)
             }),
-            JobState::WrittenExternally { .. } => Err("the spool file was handed to another writer".into()),
-            JobState::Finished => Err("command already finished".into()),
+            JobState::WrittenExternally { .. } => Err(JobError::HandedOver),
+            JobState::Finished => Err(JobError::Finished),
         }
     }
 
     /// Hands the (still empty) spool file to a writer outside the agent and returns its path.
     /// Refused once anything was written through [`Job::write`] or the job ended.
-    pub fn hand_over_file(&self) -> Result<PathBuf, String> {
-        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+    pub fn hand_over_file(&self) -> Result<PathBuf, JobError> {
+        let mut st = self.state.lock().map_err(|_| JobError::Poisoned)?;
         match std::mem::replace(&mut *st, JobState::Finished) {
             JobState::Capturing { spool, error: None } if spool.written() == 0 => {
-                let (path, limit) = spool.close_empty().map_err(|e| e.to_string())?;
+                let (path, limit) = spool.close_empty()?;
                 *st = JobState::WrittenExternally { path: path.clone(), limit };
                 Ok(path)
             }
             other => {
                 *st = other;
-                Err("this command's spool file is not available for a snapshot".into())
+                Err(JobError::SpoolUnavailable)
             }
         }
     }
@@ -111,19 +133,19 @@ impl Job {
     }
 
     /// Closes the spool: the file if the capture succeeded, else the error.
-    pub fn take_spool(&self) -> Result<SpoolFile, String> {
-        let mut st = self.state.lock().map_err(|_| "job lock poisoned".to_string())?;
+    pub fn take_spool(&self) -> Result<SpoolFile, JobError> {
+        let mut st = self.state.lock().map_err(|_| JobError::Poisoned)?;
         match std::mem::replace(&mut *st, JobState::Finished) {
-            JobState::Capturing { spool, error: None } => spool.finish().map_err(|e| e.to_string()),
+            JobState::Capturing { spool, error: None } => Ok(spool.finish()?),
             JobState::Capturing { spool, error: Some(e) } => {
                 let _ = std::fs::remove_file(spool.path());
-                Err(e)
+                Err(JobError::Capture(e))
             }
             JobState::WrittenExternally { path, limit } => SpoolFile::seal(&path, limit).map_err(|e| {
                 let _ = std::fs::remove_file(&path);
-                e.to_string()
+                JobError::Spool(e)
             }),
-            JobState::Finished => Err("command already finished".into()),
+            JobState::Finished => Err(JobError::Finished),
         }
     }
 

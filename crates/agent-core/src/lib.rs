@@ -18,7 +18,7 @@ pub mod spool;
 pub mod upload;
 
 pub use config::{parse_labels, AgentConfig, ConfigError};
-pub use job::JobSpec;
+pub use job::{JobError, JobSpec};
 /// The wire protocol and its table of capture kinds, for the binding.
 pub use perf_protocol as protocol;
 
@@ -366,7 +366,7 @@ impl JobHandle {
 
     /// Heap snapshots only: decides from the live heap whether the snapshot is safe, and
     /// acknowledges the command either way. `Err` means "don't take it" (already reported).
-    pub fn preflight_snapshot(&self, heap_used_bytes: u64) -> Result<SnapshotEstimate, String> {
+    pub fn preflight_snapshot(&self, heap_used_bytes: u64) -> Result<SnapshotEstimate, JobError> {
         let cost = headroom::SnapshotCost::for_node(&self.inner.config.node_version);
         let est = cost.estimate(heap_used_bytes, headroom::memory_headroom());
         let id = &self.job.spec.id;
@@ -379,7 +379,7 @@ impl JobHandle {
                 self.inner.ack(id, false, Some(reason.clone()), Some(est));
                 self.job.discard();
                 self.inner.drop_job(id);
-                Err(reason)
+                Err(JobError::Refused(reason))
             }
         }
     }
@@ -387,9 +387,9 @@ impl JobHandle {
     /// Heap snapshots written by V8 itself (`v8.writeHeapSnapshot` on the main thread): the
     /// path of this command's private, still empty spool file. The snapshot is sized and
     /// checksummed from the file in [`JobHandle::finish`].
-    pub fn snapshot_target(&self) -> Result<std::path::PathBuf, String> {
+    pub fn snapshot_target(&self) -> Result<std::path::PathBuf, JobError> {
         if !matches!(self.job.spec.kind, CommandKind::HeapSnapshot) {
-            return Err(format!("{} is not a heap snapshot", self.job.spec.id));
+            return Err(JobError::NotASnapshot(self.job.spec.id.clone()));
         }
         self.job.hand_over_file()
     }
@@ -399,7 +399,7 @@ impl JobHandle {
         self.job.spooled_bytes()
     }
 
-    pub fn write_chunk(&self, chunk: &[u8]) -> Result<(), String> {
+    pub fn write_chunk(&self, chunk: &[u8]) -> Result<(), JobError> {
         self.job.write(chunk)
     }
 
@@ -415,12 +415,12 @@ impl JobHandle {
     }
 
     /// The capture is complete: report size and checksum, free the busy slot, upload.
-    pub fn finish(&self, notes: Vec<String>) -> Result<(), String> {
+    pub fn finish(&self, notes: Vec<String>) -> Result<(), JobError> {
         let id = self.job.spec.id.clone();
         let file = match self.job.take_spool() {
             Ok(f) => f,
             Err(e) => {
-                self.fail(&e);
+                self.fail(&e.to_string());
                 return Err(e);
             }
         };

@@ -127,7 +127,7 @@ async fn stream_into_job(handle: &JobHandle, path: &Path) -> Result<(), String> 
         if n == 0 {
             return Ok(());
         }
-        handle.write_chunk(&buf[..n])?;
+        handle.write_chunk(&buf[..n]).map_err(|e| e.to_string())?;
     }
 }
 
