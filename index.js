@@ -130,6 +130,14 @@ function stringLabels(labels) {
   return out;
 }
 
+function spoolMaxMb(options) {
+  const raw = options.spoolMaxMb ?? process.env.PERF_AGENT_SPOOL_MAX_MB;
+  if (raw == null || raw === '') return undefined;
+  const mb = Number(raw);
+  if (!Number.isInteger(mb) || mb < 1 || mb > 4194303) throw new TypeError(`perf-agent: bad spool size limit '${raw}' (MiB, 1-4194303)`);
+  return mb;
+}
+
 /** Options merged over `PERF_AGENT_*` environment variables. */
 function resolveOptions(options = {}) {
   const env = process.env;
@@ -144,6 +152,7 @@ function resolveOptions(options = {}) {
     capabilities: capabilities(),
     perfHelper: [process.execPath, path.join(__dirname, 'lib', 'perf-helper.js')],
     spoolDir: options.spoolDir ?? env.PERF_AGENT_SPOOL_DIR ?? undefined,
+    spoolMaxMb: spoolMaxMb(options),
     metricsIntervalMs: metricsInterval(options),
   };
 }

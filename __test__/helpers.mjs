@@ -74,10 +74,14 @@ export async function download(hub, id) {
   return Buffer.from(await res.arrayBuffer());
 }
 
-/** Starts a fixture app (Node + the addon); resolves once it printed `ready`. */
-export async function startApp(fixture, { env = {}, args = [], nodeArgs = [], waitReady = true } = {}) {
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, '__test__', 'fixtures', fixture), ...args], {
-    cwd: ROOT,
+/**
+ * Starts a fixture app (Node + the addon); resolves once it printed `ready`. `script` overrides
+ * the fixture's path, `node` the Node binary, `wrap` prefixes the command (e.g. setpriv).
+ */
+export async function startApp(fixture, { env = {}, args = [], nodeArgs = [], waitReady = true, script, node = process.execPath, wrap = [], cwd = ROOT } = {}) {
+  const argv = [...wrap, node, ...nodeArgs, script || join(ROOT, '__test__', 'fixtures', fixture), ...args];
+  const child = spawn(argv[0], argv.slice(1), {
+    cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });

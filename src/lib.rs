@@ -37,6 +37,8 @@ pub struct NativeStartOptions {
     pub node_version: Option<String>,
     pub capabilities: Option<Vec<String>>,
     pub spool_dir: Option<String>,
+    /// Most MiB the spool directory may hold (default 16384).
+    pub spool_max_mb: Option<u32>,
     /// Command line of the perf helper process (node + lib/perf-helper.js).
     pub perf_helper: Option<Vec<String>>,
     /// How often metrics are sent; 0 turns metrics off (default 5000).
@@ -59,6 +61,9 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
     }
     if let Some(dir) = o.spool_dir {
         c.spool_dir = dir.into();
+    }
+    if let Some(mb) = o.spool_max_mb {
+        c.max_spool_bytes = u64::from(mb) << 20;
     }
     Ok(c)
 }

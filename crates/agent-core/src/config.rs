@@ -22,7 +22,8 @@ pub struct AgentConfig {
     pub perf_helper: Vec<String>,
     /// Where captures are spooled before and during upload.
     pub spool_dir: PathBuf,
-    /// Largest capture the agent will spool (protects the host's disk).
+    /// Most bytes the spool directory may hold in all (protects the host's disk; captures are
+    /// also refused when the disk itself is nearly full, see [`crate::spool_dir`]).
     pub max_spool_bytes: u64,
     /// How often a metrics sample is sent (zero: never).
     pub metrics_interval: Duration,
@@ -68,8 +69,8 @@ impl AgentConfig {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             capabilities: vec!["heap_snapshot".into()],
             perf_helper: Vec::new(),
-            spool_dir: std::env::temp_dir().join("perf-agent-spool"),
-            max_spool_bytes: 32 << 30,
+            spool_dir: crate::spool_dir::default_dir(),
+            max_spool_bytes: 16 << 30,
             metrics_interval: Duration::from_secs(5),
             stall_threshold: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(500),

@@ -15,6 +15,7 @@ mod link;
 mod metrics;
 mod perf_job;
 pub mod spool;
+pub mod spool_dir;
 pub mod upload;
 
 pub use config::{parse_labels, AgentConfig, ConfigError};
@@ -51,6 +52,9 @@ pub enum AgentError {
     #[error("no such command in flight: {0}")]
     UnknownJob(String),
 }
+
+/// Room a capture of unknown size needs at least before it starts (profiles are a few MB).
+const MIN_CAPTURE_ROOM: u64 = 64 << 20;
 
 /// How long a command waits for the inspector worker to register after the agent started.
 const EXECUTOR_WAIT: Duration = Duration::from_secs(3);
@@ -102,6 +106,16 @@ impl Agent {
             shutdown,
             rt: runtime.handle().clone(),
             metrics: metrics::MetricsState::new(config_stall_threshold),
+        });
+        let dir = inner.config.spool_dir.clone();
+        runtime.spawn_blocking(move || match spool_dir::prepare(&dir) {
+            Ok(()) => match spool_dir::sweep_stale(&dir) {
+                0 => {}
+                n => {
+                    tracing::info!(count = n, dir = %dir.display(), "perf-agent: removed spool files of dead processes")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "perf-agent: spool directory unusable; captures will be refused"),
         });
         runtime.spawn(link::run(inner.clone(), outbox_rx));
         if inner.config.metrics_interval > Duration::ZERO {
@@ -254,15 +268,11 @@ impl Inner {
         }
         let main_blocked = self.metrics.is_blocked();
         let spec = JobSpec { id: cmd.id.clone(), kind: cmd.kind.clone(), force: cmd.force, main_blocked };
-        let spool = match spool::SpoolWriter::create(
-            &self.config.spool_dir,
-            &self.spool_name(&spec),
-            self.config.max_spool_bytes,
-        ) {
+        let spool = match self.open_spool(&spec) {
             Ok(s) => s,
             Err(e) => {
                 self.release_busy(&cmd.id);
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         let job = Arc::new(Job::new(spec.clone(), cmd.upload_token.clone(), spool));
@@ -287,6 +297,15 @@ impl Inner {
             self.ack(&cmd.id, true, None, None);
         }
         Ok(())
+    }
+
+    /// A private spool file for the command, bounded by the room the spool may still use.
+    fn open_spool(&self, spec: &JobSpec) -> Result<spool::SpoolWriter, String> {
+        let dir = &self.config.spool_dir;
+        spool_dir::prepare(dir).map_err(|e| e.to_string())?;
+        let limit =
+            spool_dir::room_for(dir, MIN_CAPTURE_ROOM, self.config.max_spool_bytes).map_err(|e| e.to_string())?;
+        spool::SpoolWriter::create(dir, &self.spool_name(spec), limit).map_err(|e| e.to_string())
     }
 
     /// The spool file of a command: pid and id keep processes sharing a spool dir apart.
@@ -370,7 +389,12 @@ impl JobHandle {
         let cost = headroom::SnapshotCost::for_node(&self.inner.config.node_version);
         let est = cost.estimate(heap_used_bytes, headroom::memory_headroom());
         let id = &self.job.spec.id;
-        match cost.check(&est, self.job.spec.force) {
+        let verdict = cost.check(&est, self.job.spec.force).and_then(|()| {
+            spool_dir::room_for(&self.inner.config.spool_dir, est.file_bytes, self.inner.config.max_spool_bytes)
+                .map(|_| ())
+                .map_err(|e| format!("refusing heap snapshot: {e}"))
+        });
+        match verdict {
             Ok(()) => {
                 self.inner.ack(id, true, None, Some(est.clone()));
                 Ok(est)

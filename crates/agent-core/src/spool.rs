@@ -38,17 +38,18 @@ pub struct SpoolFile {
 }
 
 impl SpoolWriter {
-    /// Creates `dir/name` readable by the owner only (snapshots can hold secrets).
+    /// Creates `dir/name` readable by the owner only (snapshots can hold secrets): a new file
+    /// (`O_EXCL`), never through a symlink (`O_NOFOLLOW`). `dir` is prepared by the caller
+    /// ([`crate::spool_dir::prepare`]).
     pub fn create(dir: &Path, name: &str, limit: u64) -> Result<Self, SpoolError> {
         let path = dir.join(name);
         let err = |source| SpoolError::Create { path: path.clone(), source };
-        create_private_dir(dir).map_err(err)?;
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
         let file = opts.open(&path).map_err(err)?;
         Ok(Self { path, out: BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), written: 0, limit })
@@ -118,17 +119,6 @@ impl SpoolFile {
         }
         Ok(Self { path: path.to_path_buf(), size, sha256: hex::encode(hasher.finalize()) })
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
 }
 
 #[cfg(test)]

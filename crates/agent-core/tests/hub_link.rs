@@ -258,6 +258,7 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
     running.hub.store.insert_artifact(&rec).expect("insert");
     std::fs::write(running.hub.blobs.part_path(id), &payload[..400_000]).expect("part");
 
+    perf_agent_core::spool_dir::prepare(&dir.path().join("spool")).expect("spool dir");
     let mut w = SpoolWriter::create(&dir.path().join("spool"), "x.heapsnapshot", 1 << 30).expect("spool");
     w.write(&payload).expect("write");
     let file = w.finish().expect("finish");
