@@ -57,10 +57,13 @@ test('console: CPU profile and heap snapshot buttons produce ready artifacts; th
   await page.click(`${row} button[data-kind=heap_snapshot]`);
   await page.waitForSelector('#artifacts tr[data-status=ready]:has-text("heap_snapshot")', { timeout: 30000 });
   await page.click('#artifacts tr[data-status=ready]:has-text("cpu_profile") button:has-text("Flame graph")');
-  await page.waitForSelector('#viewer:not([hidden])');
-  const frame = page.frames().find((f) => f.url().startsWith('blob:'));
-  assert.ok(frame, 'flame graph frame loaded');
-  await frame.waitForSelector('svg');
+  // The console shows the viewer, fetches the SVG, and only then points the iframe at a blob:
+  // URL of it: wait for that src, then for the frame's own document to have the SVG.
+  const iframe = await page.waitForSelector('#viewer:not([hidden]) #viewer-frame[src^="blob:"]');
+  const frame = await iframe.contentFrame();
+  assert.ok(frame, 'flame graph frame attached');
+  await frame.waitForURL(/^blob:/);
+  await frame.waitForSelector('svg #frames'); // inferno's flame graph, rendered by the hub
   // The heap snapshot's analysis (a background job in the hub) renders as tables.
   await page.click('#artifacts tr[data-status=ready]:has-text("heap_snapshot") button:has-text("Analysis")');
   await page.waitForSelector('#viewer-body table th:has-text("Retained")', { timeout: 60000 });

@@ -41,6 +41,10 @@ before(async () => {
     cache: false,
     coverage: false,
     opt: {
+      // From Node 24, `node --test` runs each file with every default option spelled out,
+      // --inspect-port among them; egg-mock would pass that on and the master would think it
+      // is being debugged (and stop the cluster when a worker dies). The cluster gets none.
+      execArgv: [],
       env: {
         ...process.env,
         EGG_PERF_TEST_HUB: hub.agentAddr,
