@@ -231,6 +231,12 @@ impl Inner {
     }
 
     fn dispatch_or_refuse(self: &Arc<Self>, cmd: perf_protocol::Command) {
+        // The id names spool files: only the hub's own id form is accepted.
+        if !perf_protocol::is_valid_id(&cmd.id) {
+            tracing::warn!(command = ?cmd.id, "perf-agent: command with a malformed id refused");
+            self.ack(&cmd.id, false, Some("malformed command id".into()), None);
+            return;
+        }
         if let Err(reason) = self.try_dispatch(&cmd) {
             tracing::warn!(command = %cmd.id, reason, "perf-agent: command refused");
             self.ack(&cmd.id, false, Some(reason), None);

@@ -16,9 +16,7 @@ pub fn new_secret() -> Result<String, getrandom::Error> {
 
 /// Ids we hand out are hex; anything else from a URL or a frame is refused before it reaches a
 /// query or a file path.
-pub fn is_valid_id(s: &str) -> bool {
-    (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub use perf_protocol::is_valid_id;
 
 #[cfg(test)]
 mod tests {

@@ -29,6 +29,12 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Whether `s` has the form of an id the hub hands out (8-64 hex characters). Ids from the other
+/// end are checked with it before they reach a query, a log line or a file path.
+pub fn is_valid_id(s: &str) -> bool {
+    (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Version spoken by this build. The hub refuses a `Hello` with another major version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
