@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const require = createRequire(import.meta.url);
 const metricsPath = fileURLToPath(new URL('../lib/metrics.js', import.meta.url));
-const { createCollector, RequestStats, N_BUCKETS } = require(metricsPath);
+const { createCollector, RequestStats, N_BUCKETS, HIST_BOUNDS_MS, histCut } = require(metricsPath);
 
 /** A server whose handler answers after 50 ms; /404 and /500 answer at once. */
 async function slowServer() {
@@ -80,6 +80,13 @@ test(
       assert.ok(s.latency_p50_ms < 500, `p50 ${s.latency_p50_ms}`);
       assert.ok(s.latency_max_ms >= s.latency_p99_ms && s.latency_p99_ms >= s.latency_p90_ms);
       assert.equal(s.errors, undefined);
+      // The same requests in Prometheus-style buckets: the ten 50 ms ones are above 25 ms.
+      const h = s.latency_histogram;
+      assert.equal(h.count, 12);
+      assert.ok(h.sum_ms >= 10 * 45, `sum ${h.sum_ms}`);
+      const at = Object.fromEntries(h.buckets);
+      assert.ok(at[25] <= 2, JSON.stringify(h));
+      assert.equal(at[10000], 12, JSON.stringify(h));
     } finally {
       await srv.close();
     }
@@ -265,6 +272,37 @@ test('latency histogram: bounded memory and ~5% accuracy', () => {
   assert.equal(st.summary().status_5xx, 1);
   st.reset();
   assert.equal(st.summary().latency_p99_ms, null);
+});
+
+test('latency histogram for Prometheus: fixed bounds derived exactly from the log buckets', () => {
+  // The bounds and cuts the hub expects (LATENCY_BUCKETS_MS / log_bucket_cut in the protocol crate).
+  assert.deepEqual(HIST_BOUNDS_MS, [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]);
+  assert.deepEqual(HIST_BOUNDS_MS.map(histCut), [56, 66, 74, 82, 93, 101, 109, 119, 127, 135, 146, 154, 162]);
+  const st = new RequestStats(true);
+  assert.equal(st.summary().latency_histogram, null, 'null when nothing was timed, like the quantiles');
+  assert.deepEqual(st.histogram(), { sum_ms: 0, count: 0, buckets: HIST_BOUNDS_MS.map((b) => [b, 0]) });
+  const values = [];
+  for (let i = 1; i <= 200_000; i++) values.push(i / 10); // uniform 0.1 .. 20000 ms
+  for (const v of values) st.record(v, 200);
+  st.record(NaN, 200); // counted, not timed: not in the histogram
+  const h = st.summary().latency_histogram;
+  assert.equal(h.count, values.length);
+  assert.equal(h.buckets.length, HIST_BOUNDS_MS.length);
+  const sum = values.reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(h.sum_ms - sum) < 1, `${h.sum_ms} vs ${sum}`);
+  let prev = 0;
+  for (const [b, n] of h.buckets) {
+    assert.ok(n >= prev && n <= h.count, `cumulative at ${b}`);
+    prev = n;
+    // Counted under b: every value below the largest log edge <= b, which is < 9% below b.
+    const below = (x) => values.filter((v) => v < x).length;
+    assert.ok(n <= below(b) + 1 && n >= below(b / 2 ** (1 / 8)), `${b}: ${n} not within one log bucket`);
+  }
+  assert.deepEqual(JSON.parse(JSON.stringify(h)), h, 'plain JSON');
+  st.reset();
+  assert.equal(st.summary().latency_histogram, null);
+  st.record(0, 200); // 0 ms is timed: under the first bound
+  assert.deepEqual(st.summary().latency_histogram.buckets[0], [1, 1]);
 });
 
 /** Runs a child Node with the given script; resolves with its exit code or 'timeout'. */

@@ -37,15 +37,28 @@
  *                           (TCPSocketWrap, Timeout, FSReqCallback, ...)
  *   http_server             incoming requests that finished in the interval:
  *     count, status_2xx, status_3xx, status_4xx, status_5xx,
- *     latency_{mean,p50,p90,p99,max}_ms (request start to response finish)
+ *     latency_{mean,p50,p90,p99,max}_ms (request start to response finish),
+ *     latency_histogram: { sum_ms, count, buckets: [[upper_bound_ms, cumulative_count], ...] }
+ *                           the interval's timed requests in Prometheus-style buckets with the
+ *                           fixed bounds HIST_BOUNDS_MS (1, 2.5, 5, ... 10000 ms); +Inf is not
+ *                           listed (JSON has no Infinity): it is `count`. null when nothing
+ *                           was timed, like the quantiles.
  *   http_client             outgoing node:http(s) requests: same fields plus errors;
  *                           latency is request start to response headers
  *   undici                  outgoing fetch()/undici requests: same as http_client
  *
+ * The hub reads this schema through one Rust type, perf_protocol::MetricsSample
+ * (crates/protocol/src/metrics_sample.rs): a field added here reaches the hub's history
+ * untouched, but a figure the hub exports must be added to that type too.
+ *
  * Percentiles come from a fixed log-bucket histogram (8 buckets per power of two from
  * 0.0078 ms to 35 min: 224 Uint32 counters, < 1 KB per histogram whatever the traffic).
  * A reported percentile is the bucket's geometric middle, clamped to the exact min/max, so
- * it is within ~4.5% of the true value.
+ * it is within ~4.5% of the true value. latency_histogram is derived exactly from the same
+ * buckets: the count under bound b sums the log buckets that end at or below b, i.e. below the
+ * largest log edge <= b, which is less than one log bucket (2^(1/8), ~9%) under b (6.5% at
+ * most for these bounds; 1 ms is an edge and exact). So a request counted under b really took
+ * less than b; one that took between that edge and b is counted under the next bound.
  */
 
 const v8 = require('node:v8');
@@ -80,6 +93,17 @@ function bucketMiddle(i) {
 function round3(x) {
   return Math.round(x * 1000) / 1000;
 }
+
+/** Upper bounds (ms) of latency_histogram; the same list is LATENCY_BUCKETS_MS in the hub. */
+const HIST_BOUNDS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/** How many log buckets (from 0) end at or below `ms` (log_bucket_cut in the protocol crate). */
+function histCut(ms) {
+  const k = Math.floor((Math.log2(ms) - MIN_EXP) * SUB_BUCKETS + 1e-9);
+  return k < 0 ? 0 : k > N_BUCKETS - 1 ? N_BUCKETS - 1 : k;
+}
+
+const HIST_CUTS = HIST_BOUNDS_MS.map(histCut);
 
 /** Counts, status classes and a latency histogram for one kind of request. */
 class RequestStats {
@@ -124,6 +148,19 @@ class RequestStats {
     return round3(this.max);
   }
 
+  /** Cumulative counts at HIST_BOUNDS_MS, from the log buckets (see the header comment). */
+  histogram() {
+    const buckets = new Array(HIST_BOUNDS_MS.length);
+    let seen = 0;
+    let i = 0;
+    for (let b = 0; b < HIST_CUTS.length; b++) {
+      for (; i < HIST_CUTS[b]; i++) seen += this.buckets[i];
+      buckets[b] = [HIST_BOUNDS_MS[b], seen];
+    }
+    for (; i < N_BUCKETS; i++) seen += this.buckets[i];
+    return { sum_ms: round3(this.sum), count: seen, buckets };
+  }
+
   summary() {
     const timed = this.min !== Infinity;
     const out = { count: this.count };
@@ -137,6 +174,7 @@ class RequestStats {
     out.latency_p90_ms = this.percentile(0.9);
     out.latency_p99_ms = this.percentile(0.99);
     out.latency_max_ms = timed ? round3(this.max) : null;
+    out.latency_histogram = timed ? this.histogram() : null;
     return out;
   }
 }
@@ -448,4 +486,4 @@ function positive(v, dflt) {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : dflt;
 }
 
-module.exports = { createCollector, RequestStats, bucketOf, N_BUCKETS };
+module.exports = { createCollector, RequestStats, bucketOf, N_BUCKETS, HIST_BOUNDS_MS, histCut };

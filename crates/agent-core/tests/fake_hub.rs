@@ -20,7 +20,8 @@ impl Executor for Recorder {
 
 async fn next_ack(reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>) -> perf_protocol::Ack {
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), reader.read_message()).await.expect("in time").expect("msg");
+        let m =
+            tokio::time::timeout(Duration::from_secs(10), reader.read_message()).await.expect("in time").expect("msg");
         if let Message::Ack(a) = m {
             return a;
         }
@@ -31,7 +32,8 @@ async fn next_ack(reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>) -> p
 async fn commands_with_malformed_ids_are_refused_before_they_touch_a_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut config = AgentConfig::new(&listener.local_addr().expect("addr").to_string(), "orders", "s3cret").expect("config");
+    let mut config =
+        AgentConfig::new(&listener.local_addr().expect("addr").to_string(), "orders", "s3cret").expect("config");
     config.spool_dir = dir.path().join("spool");
     config.capabilities = vec!["heap_snapshot".into(), "cpu_profile".into()];
     config.metrics_interval = Duration::ZERO;
@@ -39,7 +41,10 @@ async fn commands_with_malformed_ids_are_refused_before_they_touch_a_path() {
     let recorder = Arc::new(Recorder::default());
     agent.set_executor(Some(recorder.clone()));
 
-    let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.expect("agent connects").expect("accept");
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("agent connects")
+        .expect("accept");
     let (r, w) = stream.into_split();
     let (mut reader, mut writer) = (FrameReader::new(r), FrameWriter::new(w));
     assert!(matches!(reader.read_message().await.expect("hello"), Message::Hello(_)));
@@ -61,7 +66,10 @@ async fn commands_with_malformed_ids_are_refused_before_they_touch_a_path() {
     // The hub's own id form still works.
     let good = "0123456789abcdef0123456789abcdef";
     let kind = CommandKind::CpuProfile { seconds: 1, interval_us: None };
-    writer.send(&Message::Command(Command { id: good.into(), kind, upload_token: "t".into(), force: false })).await.expect("command");
+    writer
+        .send(&Message::Command(Command { id: good.into(), kind, upload_token: "t".into(), force: false }))
+        .await
+        .expect("command");
     let ack = next_ack(&mut reader).await;
     assert!(ack.accepted, "{:?}", ack.error);
     assert_eq!(recorder.0.lock().expect("lock").as_slice(), [good.to_string()]);

@@ -408,7 +408,8 @@ async fn list_audit(
 async fn prometheus(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let mut rows = Vec::new();
     for p in hub.store.list_processes()? {
-        let latest = hub.store.latest_metric(&p.id)?;
+        // Stored as JSON text; read back into the typed sample (older rows parse too).
+        let latest = hub.store.latest_metric(&p.id)?.and_then(|v| serde_json::from_value(v).ok());
         rows.push((p, latest));
     }
     let out = crate::prometheus::render(&rows, &hub.counters);

@@ -239,7 +239,7 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
                 );
             }
             Message::CommandResult(r) => on_result(hub, process_id, r),
-            Message::Metrics { sample } => on_metrics(hub, process_id, sample),
+            Message::Metrics { sample } => on_metrics(hub, process_id, &sample),
             Message::Goodbye { reason } => {
                 tracing::info!(process = %process_id, reason, "agent goodbye");
                 return Ok(());
@@ -257,16 +257,16 @@ fn touch_process(hub: &Hub, process_id: &str) {
 }
 
 /// Stores a sample and reflects its stall state in the process record.
-fn on_metrics(hub: &Hub, process_id: &str, sample: serde_json::Value) {
-    let ts = sample.get("ts").and_then(|v| v.as_u64()).unwrap_or_else(perf_protocol::unix_ms);
-    if let Err(e) = hub.store.insert_metric(process_id, ts, &sample) {
+fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
+    let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
+    if let Err(e) = hub.store.insert_metric(process_id, ts, sample) {
         tracing::warn!(error = %e, "store: metrics write failed");
     }
-    hub.counters.add_sample(process_id, &sample);
+    hub.counters.add_sample(process_id, sample);
     if let Ok(Some(mut p)) = hub.store.get_process(process_id) {
-        let blocked = sample.get("state").and_then(|v| v.as_str()) == Some("blocked");
+        let blocked = sample.is_blocked();
         p.state = if blocked { "blocked" } else { "running" }.into();
-        p.blocked_ms = if blocked { sample.get("blocked_ms").and_then(|v| v.as_u64()).unwrap_or(0) } else { 0 };
+        p.blocked_ms = if blocked { sample.blocked_ms.unwrap_or(0) } else { 0 };
         p.last_seen = now_rfc3339();
         hub.save_process(&p);
     }

@@ -260,7 +260,8 @@ impl Store {
         })
     }
 
-    pub fn insert_metric(&self, process_id: &str, ts_ms: u64, doc: &serde_json::Value) -> Result<(), StoreError> {
+    /// Stores one sample (a [`perf_protocol::MetricsSample`], or any JSON document) as JSON text.
+    pub fn insert_metric(&self, process_id: &str, ts_ms: u64, doc: &impl serde::Serialize) -> Result<(), StoreError> {
         let doc = serde_json::to_string(doc)?;
         self.with(|c| {
             c.execute(

@@ -17,11 +17,13 @@ pub mod capture;
 pub mod frame;
 pub mod io;
 pub mod message;
+pub mod metrics_sample;
 
 pub use capture::{capture_kind, AckPoint, CaptureKind, Executor, CAPTURE_KINDS};
 pub use frame::{encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 pub use io::{FrameReader, FrameWriter};
 pub use message::*;
+pub use metrics_sample::*;
 
 /// Milliseconds since the Unix epoch: the clock of every timestamp on the wire (0 if the system
 /// clock is before 1970).

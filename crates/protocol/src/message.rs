@@ -49,9 +49,10 @@ pub enum Message {
     Progress(Progress),
     /// Agent → hub: the capture is complete (the artifact now uploads) or failed.
     CommandResult(CommandResult),
-    /// Agent → hub: a metrics sample (schema owned by the agent's collector).
+    /// Agent → hub: a metrics sample ([`MetricsSample`](crate::MetricsSample): every field
+    /// optional, unknown ones kept). Boxed: it is much larger than the other messages.
     Metrics {
-        sample: serde_json::Value,
+        sample: Box<crate::MetricsSample>,
     },
 
     // ---- upload stream ----
