@@ -102,7 +102,7 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 async fn wait_ready(hub: &perf_hub::Hub, id: &str) -> perf_hub::store::ArtifactRecord {
     let t0 = Instant::now();
     loop {
-        let a = hub.store.get_artifact(id).expect("store").expect("artifact");
+        let a = hub.artifacts.get(id).await.expect("store").expect("artifact");
         if a.status.is_final() {
             return a;
         }
@@ -120,7 +120,7 @@ async fn snapshot_end_to_end_and_busy() {
         start_agent(agent_config(running.agent_addr, "s3cret", &dir.path().join("spool")), payload.clone());
     wait_until("agent connected", Duration::from_secs(10), || agent.status().connected).await;
     let pid = agent.status().process_id.expect("process id");
-    let p = running.hub.store.get_process(&pid).expect("store").expect("registered");
+    let p = running.hub.processes.get(&pid).await.expect("store").expect("registered");
     assert!(p.connected);
     assert_eq!(p.labels.get("role").map(String::as_str), Some("worker"));
 
@@ -138,7 +138,7 @@ async fn snapshot_end_to_end_and_busy() {
 
     let a = wait_ready(&running.hub, &first.id).await;
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
-    let stored = std::fs::read(running.hub.blobs.final_path(&a.file_name)).expect("artifact file");
+    let stored = std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("artifact file");
     assert_eq!(stored, payload);
     assert_eq!(a.sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&payload)).as_str()));
     // The spool is removed once the hub confirmed the checksum.
@@ -164,7 +164,7 @@ async fn snapshot_written_into_the_spool_file_is_checksummed_and_uploaded() {
     assert_eq!(refusal, None);
     let a = wait_ready(&running.hub, &art.id).await;
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
-    assert_eq!(std::fs::read(running.hub.blobs.final_path(&a.file_name)).expect("artifact file"), payload);
+    assert_eq!(std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("artifact file"), payload);
     assert_eq!(a.sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&payload)).as_str()));
 }
 
@@ -192,8 +192,8 @@ async fn wrong_secret_is_rejected() {
     })
     .await;
     assert!(!agent.status().connected);
-    assert!(running.hub.store.list_processes().expect("list").is_empty());
-    let audit = running.hub.store.list_audit(10).expect("audit");
+    assert!(running.hub.processes.list().await.expect("list").is_empty());
+    let audit = running.hub.audit.list(10).await.expect("audit");
     assert!(audit.iter().any(|a| a.action == "agent.auth_failed"));
 }
 
@@ -255,8 +255,8 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
         uploaded_bytes: 0,
         upload_token: "tok-1234".into(),
     };
-    running.hub.store.insert_artifact(&rec).expect("insert");
-    std::fs::write(running.hub.blobs.part_path(id), &payload[..400_000]).expect("part");
+    running.hub.artifacts.create(rec.clone()).await.expect("insert");
+    std::fs::write(running.hub.artifacts.blobs().part_path(id), &payload[..400_000]).expect("part");
 
     perf_agent_core::spool_dir::prepare(&dir.path().join("spool")).expect("spool dir");
     let mut w = SpoolWriter::create(&dir.path().join("spool"), "x.heapsnapshot", 1 << 30).expect("spool");
@@ -276,9 +276,9 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
 
     let job = UploadJob { hub: running.agent_addr.to_string(), command_id: id.into(), token: "tok-1234".into(), file };
     upload_with_retry(&job, quick(), cancel).await.expect("upload");
-    let a = running.hub.store.get_artifact(id).expect("store").expect("artifact");
+    let a = running.hub.artifacts.get(id).await.expect("store").expect("artifact");
     assert_eq!(a.status, ArtifactStatus::Ready);
-    assert_eq!(std::fs::read(running.hub.blobs.final_path(&a.file_name)).expect("file"), payload);
+    assert_eq!(std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("file"), payload);
     // Had the agent sent from zero instead of the hub's offset, the hub would have refused the
     // excess bytes and the file would not match.
     assert_eq!(a.uploaded_bytes, payload.len() as u64);

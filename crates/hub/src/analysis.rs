@@ -72,8 +72,8 @@ pub fn check_snapshot(a: &ArtifactRecord) -> Result<(), String> {
 /// The analysis of one snapshot: cached result, or progress of the job (started if needed).
 pub async fn analysis(hub: &Arc<Hub>, a: &ArtifactRecord) -> Lookup {
     let key = a.id.clone();
-    let out = hub.blobs.final_path(&format!("{}.analysis.json", a.id));
-    let input = hub.blobs.final_path(&a.file_name);
+    let out = hub.artifacts.blobs().final_path(&format!("{}.analysis.json", a.id));
+    let input = hub.artifacts.blobs().final_path(&a.file_name);
     lookup_or_start(hub, key, out, move |progress| {
         let r = perf_heap_analysis::analyze_path(&input, &AnalyzeOptions::default(), progress)?;
         Ok(serde_json::to_vec(&r)?)
@@ -84,8 +84,8 @@ pub async fn analysis(hub: &Arc<Hub>, a: &ArtifactRecord) -> Lookup {
 /// The diff of two snapshots of one process (`a` taken before `b`).
 pub async fn diff(hub: &Arc<Hub>, a: &ArtifactRecord, b: &ArtifactRecord) -> Lookup {
     let key = format!("{}-{}", a.id, b.id);
-    let out = hub.blobs.final_path(&format!("diff-{key}.json"));
-    let (pa, pb) = (hub.blobs.final_path(&a.file_name), hub.blobs.final_path(&b.file_name));
+    let out = hub.artifacts.blobs().final_path(&format!("diff-{key}.json"));
+    let (pa, pb) = (hub.artifacts.blobs().final_path(&a.file_name), hub.artifacts.blobs().final_path(&b.file_name));
     lookup_or_start(hub, key, out, move |progress| {
         let r = perf_heap_analysis::diff_paths(&pa, &pb, &AnalyzeOptions::default(), progress)?;
         Ok(serde_json::to_vec(&r)?)
@@ -114,18 +114,18 @@ async fn lookup_or_start(
     if let Ok(bytes) = tokio::fs::read(&out).await {
         return Lookup::Ready(bytes);
     }
-    match hub.analyses.get(&key) {
+    match hub.renders.analyses.get(&key) {
         Some(JobState::Failed { error }) => return Lookup::Failed(error),
         Some(state) => return Lookup::Pending(state),
         None => {}
     }
-    hub.analyses.set(&key, JobState::Queued);
+    hub.renders.analyses.set(&key, JobState::Queued);
     tokio::spawn(run_job(hub.clone(), key, out, Box::new(work)));
     Lookup::Pending(JobState::Queued)
 }
 
 async fn run_job(hub: Arc<Hub>, key: String, out: PathBuf, work: Work) {
-    let Ok(_permit) = hub.analyses.slot.acquire().await else { return };
+    let Ok(_permit) = hub.renders.analyses.slot.acquire().await else { return };
     let h = hub.clone();
     let k = key.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -136,7 +136,9 @@ async fn run_job(hub: Arc<Hub>, key: String, out: PathBuf, work: Work) {
                 last = std::time::Instant::now();
                 let stage =
                     serde_json::to_value(p.stage).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                h.analyses.set(&k, JobState::Running { stage, snapshot: p.snapshot, done: p.done, total: p.total });
+                h.renders
+                    .analyses
+                    .set(&k, JobState::Running { stage, snapshot: p.snapshot, done: p.done, total: p.total });
             }
         };
         let bytes = work(&mut progress)?;
@@ -146,16 +148,16 @@ async fn run_job(hub: Arc<Hub>, key: String, out: PathBuf, work: Work) {
     .await;
     match result {
         Ok(Ok(())) => {
-            if let Ok(mut j) = hub.analyses.jobs.lock() {
+            if let Ok(mut j) = hub.renders.analyses.jobs.lock() {
                 j.remove(&key);
             }
             tracing::info!(key, "heap analysis done");
         }
         Ok(Err(e)) => {
             tracing::warn!(key, error = %e, "heap analysis failed");
-            hub.analyses.set(&key, JobState::Failed { error: e.to_string() });
+            hub.renders.analyses.set(&key, JobState::Failed { error: e.to_string() });
         }
-        Err(e) => hub.analyses.set(&key, JobState::Failed { error: format!("analysis crashed: {e}") }),
+        Err(e) => hub.renders.analyses.set(&key, JobState::Failed { error: format!("analysis crashed: {e}") }),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
+use crate::renders::RenderError;
 use crate::store::ArtifactStatus;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -117,6 +118,16 @@ fn unprocessable(m: impl Into<String>) -> ApiError {
     ApiError::Unprocessable(m.into())
 }
 
+impl From<RenderError> for ApiError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::NoFlamegraph(_) | RenderError::Render(_) => ApiError::Unprocessable(e.to_string()),
+            RenderError::NotReady(_) => ApiError::Conflict(e.to_string()),
+            RenderError::Io(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
@@ -171,12 +182,12 @@ async fn console_asset(Path(file): Path<String>) -> Response {
 }
 
 async fn list_processes(State(hub): State<Arc<Hub>>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(hub.store.list_processes()?)?))
+    Ok(Json(serde_json::to_value(hub.processes.list().await?)?))
 }
 
 async fn get_process(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    let p = hub.store.get_process(&id)?.ok_or_else(|| not_found("no such process"))?;
+    let p = hub.processes.get(&id).await?.ok_or_else(|| not_found("no such process"))?;
     Ok(Json(serde_json::to_value(p)?))
 }
 
@@ -193,10 +204,10 @@ async fn process_metrics(
     Query(q): Query<MetricsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    hub.store.get_process(&id)?.ok_or_else(|| not_found("no such process"))?;
+    hub.processes.get(&id).await?.ok_or_else(|| not_found("no such process"))?;
     let since = q.since.unwrap_or_else(|| perf_protocol::unix_ms().saturating_sub(3_600_000));
     let limit = q.limit.unwrap_or(1000).min(20_000);
-    Ok(Json(serde_json::Value::Array(hub.store.list_metrics(&id, since, limit)?)))
+    Ok(Json(serde_json::Value::Array(hub.metrics.history(&id, since, limit).await?)))
 }
 
 /// Body of `POST /api/processes/{id}/commands`.
@@ -241,13 +252,15 @@ async fn post_command(
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
     // Refused requests are on the audit trail too: someone tried.
-    let refuse = |msg: String| {
-        hub.audit(&actor(&remote), "command.request", &id, json!({}), &format!("rejected: {msg}"));
-        bad_request(msg)
+    let parsed = body.map_err(|e| e.body_text()).and_then(|Json(req)| Ok((command_kind(&req)?, req.force)));
+    let (kind, force) = match parsed {
+        Ok(v) => v,
+        Err(msg) => {
+            hub.audit.record(&actor(&remote), "command.request", &id, json!({}), &format!("rejected: {msg}")).await;
+            return Err(bad_request(msg));
+        }
     };
-    let Json(req) = body.map_err(|e| refuse(e.body_text()))?;
-    let kind = command_kind(&req).map_err(refuse)?;
-    match hub.request_command(&id, kind, req.force, &actor(&remote)).await {
+    match hub.request_command(&id, kind, force, &actor(&remote)).await {
         Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact }))).into_response()),
         Ok((artifact, Some(refusal))) => {
             Ok((StatusCode::CONFLICT, Json(json!({ "error": refusal, "artifact": artifact }))).into_response())
@@ -270,7 +283,7 @@ async fn list_artifacts(
         valid_id(p)?;
     }
     let limit = q.limit.unwrap_or(200).min(1000);
-    Ok(Json(serde_json::to_value(hub.store.list_artifacts(q.process_id.as_deref(), false, limit)?)?))
+    Ok(Json(serde_json::to_value(hub.artifacts.list(q.process_id.as_deref(), false, limit).await?)?))
 }
 
 async fn get_artifact(
@@ -278,7 +291,7 @@ async fn get_artifact(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
+    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
     Ok(Json(serde_json::to_value(a)?))
 }
 
@@ -288,14 +301,14 @@ async fn download_artifact(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
+    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
     if a.status != ArtifactStatus::Ready {
         return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
     }
-    let path = hub.blobs.final_path(&a.file_name);
+    let path = hub.artifacts.blobs().final_path(&a.file_name);
     let file = tokio::fs::File::open(&path).await.map_err(|e| gone(format!("artifact file missing: {e}")))?;
     // Heap snapshots can hold secrets: every download is on the audit trail.
-    hub.audit(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok");
+    hub.audit.record(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok").await;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
     let disposition = format!(
         "attachment; filename=\"{}-{}\"",
@@ -314,9 +327,9 @@ async fn download_artifact(
     Ok(resp)
 }
 
-fn snapshot_artifact(hub: &Hub, id: &str) -> Result<crate::store::ArtifactRecord, ApiError> {
+async fn snapshot_artifact(hub: &Hub, id: &str) -> Result<crate::store::ArtifactRecord, ApiError> {
     valid_id(id)?;
-    let a = hub.store.get_artifact(id)?.ok_or_else(|| not_found(format!("no such artifact {id}")))?;
+    let a = hub.artifacts.get(id).await?.ok_or_else(|| not_found(format!("no such artifact {id}")))?;
     crate::analysis::check_snapshot(&a).map_err(unprocessable)?;
     Ok(a)
 }
@@ -333,7 +346,7 @@ fn lookup_response(l: crate::analysis::Lookup) -> Response {
 /// Summary by constructor, largest objects with retainer paths, leak suspects. `202` with
 /// progress while the background job runs; the result is cached per artifact.
 async fn artifact_analysis(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let a = snapshot_artifact(&hub, &id)?;
+    let a = snapshot_artifact(&hub, &id).await?;
     Ok(lookup_response(crate::analysis::analysis(&hub, &a).await))
 }
 
@@ -342,7 +355,7 @@ async fn artifacts_diff(
     State(hub): State<Arc<Hub>>,
     Path((a, b)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (a, b) = (snapshot_artifact(&hub, &a)?, snapshot_artifact(&hub, &b)?);
+    let (a, b) = (snapshot_artifact(&hub, &a).await?, snapshot_artifact(&hub, &b).await?);
     if a.process_id != b.process_id {
         return Err(unprocessable(
             "the snapshots are of different processes: object ids only match within one process",
@@ -354,37 +367,9 @@ async fn artifacts_diff(
 /// SVG flame graph of a profile artifact, rendered once (off the async threads) and cached.
 async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     valid_id(&id)?;
-    let a = hub.store.get_artifact(&id)?.ok_or_else(|| not_found("no such artifact"))?;
-    if !perf_protocol::capture_kind(&a.kind).is_some_and(|k| k.flamegraph) {
-        return Err(unprocessable(format!("a {} has no flame graph", a.kind)));
-    }
-    if a.status != ArtifactStatus::Ready {
-        return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
-    }
-    let svg = hub.blobs.final_path(&format!("{}.svg", a.id));
-    if tokio::fs::metadata(&svg).await.is_err() {
-        let _guard = hub.render_lock.lock().await;
-        if tokio::fs::metadata(&svg).await.is_err() {
-            let input = hub.blobs.final_path(&a.file_name);
-            let title = format!("{} of {} ({})", a.kind.replace('_', " "), a.app, a.created_at);
-            let out = svg.clone();
-            tokio::task::spawn_blocking(move || render_flamegraph(&input, &out, title))
-                .await?
-                .map_err(|e| unprocessable(format!("cannot render a flame graph: {e}")))?;
-        }
-    }
-    let body = tokio::fs::read(&svg).await?;
-    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response())
-}
-
-fn render_flamegraph(
-    input: &std::path::Path,
-    output: &std::path::Path,
-    title: String,
-) -> Result<u64, perf_flamegraph::FlameError> {
-    let fold = perf_flamegraph::fold_file(input)?;
-    let opts = perf_flamegraph::RenderOptions { title: Some(title), ..Default::default() };
-    perf_flamegraph::write_svg(&fold, output, &opts)
+    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
+    let svg = hub.renders.flamegraph_svg(hub.artifacts.blobs(), &a).await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
 
 /// The capture kinds and what the hub can show of each (the console builds its buttons from it).
@@ -401,18 +386,12 @@ async fn list_audit(
     State(hub): State<Arc<Hub>>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(hub.store.list_audit(q.limit.unwrap_or(200).min(5000))?)?))
+    Ok(Json(serde_json::to_value(hub.audit.list(q.limit.unwrap_or(200).min(5000)).await?)?))
 }
 
 /// Prometheus text format: every known process with its latest sample.
 async fn prometheus(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
-    let mut rows = Vec::new();
-    for p in hub.store.list_processes()? {
-        // Stored as JSON text; read back into the typed sample (older rows parse too).
-        let latest = hub.store.latest_metric(&p.id)?.and_then(|v| serde_json::from_value(v).ok());
-        rows.push((p, latest));
-    }
-    let out = crate::prometheus::render(&rows, &hub.counters);
+    let out = hub.metrics.prometheus_text().await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 

@@ -12,7 +12,8 @@
 //! the record is left as it was: a late upload can't revive a failed artifact, a second
 //! result can't overwrite a stored one, and a message from another process changes nothing.
 
-use crate::store::{ArtifactRecord, ArtifactStatus, Store, StoreError};
+use crate::blobs::BlobStore;
+use crate::store::{ArtifactRecord, ArtifactStatus, Db, StoreError};
 
 /// One named change of an artifact.
 #[derive(Debug, Clone)]
@@ -115,47 +116,109 @@ impl Transition {
     }
 }
 
-/// Applies `t` to artifact `id` if it starts from an allowed state; `process_id`, when given,
-/// must own the artifact (messages from agents). Returns the new record.
-pub fn transition(
-    store: &Store,
-    id: &str,
-    process_id: Option<&str>,
-    t: Transition,
-) -> Result<ArtifactRecord, TransitionError> {
-    let mut refusal = None;
-    let updated = store.update_artifact_if(id, |a| {
-        if process_id.is_some_and(|p| p != a.process_id) {
-            refusal = Some(TransitionError::WrongProcess);
-            return false;
-        }
-        if !t.allowed_from(a.status) {
-            refusal = Some(TransitionError::NotAllowed { transition: t.name(), status: a.status.as_str() });
-            return false;
-        }
-        t.clone().apply(a);
-        true
-    })?;
-    match (updated, refusal) {
-        (_, Some(e)) => Err(e),
-        (Some(a), None) => Ok(a),
-        (None, None) => Err(TransitionError::NotFound),
-    }
+/// The artifacts: their records (every state change through a [`Transition`]) and their bytes
+/// ([`BlobStore`]). Only this module writes artifact records.
+pub struct Artifacts {
+    db: Db,
+    blobs: BlobStore,
+    /// Upload streams in progress, one per artifact.
+    pub uploads: UploadSlots,
 }
 
-/// [`transition`], logging a refusal or a store error instead of returning it: for callers
-/// (agent messages, housekeeping) whose only answer to a refused transition is to ignore it.
-pub fn transition_or_log(store: &Store, id: &str, process_id: Option<&str>, t: Transition) -> Option<ArtifactRecord> {
-    let name = t.name();
-    match transition(store, id, process_id, t) {
-        Ok(a) => Some(a),
-        Err(TransitionError::Store(e)) => {
-            tracing::error!(artifact = %id, error = %e, "store: cannot {name} artifact");
-            None
+impl Artifacts {
+    pub fn new(db: Db, blobs: BlobStore) -> Self {
+        Self { db, blobs, uploads: UploadSlots::default() }
+    }
+
+    /// Where artifact bytes live (partial uploads, stored files, renders beside them).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Records a new artifact (status `pending`).
+    pub async fn create(&self, a: ArtifactRecord) -> Result<(), StoreError> {
+        self.db.run(move |s| s.insert_artifact(&a)).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
+        let id = id.to_string();
+        self.db.run(move |s| s.get_artifact(&id)).await
+    }
+
+    /// Artifacts, newest first, optionally of one process or not yet final.
+    pub async fn list(
+        &self,
+        process_id: Option<&str>,
+        only_unfinished: bool,
+        limit: u32,
+    ) -> Result<Vec<ArtifactRecord>, StoreError> {
+        let process_id = process_id.map(str::to_string);
+        self.db.run(move |s| s.list_artifacts(process_id.as_deref(), only_unfinished, limit)).await
+    }
+
+    /// Applies `t` to artifact `id` if it starts from an allowed state; `process_id`, when
+    /// given, must own the artifact (messages from agents). Returns the new record.
+    pub async fn transition(
+        &self,
+        id: &str,
+        process_id: Option<&str>,
+        t: Transition,
+    ) -> Result<ArtifactRecord, TransitionError> {
+        let (id, owner) = (id.to_string(), process_id.map(str::to_string));
+        self.db
+            .run(move |s| {
+                let mut refusal = None;
+                let updated = s.update_artifact_if(&id, |a| {
+                    if owner.as_deref().is_some_and(|p| p != a.process_id) {
+                        refusal = Some(TransitionError::WrongProcess);
+                        return false;
+                    }
+                    if !t.allowed_from(a.status) {
+                        refusal = Some(TransitionError::NotAllowed { transition: t.name(), status: a.status.as_str() });
+                        return false;
+                    }
+                    t.clone().apply(a);
+                    true
+                })?;
+                Ok(match (updated, refusal) {
+                    (_, Some(e)) => Err(e),
+                    (Some(a), None) => Ok(a),
+                    (None, None) => Err(TransitionError::NotFound),
+                })
+            })
+            .await?
+    }
+
+    /// [`Artifacts::transition`], logging a refusal or a store error instead of returning it: for
+    /// callers (agent messages, housekeeping) whose only answer to a refusal is to ignore it.
+    pub async fn transition_or_log(&self, id: &str, process_id: Option<&str>, t: Transition) -> Option<ArtifactRecord> {
+        let name = t.name();
+        match self.transition(id, process_id, t).await {
+            Ok(a) => Some(a),
+            Err(TransitionError::Store(e)) => {
+                tracing::error!(artifact = %id, error = %e, "store: cannot {name} artifact");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(artifact = %id, reason = %e, "artifact transition refused");
+                None
+            }
         }
-        Err(e) => {
-            tracing::debug!(artifact = %id, reason = %e, "artifact transition refused");
-            None
+    }
+
+    /// Fails one artifact with `error`, unless it has already ended.
+    pub async fn fail(&self, id: &str, error: &str) {
+        let failed = Transition::Failed { error: error.to_string() };
+        if self.transition_or_log(id, None, failed).await.is_some() {
+            tracing::warn!(artifact = %id, error, "artifact failed");
+        }
+    }
+
+    /// Fails the unfinished artifacts of a process that `which` selects.
+    pub async fn fail_unfinished(&self, process_id: &str, error: &str, which: impl Fn(&ArtifactRecord) -> bool) {
+        let Ok(open) = self.list(Some(process_id), true, 1000).await else { return };
+        for a in open.iter().filter(|a| which(a)) {
+            self.fail(&a.id, error).await;
         }
     }
 }
@@ -190,66 +253,72 @@ impl Drop for UploadSlot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::artifact;
+    use crate::store::{test_support::artifact, Store};
 
-    fn store_with(status: ArtifactStatus) -> (tempfile::TempDir, Store) {
+    async fn with(status: ArtifactStatus) -> (tempfile::TempDir, Artifacts) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("hub.db")).expect("store");
         let mut a = artifact("a1", "p1");
         a.status = status;
         store.insert_artifact(&a).expect("insert");
-        (dir, store)
+        let blobs = BlobStore::open(dir.path()).expect("blobs");
+        (dir, Artifacts::new(Db::new(store), blobs))
     }
 
-    fn status(store: &Store) -> ArtifactStatus {
-        store.get_artifact("a1").expect("get").expect("present").status
+    async fn status(arts: &Artifacts) -> ArtifactStatus {
+        arts.get("a1").await.expect("get").expect("present").status
     }
 
-    #[test]
-    fn the_happy_path_runs_in_order() {
-        let (_d, s) = store_with(ArtifactStatus::Pending);
-        transition(&s, "a1", Some("p1"), Transition::Accepted { estimate: None }).expect("accept");
-        transition(&s, "a1", Some("p1"), Transition::Captured { size: 5, sha256: "ab".into(), notes: vec![] })
+    #[tokio::test]
+    async fn the_happy_path_runs_in_order() {
+        let (_d, s) = with(ArtifactStatus::Pending).await;
+        s.transition("a1", Some("p1"), Transition::Accepted { estimate: None }).await.expect("accept");
+        s.transition("a1", Some("p1"), Transition::Captured { size: 5, sha256: "ab".into(), notes: vec![] })
+            .await
             .expect("capture");
-        transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+        s.transition("a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+            .await
             .expect("upload");
-        transition(&s, "a1", None, Transition::UploadProgress { offset: 3 }).expect("progress");
-        let a = transition(&s, "a1", None, Transition::Stored { size: 5 }).expect("stored");
+        s.transition("a1", None, Transition::UploadProgress { offset: 3 }).await.expect("progress");
+        let a = s.transition("a1", None, Transition::Stored { size: 5 }).await.expect("stored");
         assert_eq!((a.status, a.uploaded_bytes), (ArtifactStatus::Ready, 5));
     }
 
-    #[test]
-    fn a_late_upload_cannot_revive_a_failed_artifact() {
-        let (_d, s) = store_with(ArtifactStatus::Failed);
-        let e = transition(&s, "a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+    #[tokio::test]
+    async fn a_late_upload_cannot_revive_a_failed_artifact() {
+        let (_d, s) = with(ArtifactStatus::Failed).await;
+        let e = s
+            .transition("a1", None, Transition::UploadStarted { size: 5, sha256: "ab".into(), offset: 0 })
+            .await
             .unwrap_err();
         assert!(matches!(e, TransitionError::NotAllowed { status: "failed", .. }), "{e}");
-        assert!(transition(&s, "a1", None, Transition::Stored { size: 5 }).is_err());
-        assert_eq!(status(&s), ArtifactStatus::Failed);
+        assert!(s.transition("a1", None, Transition::Stored { size: 5 }).await.is_err());
+        assert_eq!(status(&s).await, ArtifactStatus::Failed);
     }
 
-    #[test]
-    fn a_stored_artifact_stays_ready() {
-        let (_d, s) = store_with(ArtifactStatus::Ready);
-        assert!(transition(&s, "a1", Some("p1"), Transition::Failed { error: "late".into() }).is_err());
-        assert!(transition(&s, "a1", Some("p1"), Transition::Captured { size: 1, sha256: "x".into(), notes: vec![] })
-            .is_err());
-        assert_eq!(status(&s), ArtifactStatus::Ready);
+    #[tokio::test]
+    async fn a_stored_artifact_stays_ready() {
+        let (_d, s) = with(ArtifactStatus::Ready).await;
+        assert!(s.transition("a1", Some("p1"), Transition::Failed { error: "late".into() }).await.is_err());
+        let again = Transition::Captured { size: 1, sha256: "x".into(), notes: vec![] };
+        assert!(s.transition("a1", Some("p1"), again).await.is_err());
+        assert_eq!(status(&s).await, ArtifactStatus::Ready);
     }
 
-    #[test]
-    fn messages_from_another_process_change_nothing() {
-        let (_d, s) = store_with(ArtifactStatus::Pending);
-        let e = transition(&s, "a1", Some("p2"), Transition::Accepted { estimate: None }).unwrap_err();
+    #[tokio::test]
+    async fn messages_from_another_process_change_nothing() {
+        let (_d, s) = with(ArtifactStatus::Pending).await;
+        let e = s.transition("a1", Some("p2"), Transition::Accepted { estimate: None }).await.unwrap_err();
         assert!(matches!(e, TransitionError::WrongProcess));
-        assert_eq!(status(&s), ArtifactStatus::Pending);
+        assert_eq!(status(&s).await, ArtifactStatus::Pending);
     }
 
-    #[test]
-    fn an_ack_after_the_result_is_refused() {
-        let (_d, s) = store_with(ArtifactStatus::Uploading);
-        assert!(transition(&s, "a1", Some("p1"), Transition::Refused { error: "x".into(), estimate: None }).is_err());
-        assert_eq!(status(&s), ArtifactStatus::Uploading);
+    #[tokio::test]
+    async fn an_ack_after_the_result_is_refused() {
+        let (_d, s) = with(ArtifactStatus::Uploading).await;
+        let refused = Transition::Refused { error: "x".into(), estimate: None };
+        assert!(s.transition("a1", Some("p1"), refused).await.is_err());
+        assert_eq!(status(&s).await, ArtifactStatus::Uploading);
     }
 
     #[test]
@@ -262,12 +331,10 @@ mod tests {
         assert!(slots.claim("a1").is_some(), "released when the stream ends");
     }
 
-    #[test]
-    fn an_unknown_artifact_is_not_found() {
-        let (_d, s) = store_with(ArtifactStatus::Pending);
-        assert!(matches!(
-            transition(&s, "zz", None, Transition::Failed { error: "x".into() }),
-            Err(TransitionError::NotFound)
-        ));
+    #[tokio::test]
+    async fn an_unknown_artifact_is_not_found() {
+        let (_d, s) = with(ArtifactStatus::Pending).await;
+        let r = s.transition("zz", None, Transition::Failed { error: "x".into() }).await;
+        assert!(matches!(r, Err(TransitionError::NotFound)));
     }
 }

@@ -1,9 +1,10 @@
 //! The agent gateway: accepts agent connections, authenticates control links, routes commands
 //! and acks, and takes in artifact uploads on their own connections.
 
-use crate::artifacts::{self, Transition};
+use crate::artifacts::Transition;
 use crate::hub::Hub;
 use crate::ids;
+use crate::processes::ProcessState;
 use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
 use perf_protocol::{
     auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome, ProtocolError,
@@ -136,33 +137,28 @@ async fn control_session(
         return send_error(&mut writer, code, &msg).await;
     }
     if !authenticate(&hub, &mut reader, &mut writer, &hello).await? {
-        hub.audit(
-            &format!("agent@{remote}"),
-            "agent.auth_failed",
-            &hello.app,
-            serde_json::json!({"pid": hello.pid, "hostname": hello.hostname}),
-            "denied",
-        );
+        let detail = serde_json::json!({"pid": hello.pid, "hostname": hello.hostname});
+        hub.audit.record(&format!("agent@{remote}"), "agent.auth_failed", &hello.app, detail, "denied").await;
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
             .await;
     }
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
-    let generation = hub.register_link(&process_id, tx);
-    hub.save_process(&process_record(&hello, remote));
-    reconcile_in_flight(&hub, &hello);
+    let generation = hub.processes.register_link(&process_id, tx);
+    hub.processes.connected(process_record(&hello, remote)).await;
+    reconcile_in_flight(&hub, &hello).await;
     tracing::info!(process = %process_id, app = %hello.app, pid = hello.pid, %remote, "agent connected");
     writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms }).await?;
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
     let result = read_loop(&hub, &mut reader, &process_id).await;
     drop(writer_task);
-    if hub.unregister_link(&process_id, generation) {
+    if hub.processes.unregister_link(&process_id, generation) {
         let reason = match &result {
             Ok(()) => "agent said goodbye".to_string(),
             Err(e) => e.to_string(),
         };
-        hub.process_disconnected(&process_id, &reason);
+        hub.process_disconnected(&process_id, &reason).await;
         tracing::info!(process = %process_id, reason, "agent disconnected");
     }
     result
@@ -198,12 +194,9 @@ fn process_record(hello: &Hello, remote: SocketAddr) -> ProcessRecord {
 }
 
 /// After a reconnect (e.g. the hub restarted), commands the agent no longer works on are lost.
-fn reconcile_in_flight(hub: &Hub, hello: &Hello) {
-    hub.fail_unfinished(
-        &hello.instance_id,
-        "the process reconnected without this command in flight (lost across a restart)",
-        |a| !hello.active_commands.contains(&a.id),
-    );
+async fn reconcile_in_flight(hub: &Hub, hello: &Hello) {
+    let lost = "the process reconnected without this command in flight (lost across a restart)";
+    hub.artifacts.fail_unfinished(&hello.instance_id, lost, |a| !hello.active_commands.contains(&a.id)).await;
 }
 
 async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbeat_ms: u64) {
@@ -227,19 +220,15 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
             ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no heartbeat from agent"))
         })??;
         match msg {
-            Message::Heartbeat { .. } => touch_process(hub, process_id),
-            Message::Ack(ack) => on_ack(hub, process_id, ack),
+            Message::Heartbeat { .. } => hub.processes.seen(process_id).await,
+            Message::Ack(ack) => on_ack(hub, process_id, ack).await,
             Message::Progress(p) => {
                 let progress = serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total});
-                artifacts::transition_or_log(
-                    &hub.store,
-                    &p.command_id,
-                    Some(process_id),
-                    Transition::Progress { progress },
-                );
+                let t = Transition::Progress { progress };
+                hub.artifacts.transition_or_log(&p.command_id, Some(process_id), t).await;
             }
-            Message::CommandResult(r) => on_result(hub, process_id, r),
-            Message::Metrics { sample } => on_metrics(hub, process_id, &sample),
+            Message::CommandResult(r) => on_result(hub, process_id, r).await,
+            Message::Metrics { sample } => on_metrics(hub, process_id, &sample).await,
             Message::Goodbye { reason } => {
                 tracing::info!(process = %process_id, reason, "agent goodbye");
                 return Ok(());
@@ -249,30 +238,17 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
     }
 }
 
-fn touch_process(hub: &Hub, process_id: &str) {
-    if let Ok(Some(mut p)) = hub.store.get_process(process_id) {
-        p.last_seen = now_rfc3339();
-        hub.save_process(&p);
-    }
+/// A sample goes into the metrics; its stall state into the process record.
+async fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
+    hub.metrics.ingest(process_id, sample).await;
+    let state = match sample.is_blocked() {
+        true => ProcessState::Blocked { for_ms: sample.blocked_ms.unwrap_or(0) },
+        false => ProcessState::Running,
+    };
+    hub.processes.observed(process_id, state).await;
 }
 
-/// Stores a sample and reflects its stall state in the process record.
-fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
-    let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
-    if let Err(e) = hub.store.insert_metric(process_id, ts, sample) {
-        tracing::warn!(error = %e, "store: metrics write failed");
-    }
-    hub.counters.add_sample(process_id, sample);
-    if let Ok(Some(mut p)) = hub.store.get_process(process_id) {
-        let blocked = sample.is_blocked();
-        p.state = if blocked { "blocked" } else { "running" }.into();
-        p.blocked_ms = if blocked { sample.blocked_ms.unwrap_or(0) } else { 0 };
-        p.last_seen = now_rfc3339();
-        hub.save_process(&p);
-    }
-}
-
-fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {
+async fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {
     let estimate = ack.estimate.as_ref().and_then(|e| serde_json::to_value(e).ok());
     let t = if ack.accepted {
         Transition::Accepted { estimate }
@@ -280,18 +256,19 @@ fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {
         Transition::Refused { error: ack.error.clone().unwrap_or_else(|| "refused by the agent".into()), estimate }
     };
     // Only the process that owns the command may answer the operator waiting for it.
-    if artifacts::transition_or_log(&hub.store, &ack.command_id, Some(process_id), t).is_some() {
-        hub.deliver_ack(ack);
+    if hub.artifacts.transition_or_log(&ack.command_id, Some(process_id), t).await.is_some() {
+        hub.processes.deliver_ack(ack);
     }
 }
 
-fn on_result(hub: &Hub, process_id: &str, r: CommandResult) {
+async fn on_result(hub: &Hub, process_id: &str, r: CommandResult) {
     let t = match r.outcome {
         Outcome::Captured { size, sha256, notes } => Transition::Captured { size, sha256, notes },
         Outcome::Failed { error } => Transition::Failed { error },
     };
-    if let Some(a) = artifacts::transition_or_log(&hub.store, &r.command_id, Some(process_id), t) {
-        hub.audit("agent", "command.result", &a.id, serde_json::json!({"kind": a.kind}), a.status.as_str());
+    if let Some(a) = hub.artifacts.transition_or_log(&r.command_id, Some(process_id), t).await {
+        let detail = serde_json::json!({"kind": a.kind});
+        hub.audit.record("agent", "command.result", &a.id, detail, a.status.as_str()).await;
     }
 }
 
@@ -302,7 +279,7 @@ async fn upload_session(
     up: UploadHello,
     remote: SocketAddr,
 ) -> Result<(), ProtocolError> {
-    let artifact = match check_upload(&hub, &up) {
+    let artifact = match check_upload(&hub, &up).await {
         Ok(a) => a,
         Err(msg) => {
             tracing::warn!(%remote, command = %up.command_id, msg, "upload refused");
@@ -316,17 +293,18 @@ async fn upload_session(
         return writer.send(&Message::UploadAck { ok: same, error }).await;
     }
     let id = artifact.id.clone();
-    let Some(_slot) = hub.uploads.claim(&id) else {
+    let Some(_slot) = hub.artifacts.uploads.claim(&id) else {
         tracing::warn!(%remote, artifact = %id, "second concurrent upload refused");
         return send_error(&mut writer, ErrorCode::Busy, "another upload of this artifact is in progress").await;
     };
-    let mut offset = hub.blobs.part_len(&id).await;
+    let blobs = hub.artifacts.blobs();
+    let mut offset = blobs.part_len(&id).await;
     if offset > up.size {
-        hub.blobs.discard_part(&id).await;
+        blobs.discard_part(&id).await;
         offset = 0;
     }
     let started = Transition::UploadStarted { size: up.size, sha256: up.sha256.clone(), offset };
-    if let Err(e) = artifacts::transition(&hub.store, &id, None, started) {
+    if let Err(e) = hub.artifacts.transition(&id, None, started).await {
         tracing::warn!(%remote, artifact = %id, reason = %e, "upload refused");
         return send_error(&mut writer, ErrorCode::AuthFailed, &e.to_string()).await;
     }
@@ -337,8 +315,8 @@ async fn upload_session(
         Err(UploadFailure::Link(e)) => Err(e),
         Err(UploadFailure::Storage(e)) => {
             let reason = storage_failure(&e);
-            hub.blobs.discard_part(&id).await;
-            hub.fail_artifact(&id, &reason);
+            blobs.discard_part(&id).await;
+            hub.artifacts.fail(&id, &reason).await;
             send_error(&mut writer, ErrorCode::Internal, &reason).await
         }
     }
@@ -364,12 +342,12 @@ fn storage_failure(e: &std::io::Error) -> String {
     }
 }
 
-fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
+async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
     if !ids::is_valid_id(&up.command_id) {
         return Err("bad artifact id".into());
     }
-    let a =
-        hub.store.get_artifact(&up.command_id).map_err(|e| format!("store error: {e}"))?.ok_or("unknown artifact")?;
+    let found = hub.artifacts.get(&up.command_id).await.map_err(|e| format!("store error: {e}"))?;
+    let a = found.ok_or_else(|| "unknown artifact".to_string())?;
     if a.upload_token.is_empty() || !auth::tokens_equal(&a.upload_token, &up.token) {
         return Err("bad upload token".into());
     }
@@ -393,7 +371,7 @@ async fn receive_data(
     mut offset: u64,
     size: u64,
 ) -> Result<(), UploadFailure> {
-    let path = hub.blobs.part_path(id);
+    let path = hub.artifacts.blobs().part_path(id);
     let mut file =
         tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
@@ -415,7 +393,7 @@ async fn receive_data(
                 offset += d.len() as u64;
                 if offset >= next_report {
                     next_report = offset + UPLOAD_PROGRESS_STEP;
-                    artifacts::transition_or_log(&hub.store, id, None, Transition::UploadProgress { offset });
+                    hub.artifacts.transition_or_log(id, None, Transition::UploadProgress { offset }).await;
                 }
             }
             Frame::Message(Message::UploadDone) => break,
@@ -431,13 +409,14 @@ async fn receive_data(
 
 async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &UploadHello) -> Result<(), ProtocolError> {
     let id = &up.command_id;
-    match hub.blobs.commit(id, file_name, up.size, &up.sha256).await {
+    let blobs = hub.artifacts.blobs();
+    match blobs.commit(id, file_name, up.size, &up.sha256).await {
         Ok(()) => {
-            if let Err(e) = artifacts::transition(&hub.store, id, None, Transition::Stored { size: up.size }) {
+            if let Err(e) = hub.artifacts.transition(id, None, Transition::Stored { size: up.size }).await {
                 // The file is in place but the record can't say so: fail it with the reason
                 // rather than leave it "uploading" forever.
                 tracing::error!(artifact = %id, error = %e, "artifact stored but its record could not be updated");
-                hub.fail_artifact(id, &format!("the hub could not record the stored artifact: {e}"));
+                hub.artifacts.fail(id, &format!("the hub could not record the stored artifact: {e}")).await;
                 return writer
                     .send(&Message::UploadAck {
                         ok: false,
@@ -445,19 +424,20 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
                     })
                     .await;
             }
-            hub.audit("agent", "artifact.stored", id, serde_json::json!({"size": up.size, "sha256": up.sha256}), "ok");
+            let detail = serde_json::json!({"size": up.size, "sha256": up.sha256});
+            hub.audit.record("agent", "artifact.stored", id, detail, "ok").await;
             writer.send(&Message::UploadAck { ok: true, error: None }).await
         }
         Err(e @ crate::blobs::BlobError::Io { .. }) => {
             // The hub's own storage failed: retrying the same bytes won't help.
-            hub.blobs.discard_part(id).await;
+            blobs.discard_part(id).await;
             let reason = format!("the hub could not store the artifact: {e}");
-            hub.fail_artifact(id, &reason);
+            hub.artifacts.fail(id, &reason).await;
             send_error(writer, ErrorCode::Internal, &reason).await
         }
         Err(e) => {
             // A corrupt part can't be resumed; the agent retries from zero.
-            hub.blobs.discard_part(id).await;
+            blobs.discard_part(id).await;
             tracing::warn!(artifact = %id, error = %e, "upload rejected");
             writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
         }

@@ -1,19 +1,29 @@
 //! perf-hub: the one server of perf-agent.
 //!
-//! - [`gateway`]: agent connections (control links and upload streams) on the agent port;
-//! - [`api`]: the operators' HTTP API, console and Prometheus endpoint;
-//! - [`hub`]: shared state between the two; [`store`] (SQLite metadata) and [`blobs`]
-//!   (artifact files) underneath.
+//! Adapters that only translate:
+//! - [`gateway`]: agent connections (control links and upload streams) ↔ domain calls;
+//! - [`api`]: the operators' HTTP API and console ↔ domain calls;
+//! - [`prometheus`]: the Prometheus text format.
+//!
+//! Domains, each owning its storage ([`hub::Hub`] holds them): [`processes`], [`artifacts`],
+//! [`metrics`], [`audit`], [`renders`] (with [`analysis`]), and [`commands`] across them.
+//! Underneath: [`store`] (SQLite metadata, reached through [`store::Db`] off the async threads)
+//! and [`blobs`] (artifact files).
 
 pub mod analysis;
 pub mod api;
 pub mod artifacts;
+pub mod audit;
 pub mod blobs;
+pub mod commands;
 pub mod config;
 pub mod gateway;
 pub mod hub;
 pub mod ids;
+pub mod metrics;
+pub mod processes;
 pub mod prometheus;
+pub mod renders;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -72,9 +82,9 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
 /// nobody waits forever on them.
 async fn sweep_after_restart(hub: Arc<Hub>) {
     tokio::time::sleep(Duration::from_millis(hub.config.restart_grace_ms)).await;
-    let Ok(open) = hub.store.list_artifacts(None, true, 10_000) else { return };
-    for a in open.iter().filter(|a| !hub.is_connected(&a.process_id)) {
-        hub.fail_artifact(&a.id, "the hub restarted and the process did not reconnect");
+    let Ok(open) = hub.artifacts.list(None, true, 10_000).await else { return };
+    for a in open.iter().filter(|a| !hub.processes.is_connected(&a.process_id)) {
+        hub.artifacts.fail(&a.id, "the hub restarted and the process did not reconnect").await;
     }
 }
 
@@ -85,18 +95,17 @@ async fn housekeeping(hub: Arc<Hub>) {
     loop {
         tick.tick().await;
         let c = &hub.config;
-        let now = perf_protocol::unix_ms();
-        if let Err(e) =
-            hub.store.prune_metrics(now, c.metrics_max_age_ms, c.metrics_full_res_ms, c.metrics_max_per_process)
-        {
+        if let Err(e) = hub.metrics.prune(c).await {
             tracing::warn!(error = %e, "metrics pruning failed");
         }
-        let cutoff =
-            humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_millis(c.process_ttl_ms))
-                .to_string();
-        match hub.store.delete_stale_processes(&cutoff) {
+        // A huge TTL reaches before the epoch: nothing is old enough then (no panic).
+        let cutoff_time = std::time::SystemTime::now()
+            .checked_sub(Duration::from_millis(c.process_ttl_ms))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = humantime::format_rfc3339_millis(cutoff_time).to_string();
+        match hub.processes.age_out(cutoff).await {
             Ok(gone) if !gone.is_empty() => {
-                gone.iter().for_each(|id| hub.counters.forget(id));
+                gone.iter().for_each(|id| hub.metrics.forget(id));
                 tracing::info!(count = gone.len(), "aged out disconnected processes");
             }
             Err(e) => tracing::warn!(error = %e, "process aging failed"),
@@ -124,7 +133,7 @@ mod tests {
         let running = start(config).await.expect("hub");
         let t0 = std::time::Instant::now();
         let a = loop {
-            let a = running.hub.store.get_artifact("aaaa0001").expect("store").expect("artifact");
+            let a = running.hub.artifacts.get("aaaa0001").await.expect("store").expect("artifact");
             if a.status.is_final() || t0.elapsed() > Duration::from_secs(5) {
                 break a;
             }

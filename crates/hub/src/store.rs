@@ -18,6 +18,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store lock poisoned")]
     Poisoned,
+    #[error("a store task failed")]
+    TaskFailed,
     #[error(
         "the hub database has schema version {found}, newer than this perf-hub knows ({known}): run the newer perf-hub"
     )]
@@ -123,8 +125,36 @@ pub struct AuditRecord {
     pub result: String,
 }
 
+/// The SQL layer: synchronous calls on one connection behind a mutex. Async code reaches it
+/// only through [`Db`], which runs each call on tokio's blocking pool.
 pub struct Store {
     conn: Mutex<Connection>,
+}
+
+/// The store as async code uses it: every call runs on the blocking pool, so a slow disk or a
+/// long prune never stalls the runtime threads that serve agents and operators.
+#[derive(Clone)]
+pub struct Db(std::sync::Arc<Store>);
+
+impl Db {
+    pub fn new(store: Store) -> Self {
+        Db(std::sync::Arc::new(store))
+    }
+
+    /// Runs `f` against the store on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| StoreError::TaskFailed)?
+    }
+
+    /// The store itself, for synchronous start-up work (before the hub serves anything).
+    pub fn blocking(&self) -> &Store {
+        &self.0
+    }
 }
 
 /// Forward migrations, oldest first: `(version, SQL)`. A database records the last one applied
@@ -262,7 +292,11 @@ impl Store {
 
     /// Stores one sample (a [`perf_protocol::MetricsSample`], or any JSON document) as JSON text.
     pub fn insert_metric(&self, process_id: &str, ts_ms: u64, doc: &impl serde::Serialize) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(doc)?;
+        self.insert_metric_json(process_id, ts_ms, &serde_json::to_string(doc)?)
+    }
+
+    /// Stores one sample already serialised as JSON text.
+    pub fn insert_metric_json(&self, process_id: &str, ts_ms: u64, doc: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO metrics (process_id, ts_ms, doc) VALUES (?1, ?2, ?3)",
@@ -293,6 +327,20 @@ impl Store {
 
     pub fn latest_metric(&self, process_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self.list_metrics(process_id, 0, 1)?.pop())
+    }
+
+    /// Every process with its latest sample (JSON text), newest seen first, in one query.
+    pub fn processes_with_latest_metric(&self) -> Result<Vec<(ProcessRecord, Option<String>)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT p.doc, (SELECT m.doc FROM metrics m WHERE m.process_id = p.id ORDER BY m.ts_ms DESC LIMIT 1)
+                 FROM processes p ORDER BY p.last_seen DESC",
+            )?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(|(p, m)| Ok((serde_json::from_str(&p)?, m))).collect()
+        })
     }
 
     /// Bounds metric history: drops samples older than `max_age_ms`, keeps one sample per

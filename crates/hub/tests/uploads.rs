@@ -16,7 +16,7 @@ async fn hub(dir: &std::path::Path) -> RunningHub {
     perf_hub::start(HubConfig::for_test(dir.to_path_buf())).await.expect("hub")
 }
 
-fn insert(hub: &RunningHub, id: &str, status: ArtifactStatus) -> ArtifactRecord {
+async fn insert(hub: &RunningHub, id: &str, status: ArtifactStatus) -> ArtifactRecord {
     let a = ArtifactRecord {
         id: id.into(),
         process_id: "feedface".into(),
@@ -37,7 +37,7 @@ fn insert(hub: &RunningHub, id: &str, status: ArtifactStatus) -> ArtifactRecord 
         uploaded_bytes: 0,
         upload_token: TOKEN.into(),
     };
-    hub.hub.store.insert_artifact(&a).expect("insert");
+    hub.hub.artifacts.create(a.clone()).await.expect("insert");
     a
 }
 
@@ -77,7 +77,7 @@ async fn send_all(up: &mut Upload, payload: &[u8]) -> Message {
 async fn final_state(hub: &RunningHub, id: &str) -> ArtifactRecord {
     let t0 = Instant::now();
     loop {
-        let a = hub.hub.store.get_artifact(id).expect("store").expect("artifact");
+        let a = hub.hub.artifacts.get(id).await.expect("store").expect("artifact");
         if a.status.is_final() || t0.elapsed() > Duration::from_secs(10) {
             return a;
         }
@@ -89,7 +89,7 @@ async fn final_state(hub: &RunningHub, id: &str) -> ArtifactRecord {
 async fn an_upload_completes_a_running_artifact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = hub(dir.path()).await;
-    insert(&hub, "a0000001", ArtifactStatus::Running);
+    insert(&hub, "a0000001", ArtifactStatus::Running).await;
     let (mut up, reply) = open(&hub, "a0000001", b"{}").await;
     assert!(matches!(reply, Message::UploadOffset { offset: 0 }), "{reply:?}");
     assert!(matches!(send_all(&mut up, b"{}").await, Message::UploadAck { ok: true, .. }));
@@ -100,19 +100,19 @@ async fn an_upload_completes_a_running_artifact() {
 async fn a_late_upload_cannot_revive_a_failed_artifact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = hub(dir.path()).await;
-    insert(&hub, "a0000002", ArtifactStatus::Failed);
+    insert(&hub, "a0000002", ArtifactStatus::Failed).await;
     let (_up, reply) = open(&hub, "a0000002", b"forged").await;
     assert!(matches!(reply, Message::Error { code: ErrorCode::AuthFailed, .. }), "{reply:?}");
-    let a = hub.hub.store.get_artifact("a0000002").expect("store").expect("artifact");
+    let a = hub.hub.artifacts.get("a0000002").await.expect("store").expect("artifact");
     assert_eq!(a.status, ArtifactStatus::Failed);
-    assert!(!hub.hub.blobs.final_path(&a.file_name).exists());
+    assert!(!hub.hub.artifacts.blobs().final_path(&a.file_name).exists());
 }
 
 #[tokio::test]
 async fn a_second_concurrent_upload_with_the_same_token_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = hub(dir.path()).await;
-    insert(&hub, "a0000003", ArtifactStatus::Running);
+    insert(&hub, "a0000003", ArtifactStatus::Running).await;
     let payload = b"{\"first\":true}";
     let (mut first, reply) = open(&hub, "a0000003", payload).await;
     assert!(matches!(reply, Message::UploadOffset { .. }), "{reply:?}");
@@ -121,32 +121,32 @@ async fn a_second_concurrent_upload_with_the_same_token_is_refused() {
     assert!(matches!(send_all(&mut first, payload).await, Message::UploadAck { ok: true, .. }));
     let a = final_state(&hub, "a0000003").await;
     assert_eq!(a.status, ArtifactStatus::Ready);
-    assert_eq!(std::fs::read(hub.hub.blobs.final_path(&a.file_name)).expect("stored"), payload);
+    assert_eq!(std::fs::read(hub.hub.artifacts.blobs().final_path(&a.file_name)).expect("stored"), payload);
 }
 
 #[tokio::test]
 async fn a_storage_error_on_commit_fails_the_artifact_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = hub(dir.path()).await;
-    let a = insert(&hub, "a0000004", ArtifactStatus::Running);
+    let a = insert(&hub, "a0000004", ArtifactStatus::Running).await;
     // A non-empty directory where the artifact should go: the final rename fails.
-    std::fs::create_dir_all(hub.hub.blobs.final_path(&a.file_name).join("occupied")).expect("obstacle");
+    std::fs::create_dir_all(hub.hub.artifacts.blobs().final_path(&a.file_name).join("occupied")).expect("obstacle");
     let (mut up, _) = open(&hub, "a0000004", b"{}").await;
     let answer = send_all(&mut up, b"{}").await;
     assert!(matches!(answer, Message::Error { code: ErrorCode::Internal, .. }), "{answer:?}");
     let a = final_state(&hub, "a0000004").await;
     assert_eq!(a.status, ArtifactStatus::Failed);
     assert!(a.error.as_deref().unwrap_or("").contains("could not store"), "{:?}", a.error);
-    assert_eq!(hub.hub.blobs.part_len("a0000004").await, 0, "the partial upload is removed");
+    assert_eq!(hub.hub.artifacts.blobs().part_len("a0000004").await, 0, "the partial upload is removed");
 }
 
 #[tokio::test]
 async fn a_write_error_during_the_upload_fails_the_artifact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = hub(dir.path()).await;
-    insert(&hub, "a0000005", ArtifactStatus::Running);
+    insert(&hub, "a0000005", ArtifactStatus::Running).await;
     // The partial file can't be opened for appending (a directory is in its place).
-    std::fs::create_dir_all(hub.hub.blobs.part_path("a0000005").join("x")).expect("obstacle");
+    std::fs::create_dir_all(hub.hub.artifacts.blobs().part_path("a0000005").join("x")).expect("obstacle");
     let (mut up, reply) = open(&hub, "a0000005", b"{}").await;
     assert!(matches!(reply, Message::UploadOffset { .. }), "{reply:?}");
     up.writer.send_data(b"{}").await.ok();

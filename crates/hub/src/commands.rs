@@ -1,0 +1,109 @@
+//! An operator's capture command, from the API request to the agent's ack: checks the process
+//! can run it, creates the artifact, sends the command on the process's link and waits (bounded)
+//! for the ack; every request is on the audit trail.
+
+use crate::hub::Hub;
+use crate::ids;
+use crate::processes::SendError;
+use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, ProcessRecord};
+use perf_protocol::{Command, CommandKind, Message};
+use std::time::Duration;
+
+/// Why a command could not be sent to a process.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such process")]
+    NoSuchProcess,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("process is not connected")]
+    NotConnected,
+    #[error("process link is congested or closing")]
+    LinkClosed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Hub {
+    /// Creates the artifact, sends the command and waits (bounded) for the agent's ack.
+    /// Returns the artifact as it stands and, if the agent refused, why.
+    pub async fn request_command(
+        &self,
+        process_id: &str,
+        kind: CommandKind,
+        force: bool,
+        actor: &str,
+    ) -> Result<(ArtifactRecord, Option<String>), CommandError> {
+        let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
+        let process =
+            self.processes.get(process_id).await.map_err(|e| internal(&e))?.ok_or(CommandError::NoSuchProcess)?;
+        let audit_detail = serde_json::json!({"kind": kind.name(), "force": force});
+        if !process.capabilities.iter().any(|c| c == kind.name()) {
+            self.audit.record(actor, "command.request", process_id, audit_detail, "unsupported").await;
+            return Err(CommandError::Unsupported(format!(
+                "process does not support {} (capabilities: {})",
+                kind.name(),
+                process.capabilities.join(", ")
+            )));
+        }
+        let artifact = new_artifact(&process, &kind, force, actor).map_err(|e| internal(&e))?;
+        self.artifacts.create(artifact.clone()).await.map_err(|e| internal(&e))?;
+        let detail = serde_json::json!({"kind": kind.name(), "force": force, "artifact": artifact.id});
+        let command = Command { id: artifact.id.clone(), kind, upload_token: artifact.upload_token.clone(), force };
+        let ack = self.processes.await_ack(&artifact.id);
+        if let Err(e) = self.processes.send(process_id, Message::Command(command)) {
+            self.processes.forget_ack(&artifact.id);
+            self.artifacts.fail(&artifact.id, &e.to_string()).await;
+            self.audit.record(actor, "command.request", process_id, detail, &e.to_string()).await;
+            return Err(match e {
+                SendError::NotConnected => CommandError::NotConnected,
+                SendError::LinkClosed => CommandError::LinkClosed,
+            });
+        }
+        let outcome = tokio::time::timeout(Duration::from_millis(self.config.ack_timeout_ms), ack).await;
+        self.processes.forget_ack(&artifact.id);
+        let (refusal, result) = match outcome {
+            Ok(Ok(a)) if !a.accepted => {
+                let why = a.error.unwrap_or_else(|| "refused by the agent".into());
+                (Some(why.clone()), why)
+            }
+            Ok(Ok(_)) => (None, "accepted".to_string()),
+            _ => (None, "sent (no ack yet)".to_string()),
+        };
+        self.audit.record(actor, "command.request", process_id, detail, &result).await;
+        let current = self.artifacts.get(&artifact.id).await.ok().flatten().unwrap_or(artifact);
+        Ok((current, refusal))
+    }
+}
+
+fn new_artifact(
+    process: &ProcessRecord,
+    kind: &CommandKind,
+    force: bool,
+    actor: &str,
+) -> Result<ArtifactRecord, getrandom::Error> {
+    let id = ids::new_id()?;
+    let now = now_rfc3339();
+    let mut params = serde_json::to_value(kind).unwrap_or_default();
+    params["force"] = serde_json::json!(force);
+    Ok(ArtifactRecord {
+        file_name: format!("{id}.{}", kind.file_extension()),
+        id,
+        process_id: process.id.clone(),
+        app: process.app.clone(),
+        kind: kind.name().to_string(),
+        params,
+        status: ArtifactStatus::Pending,
+        error: None,
+        size: None,
+        sha256: None,
+        created_at: now.clone(),
+        updated_at: now,
+        requested_by: actor.to_string(),
+        estimate: None,
+        progress: None,
+        notes: vec![],
+        uploaded_bytes: 0,
+        upload_token: ids::new_secret()?,
+    })
+}

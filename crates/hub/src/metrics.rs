@@ -1,0 +1,65 @@
+//! Metrics: the samples agents send — stored as history (bounded by age, resolution and count),
+//! accumulated into the counters and histograms `/metrics` exports, and read back for the API.
+
+use crate::config::HubConfig;
+use crate::prometheus::Counters;
+use crate::store::{Db, ProcessRecord, StoreError};
+use perf_protocol::MetricsSample;
+
+pub struct Metrics {
+    db: Db,
+    counters: Counters,
+}
+
+impl Metrics {
+    pub fn new(db: Db) -> Self {
+        Self { db, counters: Counters::default() }
+    }
+
+    /// One sample from a process: into its history and its running totals.
+    pub async fn ingest(&self, process_id: &str, sample: &MetricsSample) {
+        self.counters.add_sample(process_id, sample);
+        let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
+        let doc = match serde_json::to_string(sample) {
+            Ok(d) => d,
+            Err(e) => return tracing::warn!(error = %e, "metrics sample not storable"),
+        };
+        let id = process_id.to_string();
+        if let Err(e) = self.db.run(move |s| s.insert_metric_json(&id, ts, &doc)).await {
+            tracing::warn!(error = %e, "store: metrics write failed");
+        }
+    }
+
+    /// Samples of a process since `since_ms`, oldest first, at most `limit` (the newest ones).
+    pub async fn history(
+        &self,
+        process_id: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let id = process_id.to_string();
+        self.db.run(move |s| s.list_metrics(&id, since_ms, limit)).await
+    }
+
+    /// Every process with its latest sample, read back into the typed sample (one query).
+    pub async fn latest_of_all(&self) -> Result<Vec<(ProcessRecord, Option<MetricsSample>)>, StoreError> {
+        let rows = self.db.run(|s| s.processes_with_latest_metric()).await?;
+        Ok(rows.into_iter().map(|(p, doc)| (p, doc.and_then(|d| serde_json::from_str(&d).ok()))).collect())
+    }
+
+    /// `/metrics` in Prometheus text format.
+    pub async fn prometheus_text(&self) -> Result<String, StoreError> {
+        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters))
+    }
+
+    /// Applies the history bounds of `config`.
+    pub async fn prune(&self, config: &HubConfig) -> Result<usize, StoreError> {
+        let (age, full, per) = (config.metrics_max_age_ms, config.metrics_full_res_ms, config.metrics_max_per_process);
+        self.db.run(move |s| s.prune_metrics(perf_protocol::unix_ms(), age, full, per)).await
+    }
+
+    /// Drops the running totals of a process the hub no longer lists.
+    pub fn forget(&self, process_id: &str) {
+        self.counters.forget(process_id);
+    }
+}

@@ -1,0 +1,203 @@
+//! Processes: the record of every process an agent runs in, its live control link, and the
+//! rendezvous where an operator's command waits for the agent's ack.
+//!
+//! A record's `state` moves between [`ProcessState`]s: `running` and `blocked` while a link is
+//! live, `disconnected` once it is gone. Only this module writes process records.
+
+use crate::store::{now_rfc3339, Db, ProcessRecord, StoreError};
+use perf_protocol::{Ack, Message};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where a process stands, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    Running,
+    /// The JS main thread has not beaten for longer than the stall threshold.
+    Blocked {
+        for_ms: u64,
+    },
+    Disconnected,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Running => "running",
+            ProcessState::Blocked { .. } => "blocked",
+            ProcessState::Disconnected => "disconnected",
+        }
+    }
+
+    fn apply(self, p: &mut ProcessRecord) {
+        p.state = self.as_str().into();
+        p.connected = self != ProcessState::Disconnected;
+        p.blocked_ms = match self {
+            ProcessState::Blocked { for_ms } => for_ms,
+            _ => 0,
+        };
+    }
+}
+
+/// Why a message could not be sent to a process.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("process is not connected")]
+    NotConnected,
+    #[error("process link is congested or closing")]
+    LinkClosed,
+}
+
+/// An agent's live control link: a queue into its writer task.
+struct LiveLink {
+    generation: u64,
+    tx: mpsc::Sender<Message>,
+}
+
+pub struct Processes {
+    db: Db,
+    links: Mutex<HashMap<String, LiveLink>>,
+    acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    generation: AtomicU64,
+}
+
+impl Processes {
+    /// After a (re)start no link is live: every stored process shows as disconnected.
+    pub fn open(db: Db) -> Result<Self, StoreError> {
+        let store = db.blocking();
+        for mut p in store.list_processes()? {
+            if p.connected {
+                ProcessState::Disconnected.apply(&mut p);
+                store.upsert_process(&p)?;
+            }
+        }
+        Ok(Self {
+            db,
+            links: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    // ---- records ----
+
+    pub async fn get(&self, id: &str) -> Result<Option<ProcessRecord>, StoreError> {
+        let id = id.to_string();
+        self.db.run(move |s| s.get_process(&id)).await
+    }
+
+    /// All processes, newest seen first.
+    pub async fn list(&self) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.db.run(|s| s.list_processes()).await
+    }
+
+    /// A freshly authenticated agent: its record as the hello describes it, connected.
+    pub async fn connected(&self, record: ProcessRecord) {
+        self.save(record).await;
+    }
+
+    /// The link is gone: the process shows as disconnected, with when it was last seen.
+    pub async fn disconnected(&self, id: &str) {
+        self.update(id, |p| ProcessState::Disconnected.apply(p)).await;
+    }
+
+    /// A heartbeat: the process is alive.
+    pub async fn seen(&self, id: &str) {
+        self.update(id, |_| {}).await;
+    }
+
+    /// A metrics sample said whether the JS thread is running or blocked.
+    pub async fn observed(&self, id: &str, state: ProcessState) {
+        self.update(id, move |p| state.apply(p)).await;
+    }
+
+    /// Forgets processes disconnected since before `cutoff` (RFC 3339); returns their ids.
+    pub async fn age_out(&self, cutoff: String) -> Result<Vec<String>, StoreError> {
+        self.db.run(move |s| s.delete_stale_processes(&cutoff)).await
+    }
+
+    async fn update(&self, id: &str, f: impl FnOnce(&mut ProcessRecord) + Send + 'static) {
+        let id = id.to_string();
+        let result = self
+            .db
+            .run(move |s| {
+                let Some(mut p) = s.get_process(&id)? else { return Ok(()) };
+                f(&mut p);
+                p.last_seen = now_rfc3339();
+                s.upsert_process(&p)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "store: process update failed");
+        }
+    }
+
+    async fn save(&self, p: ProcessRecord) {
+        if let Err(e) = self.db.run(move |s| s.upsert_process(&p)).await {
+            tracing::error!(error = %e, "store: process write failed");
+        }
+    }
+
+    // ---- live links ----
+
+    /// Registers a freshly authenticated link; returns its generation (to unregister only itself).
+    pub fn register_link(&self, process_id: &str, tx: mpsc::Sender<Message>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut links) = self.links.lock() {
+            links.insert(process_id.to_string(), LiveLink { generation, tx });
+        }
+        generation
+    }
+
+    /// Removes a link if it is still the current one for the process. Returns whether it was.
+    pub fn unregister_link(&self, process_id: &str, generation: u64) -> bool {
+        let Ok(mut links) = self.links.lock() else { return false };
+        match links.get(process_id) {
+            Some(l) if l.generation == generation => {
+                links.remove(process_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_connected(&self, process_id: &str) -> bool {
+        self.links.lock().map(|l| l.contains_key(process_id)).unwrap_or(false)
+    }
+
+    /// Queues a message on the process's link (never waits: a full queue is an error).
+    pub fn send(&self, process_id: &str, msg: Message) -> Result<(), SendError> {
+        let tx = {
+            let links = self.links.lock().map_err(|_| SendError::LinkClosed)?;
+            links.get(process_id).map(|l| l.tx.clone()).ok_or(SendError::NotConnected)?
+        };
+        tx.try_send(msg).map_err(|_| SendError::LinkClosed)
+    }
+
+    // ---- ack rendezvous ----
+
+    /// Where the ack of `command_id` will arrive.
+    pub fn await_ack(&self, command_id: &str) -> oneshot::Receiver<Ack> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.acks.lock() {
+            w.insert(command_id.to_string(), tx);
+        }
+        rx
+    }
+
+    pub fn forget_ack(&self, command_id: &str) {
+        if let Ok(mut w) = self.acks.lock() {
+            w.remove(command_id);
+        }
+    }
+
+    /// Hands an ack to the operator request waiting for it (the caller checked its sender).
+    pub fn deliver_ack(&self, ack: Ack) {
+        let waiter = self.acks.lock().ok().and_then(|mut w| w.remove(&ack.command_id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(ack);
+        }
+    }
+}
