@@ -18,7 +18,7 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store lock poisoned")]
     Poisoned,
-    #[error("a store task failed")]
+    #[error("the store thread is gone")]
     TaskFailed,
     #[error(
         "the hub database has schema version {found}, newer than this perf-hub knows ({known}): run the newer perf-hub"
@@ -131,29 +131,56 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-/// The store as async code uses it: every call runs on the blocking pool, so a slow disk or a
-/// long prune never stalls the runtime threads that serve agents and operators.
+/// The store as async code uses it: calls run one after another on the store's own thread, so
+/// a slow disk or a long prune never stalls the runtime threads that serve agents and
+/// operators — and, the connection being one, no pool of threads queues up on its mutex. The
+/// queue is bounded: when the disk can't keep up, callers wait (backpressure) instead of
+/// piling up work in memory.
 #[derive(Clone)]
-pub struct Db(std::sync::Arc<Store>);
+pub struct Db {
+    store: std::sync::Arc<Store>,
+    calls: tokio::sync::mpsc::Sender<StoreCall>,
+}
+
+type StoreCall = Box<dyn FnOnce(&Store) + Send>;
+
+/// Calls waiting for the store thread at most.
+const DB_QUEUE: usize = 4096;
 
 impl Db {
+    /// Starts the store's thread; it ends when the last `Db` clone is dropped.
     pub fn new(store: Store) -> Self {
-        Db(std::sync::Arc::new(store))
+        let store = std::sync::Arc::new(store);
+        let (calls, mut rx) = tokio::sync::mpsc::channel::<StoreCall>(DB_QUEUE);
+        let on_thread = store.clone();
+        let spawned = std::thread::Builder::new().name("perf-hub-store".into()).spawn(move || {
+            while let Some(call) = rx.blocking_recv() {
+                call(&on_thread);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the store thread: store calls will fail");
+        }
+        Db { store, calls }
     }
 
-    /// Runs `f` against the store on a blocking thread.
+    /// Runs `f` against the store on its thread and waits for the result.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| StoreError::TaskFailed)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let call: StoreCall = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        self.calls.send(call).await.map_err(|_| StoreError::TaskFailed)?;
+        rx.await.map_err(|_| StoreError::TaskFailed)?
     }
 
     /// The store itself, for synchronous start-up work (before the hub serves anything).
     pub fn blocking(&self) -> &Store {
-        &self.0
+        &self.store
     }
 }
 
