@@ -365,9 +365,22 @@ for (const line of EGG_LINES) {
       assert.ok(!lstatSync(corpDir).isSymbolicLink(), '@corp/perf-agent is a real copy, not a link');
       assert.ok(existsSync(join(corpDir, 'perf-agent.linux-x64-gnu.node')), 'the installed @corp/perf-agent carries the .node');
       assert.ok(!existsSync(join(app.dir, 'node_modules', 'egg-perf-agent', 'node_modules')), 'no copy nested under the plugin');
-      runDir = tempDir(`egg-packed-run${line.major}-`);
-      cluster = await startCluster(app, hub, runDir);
-      await cluster.started();
+      // egg-cluster's master picks its cluster-client port by binding port 0 and closing it; on a
+      // busy machine an outgoing connection can take it before the agent worker binds it ("the
+      // port:N is occupied by other"): egg's own race, so the cluster is started again then.
+      for (let attempt = 1; ; attempt++) {
+        runDir = tempDir(`egg-packed-run${line.major}-`);
+        cluster = await startCluster(app, hub, runDir);
+        try {
+          await cluster.started();
+          break;
+        } catch (e) {
+          if (attempt >= 3 || !/leader failed, the port:\d+ is occupied/.test(cluster.out)) throw e;
+          console.log(`# egg cluster-client port race on attempt ${attempt}; starting the cluster again`);
+          await stopCluster(cluster);
+          cleanup(runDir);
+        }
+      }
     }, { timeout: INSTALL_TIMEOUT + 5 * 60 * 1000 });
 
     after(async () => {

@@ -31,9 +31,14 @@ async function eggProcesses() {
   return list;
 }
 
-before(async () => {
-  hub = await startHub();
-  app = mm.cluster({
+// egg-cluster's master picks its cluster-client port by binding port 0 and closing it; the agent
+// worker binds it a moment later. On a busy machine an outgoing connection can take that
+// ephemeral port in between ("create "Watcher" leader failed, the port:N is occupied by
+// other"): egg's own race, not the plugin's. The cluster is started again when that happens.
+const EGG_PORT_RACE = /leader failed, the port:\d+ is occupied/;
+
+function startEggCluster() {
+  return mm.cluster({
     baseDir: BASE_DIR,
     workers: 2,
     // Production mode: egg-cluster only reforks a dead worker outside local/unittest.
@@ -55,8 +60,22 @@ before(async () => {
       },
     },
   });
-  await app.ready();
-  if (app.code !== 0 && app.code !== undefined) throw new Error(`egg cluster failed to start (code ${app.code}):\n${app.stderr}\n${app.stdout}`);
+}
+
+before(async () => {
+  hub = await startHub();
+  for (let attempt = 1; ; attempt++) {
+    app = startEggCluster();
+    await app.ready();
+    if (app.code === 0 || app.code === undefined) break;
+    const output = `${app.stderr}\n${app.stdout}`;
+    if (attempt < 3 && EGG_PORT_RACE.test(output)) {
+      console.log(`# egg cluster-client port race on attempt ${attempt}; starting the cluster again`);
+      await app.close();
+      continue;
+    }
+    throw new Error(`egg cluster failed to start (code ${app.code}):\n${output}`);
+  }
 });
 
 after(async () => {
