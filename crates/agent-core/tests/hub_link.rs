@@ -234,27 +234,15 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
     // An artifact the hub issued, with half of its bytes already received before a cut.
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     let id = "0123456789abcdef0123456789abcdef";
-    let now = perf_hub::store::now_rfc3339();
-    let rec = perf_hub::store::ArtifactRecord {
-        id: id.into(),
-        process_id: "feedfacefeedface".into(),
-        app: "orders".into(),
-        kind: "heap_snapshot".into(),
-        params: serde_json::json!({}),
-        status: ArtifactStatus::Uploading,
-        error: None,
-        size: None,
-        sha256: None,
-        file_name: format!("{id}.heapsnapshot"),
-        created_at: now.clone(),
-        updated_at: now,
-        requested_by: "test".into(),
-        estimate: None,
-        progress: None,
-        notes: vec![],
-        uploaded_bytes: 0,
-        upload_token: "tok-1234".into(),
-    };
+    let mut rec = perf_hub::store::ArtifactRecord::pending(
+        id,
+        ("feedfacefeedface", "orders"),
+        "heap_snapshot",
+        "heapsnapshot",
+        "test",
+        "tok-1234".into(),
+    );
+    rec.status = ArtifactStatus::Uploading;
     running.hub.artifacts.create(rec.clone()).await.expect("insert");
     std::fs::write(running.hub.artifacts.blobs().part_path(id), &payload[..400_000]).expect("part");
 

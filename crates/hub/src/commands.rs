@@ -5,7 +5,7 @@
 use crate::hub::Hub;
 use crate::ids;
 use crate::processes::SendError;
-use crate::store::{now_rfc3339, ArtifactRecord, ArtifactStatus, ProcessRecord};
+use crate::store::{ArtifactRecord, ProcessRecord};
 use perf_protocol::{Command, CommandKind, Message};
 use std::time::Duration;
 
@@ -83,27 +83,15 @@ fn new_artifact(
     actor: &str,
 ) -> Result<ArtifactRecord, getrandom::Error> {
     let id = ids::new_id()?;
-    let now = now_rfc3339();
-    let mut params = serde_json::to_value(kind).unwrap_or_default();
-    params["force"] = serde_json::json!(force);
-    Ok(ArtifactRecord {
-        file_name: format!("{id}.{}", kind.file_extension()),
-        id,
-        process_id: process.id.clone(),
-        app: process.app.clone(),
-        kind: kind.name().to_string(),
-        params,
-        status: ArtifactStatus::Pending,
-        error: None,
-        size: None,
-        sha256: None,
-        created_at: now.clone(),
-        updated_at: now,
-        requested_by: actor.to_string(),
-        estimate: None,
-        progress: None,
-        notes: vec![],
-        uploaded_bytes: 0,
-        upload_token: ids::new_secret()?,
-    })
+    let mut a = ArtifactRecord::pending(
+        &id,
+        (&process.id, &process.app),
+        kind.name(),
+        kind.file_extension(),
+        actor,
+        ids::new_secret()?,
+    );
+    a.params = serde_json::to_value(kind).unwrap_or_default();
+    a.params["force"] = serde_json::json!(force);
+    Ok(a)
 }

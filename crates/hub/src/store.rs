@@ -106,6 +106,41 @@ pub struct ArtifactRecord {
     pub upload_token: String,
 }
 
+impl ArtifactRecord {
+    /// A new `pending` capture of `kind` (its capture-table name) by `process`, stored as
+    /// `<id>.<file_extension>`, with the command's `params` and the upload stream's token.
+    pub fn pending(
+        id: &str,
+        process: (&str, &str),
+        kind: &str,
+        file_extension: &str,
+        requested_by: &str,
+        upload_token: String,
+    ) -> Self {
+        let now = now_rfc3339();
+        ArtifactRecord {
+            file_name: format!("{id}.{file_extension}"),
+            id: id.to_string(),
+            process_id: process.0.to_string(),
+            app: process.1.to_string(),
+            kind: kind.to_string(),
+            params: serde_json::json!({}),
+            status: ArtifactStatus::Pending,
+            error: None,
+            size: None,
+            sha256: None,
+            created_at: now.clone(),
+            updated_at: now,
+            requested_by: requested_by.to_string(),
+            estimate: None,
+            progress: None,
+            notes: vec![],
+            uploaded_bytes: 0,
+            upload_token,
+        }
+    }
+}
+
 /// Internal form that also persists the upload token (which the API form skips).
 #[derive(Serialize, Deserialize)]
 struct StoredArtifact {
@@ -483,26 +518,7 @@ pub(crate) mod test_support {
 
     /// A pending heap snapshot artifact of `process`, upload token "tok".
     pub(crate) fn artifact(id: &str, process: &str) -> ArtifactRecord {
-        ArtifactRecord {
-            id: id.into(),
-            process_id: process.into(),
-            app: "orders".into(),
-            kind: "heap_snapshot".into(),
-            params: serde_json::json!({}),
-            status: ArtifactStatus::Pending,
-            error: None,
-            size: None,
-            sha256: None,
-            file_name: format!("{id}.heapsnapshot"),
-            created_at: now_rfc3339(),
-            updated_at: now_rfc3339(),
-            requested_by: "operator".into(),
-            estimate: None,
-            progress: None,
-            notes: vec![],
-            uploaded_bytes: 0,
-            upload_token: "tok".into(),
-        }
+        ArtifactRecord::pending(id, (process, "orders"), "heap_snapshot", "heapsnapshot", "operator", "tok".into())
     }
 }
 

@@ -2,7 +2,7 @@
 //! lifecycle refuses what doesn't fit the artifact's state, one stream per artifact, and a
 //! storage failure ends the artifact `failed` with its reason instead of leaving it `uploading`.
 
-use perf_hub::store::{now_rfc3339, ArtifactRecord, ArtifactStatus};
+use perf_hub::store::{ArtifactRecord, ArtifactStatus};
 use perf_hub::{HubConfig, RunningHub};
 use perf_protocol::{ErrorCode, FrameReader, FrameWriter, Message, UploadHello, PROTOCOL_VERSION};
 use sha2::Digest;
@@ -17,26 +17,9 @@ async fn hub(dir: &std::path::Path) -> RunningHub {
 }
 
 async fn insert(hub: &RunningHub, id: &str, status: ArtifactStatus) -> ArtifactRecord {
-    let a = ArtifactRecord {
-        id: id.into(),
-        process_id: "feedface".into(),
-        app: "orders".into(),
-        kind: "heap_snapshot".into(),
-        params: serde_json::json!({}),
-        status,
-        error: None,
-        size: None,
-        sha256: None,
-        file_name: format!("{id}.heapsnapshot"),
-        created_at: now_rfc3339(),
-        updated_at: now_rfc3339(),
-        requested_by: "test".into(),
-        estimate: None,
-        progress: None,
-        notes: vec![],
-        uploaded_bytes: 0,
-        upload_token: TOKEN.into(),
-    };
+    let mut a =
+        ArtifactRecord::pending(id, ("feedface", "orders"), "heap_snapshot", "heapsnapshot", "test", TOKEN.into());
+    a.status = status;
     hub.hub.artifacts.create(a.clone()).await.expect("insert");
     a
 }
