@@ -220,7 +220,7 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
             ProtocolError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no heartbeat from agent"))
         })??;
         match msg {
-            Message::Heartbeat { .. } => hub.processes.seen(process_id).await,
+            Message::Heartbeat { .. } => hub.processes.seen(process_id),
             Message::Ack(ack) => on_ack(hub, process_id, ack).await,
             Message::Progress(p) => {
                 let progress = serde_json::json!({"stage": p.stage, "done": p.done, "total": p.total});
@@ -240,7 +240,7 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
 
 /// A sample goes into the metrics; its stall state into the process record.
 async fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
-    hub.metrics.ingest(process_id, sample).await;
+    hub.metrics.ingest(process_id, sample);
     let state = match sample.is_blocked() {
         true => ProcessState::Blocked { for_ms: sample.blocked_ms.unwrap_or(0) },
         false => ProcessState::Running,

@@ -74,6 +74,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         }),
         tokio::spawn(sweep_after_restart(hub.clone())),
         tokio::spawn(housekeeping(hub.clone())),
+        tokio::spawn(flush_metrics(hub.clone())),
     ];
     Ok(RunningHub { hub, agent_addr, http_addr, tasks })
 }
@@ -85,6 +86,15 @@ async fn sweep_after_restart(hub: Arc<Hub>) {
     let Ok(open) = hub.artifacts.list(None, true, 10_000).await else { return };
     for a in open.iter().filter(|a| !hub.processes.is_connected(&a.process_id)) {
         hub.artifacts.fail(&a.id, "the hub restarted and the process did not reconnect").await;
+    }
+}
+
+/// Writes buffered metric samples in batches.
+async fn flush_metrics(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(metrics::FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        hub.metrics.flush().await;
     }
 }
 

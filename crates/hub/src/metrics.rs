@@ -1,32 +1,60 @@
 //! Metrics: the samples agents send — stored as history (bounded by age, resolution and count),
 //! accumulated into the counters and histograms `/metrics` exports, and read back for the API.
+//! History is written in batches (one transaction per [`FLUSH_EVERY`]): at 10,000 agents a
+//! transaction per sample was most of the hub's store work.
 
 use crate::config::HubConfig;
 use crate::prometheus::Counters;
 use crate::store::{Db, ProcessRecord, StoreError};
 use perf_protocol::MetricsSample;
+use std::sync::Mutex;
+use std::time::Duration;
 
 pub struct Metrics {
     db: Db,
     counters: Counters,
+    /// Samples waiting for the next batch write (process id, ts, JSON text).
+    pending: Mutex<Vec<(String, u64, String)>>,
 }
+
+/// How often buffered samples are written, in one transaction.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Most samples buffered; beyond it the oldest are dropped (and counted) rather than letting a
+/// slow disk grow the hub's memory.
+const MAX_PENDING: usize = 100_000;
 
 impl Metrics {
     pub fn new(db: Db) -> Self {
-        Self { db, counters: Counters::default() }
+        Self { db, counters: Counters::default(), pending: Mutex::new(Vec::new()) }
     }
 
-    /// One sample from a process: into its history and its running totals.
-    pub async fn ingest(&self, process_id: &str, sample: &MetricsSample) {
+    /// One sample from a process: into its running totals at once, into its history with the
+    /// next batch (at most [`FLUSH_EVERY`] later).
+    pub fn ingest(&self, process_id: &str, sample: &MetricsSample) {
         self.counters.add_sample(process_id, sample);
         let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
         let doc = match serde_json::to_string(sample) {
             Ok(d) => d,
             Err(e) => return tracing::warn!(error = %e, "metrics sample not storable"),
         };
-        let id = process_id.to_string();
-        if let Err(e) = self.db.run(move |s| s.insert_metric_json(&id, ts, &doc)).await {
-            tracing::warn!(error = %e, "store: metrics write failed");
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if pending.len() >= MAX_PENDING {
+            pending.remove(0);
+            tracing::warn!("metrics: the store is behind; dropped the oldest buffered sample");
+        }
+        pending.push((process_id.to_string(), ts, doc));
+    }
+
+    /// Writes the buffered samples in one transaction (the housekeeping task calls it every
+    /// [`FLUSH_EVERY`]).
+    pub async fn flush(&self) {
+        let batch = match self.pending.lock() {
+            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+            _ => return,
+        };
+        let n = batch.len();
+        if let Err(e) = self.db.run(move |s| s.insert_metrics_batch(&batch)).await {
+            tracing::warn!(error = %e, samples = n, "store: metrics batch write failed");
         }
     }
 
@@ -43,6 +71,7 @@ impl Metrics {
 
     /// Every process with its latest sample, read back into the typed sample (one query).
     pub async fn latest_of_all(&self) -> Result<Vec<(ProcessRecord, Option<MetricsSample>)>, StoreError> {
+        self.flush().await;
         let rows = self.db.run(|s| s.processes_with_latest_metric()).await?;
         Ok(rows.into_iter().map(|(p, doc)| (p, doc.and_then(|d| serde_json::from_str(&d).ok()))).collect())
     }

@@ -50,10 +50,14 @@ pub enum SendError {
     LinkClosed,
 }
 
-/// An agent's live control link: a queue into its writer task.
+/// An agent's live control link: a queue into its writer task, and what changes too often to
+/// be a database write each time (last heartbeat, stall state) — written on state changes and
+/// when the link goes.
 struct LiveLink {
     generation: u64,
     tx: mpsc::Sender<Message>,
+    last_seen: String,
+    state: ProcessState,
 }
 
 pub struct Processes {
@@ -84,13 +88,29 @@ impl Processes {
     // ---- records ----
 
     pub async fn get(&self, id: &str) -> Result<Option<ProcessRecord>, StoreError> {
-        let id = id.to_string();
-        self.db.run(move |s| s.get_process(&id)).await
+        let key = id.to_string();
+        let mut p = self.db.run(move |s| s.get_process(&key)).await?;
+        if let Some(p) = p.as_mut() {
+            self.overlay_live(std::slice::from_mut(p));
+        }
+        Ok(p)
     }
 
     /// All processes, newest seen first.
     pub async fn list(&self) -> Result<Vec<ProcessRecord>, StoreError> {
-        self.db.run(|s| s.list_processes()).await
+        let mut all = self.db.run(|s| s.list_processes()).await?;
+        self.overlay_live(&mut all);
+        Ok(all)
+    }
+
+    /// Live links know the latest heartbeat better than the stored record.
+    fn overlay_live(&self, records: &mut [ProcessRecord]) {
+        let Ok(links) = self.links.lock() else { return };
+        for p in records.iter_mut() {
+            if let Some(l) = links.get(&p.id) {
+                p.last_seen.clone_from(&l.last_seen);
+            }
+        }
     }
 
     /// A freshly authenticated agent: its record as the hello describes it, connected.
@@ -103,14 +123,33 @@ impl Processes {
         self.update(id, |p| ProcessState::Disconnected.apply(p)).await;
     }
 
-    /// A heartbeat: the process is alive.
-    pub async fn seen(&self, id: &str) {
-        self.update(id, |_| {}).await;
+    /// A heartbeat: the process is alive (kept in memory; no database write).
+    pub fn seen(&self, id: &str) {
+        if let Ok(mut links) = self.links.lock() {
+            if let Some(l) = links.get_mut(id) {
+                l.last_seen = now_rfc3339();
+            }
+        }
     }
 
-    /// A metrics sample said whether the JS thread is running or blocked.
+    /// A metrics sample said whether the JS thread is running or blocked: written when it
+    /// changed (or a blocked process's duration grew), not for every sample.
     pub async fn observed(&self, id: &str, state: ProcessState) {
-        self.update(id, move |p| state.apply(p)).await;
+        self.seen(id);
+        let changed = match self.links.lock() {
+            Ok(mut links) => match links.get_mut(id) {
+                Some(l) if l.state == state && state == ProcessState::Running => false,
+                Some(l) => {
+                    l.state = state;
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if changed {
+            self.update(id, move |p| state.apply(p)).await;
+        }
     }
 
     /// Forgets processes disconnected since before `cutoff` (RFC 3339); returns their ids.
@@ -146,7 +185,8 @@ impl Processes {
     pub fn register_link(&self, process_id: &str, tx: mpsc::Sender<Message>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut links) = self.links.lock() {
-            links.insert(process_id.to_string(), LiveLink { generation, tx });
+            let link = LiveLink { generation, tx, last_seen: now_rfc3339(), state: ProcessState::Running };
+            links.insert(process_id.to_string(), link);
         }
         generation
     }

@@ -357,6 +357,21 @@ impl Store {
         self.insert_metric_json(process_id, ts_ms, &serde_json::to_string(doc)?)
     }
 
+    /// Stores many samples (process id, ts, JSON text) in one transaction: one fsync-able commit
+    /// instead of one per sample.
+    pub fn insert_metrics_batch(&self, rows: &[(String, u64, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("INSERT INTO metrics (process_id, ts_ms, doc) VALUES (?1, ?2, ?3)")?;
+            for (id, ts, doc) in rows {
+                st.execute(params![id, *ts as i64, doc])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Stores one sample already serialised as JSON text.
     pub fn insert_metric_json(&self, process_id: &str, ts_ms: u64, doc: &str) -> Result<(), StoreError> {
         self.with(|c| {
