@@ -140,7 +140,7 @@ pub fn js_beat() {
 /// The JS collector's sample (JSON text). Returns an error message, or null.
 #[napi]
 pub fn report_metrics(sample_json: String) -> Option<String> {
-    current_agent().and_then(|a| a.report_js_metrics(&sample_json).err())
+    current_agent().and_then(|a| a.report_js_metrics(&sample_json).err().map(|e| e.to_string()))
 }
 
 type CommandCallback = ThreadsafeFunction<String, Unknown<'static>, String, Status, false>;

@@ -56,6 +56,15 @@ pub enum AgentError {
 /// Room a capture of unknown size needs at least before it starts (profiles are a few MB).
 const MIN_CAPTURE_ROOM: u64 = 64 << 20;
 
+/// Why the JS collector's sample was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics sample of {len} bytes exceeds {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed metrics sample: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
 /// How long a command waits for the inspector worker to register after the agent started.
 const EXECUTOR_WAIT: Duration = Duration::from_secs(3);
 
@@ -140,12 +149,11 @@ impl Agent {
     }
 
     /// The JS collector's latest sample (JSON text, bounded).
-    pub fn report_js_metrics(&self, json: &str) -> Result<(), String> {
+    pub fn report_js_metrics(&self, json: &str) -> Result<(), MetricsError> {
         if json.len() > metrics::MAX_JS_SAMPLE_BYTES {
-            return Err(format!("metrics sample of {} bytes exceeds {}", json.len(), metrics::MAX_JS_SAMPLE_BYTES));
+            return Err(MetricsError::TooLarge { len: json.len(), max: metrics::MAX_JS_SAMPLE_BYTES });
         }
-        let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        self.inner.metrics.set_js_sample(v);
+        self.inner.metrics.set_js_sample(serde_json::from_str(json)?);
         Ok(())
     }
 
