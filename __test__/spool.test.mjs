@@ -105,12 +105,13 @@ test('spool files of a process that died mid-upload are swept when an agent star
   const spool = join(tempDir('perf-agent-sweep-'), 'spool');
   mkdirSync(spool, { mode: 0o700 });
   const dead = 4194305; // above the kernel's pid_max ceiling: never a live process
-  writeFileSync(join(spool, `${dead}-a1b2c3d4.heapsnapshot`), 'x'.repeat(1000));
-  mkdirSync(join(spool, `${dead}-a1b2c3d5-perf`));
-  writeFileSync(join(spool, `${process.pid}-keepme.cpuprofile`), '{}'); // a live process's file
+  writeFileSync(join(spool, `${dead}-a1b2c3d4a1b2c3d4.heapsnapshot`), 'x'.repeat(1000));
+  mkdirSync(join(spool, `${dead}-a1b2c3d5a1b2c3d5-perf`));
+  writeFileSync(join(spool, `${process.pid}-0123456789abcdef.cpuprofile`), '{}'); // a live process's file
+  writeFileSync(join(spool, `${dead}-report.log`), 'a user file, not a spool name');
   const app = await fx.app({ env: { PERF_AGENT_SPOOL_DIR: spool } });
-  await waitFor('stale spool files swept', () => !readdirSync(spool).some((f) => f.startsWith(`${dead}-`)));
-  assert.deepEqual(readdirSync(spool), [`${process.pid}-keepme.cpuprofile`]);
+  await waitFor('stale spool files swept', () => !readdirSync(spool).some((f) => f.startsWith(`${dead}-a1b2`)));
+  assert.deepEqual(readdirSync(spool).sort(), [`${process.pid}-0123456789abcdef.cpuprofile`, `${dead}-report.log`].sort());
   await app.kill();
 });
 

@@ -81,8 +81,13 @@ impl SpoolWriter {
         Ok((self.path, self.limit))
     }
 
-    /// Flushes to disk and returns the file's size and checksum.
+    /// Flushes to disk and returns the file's size and checksum; a capture that wrote nothing
+    /// is an error (no capture kind is empty).
     pub fn finish(self) -> Result<SpoolFile, SpoolError> {
+        if self.written == 0 {
+            let _ = std::fs::remove_file(&self.path);
+            return Err(SpoolError::Empty);
+        }
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(SpoolFile { path: self.path, size: self.written, sha256: hex::encode(self.hasher.finalize()) })

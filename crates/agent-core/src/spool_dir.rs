@@ -4,10 +4,11 @@
 //! - Per user by default (`$TMPDIR/perf-agent-spool-<uid>`), so two users' agents on one host
 //!   never share it.
 //! - Created 0700; an existing one is checked with `lstat`: a symlink, something that isn't a
-//!   directory, or a directory another user owns is refused (a local attacker could have
-//!   pre-created it to read or swap spool files). Our own directory with loose permissions is
-//!   tightened to 0700.
-//! - Files of processes that died mid-upload (`<pid>-…` whose pid is gone) are swept at start.
+//!   directory, a directory another user owns, or one that others may read or write is refused
+//!   (a local attacker could have pre-created it to read or swap spool files). An existing
+//!   directory is never chmod'ed: `spoolDir=/tmp` must fail, not turn /tmp private.
+//! - Spool files of processes that died mid-upload (`<pid>-<hex id>.<capture ext>` or
+//!   `<pid>-<hex id>-perf` whose pid is gone) are swept at start; nothing else is touched.
 //! - Room is checked before a capture starts: what the spool already holds, the configured cap,
 //!   and the file system's free space less a reserve left to the app.
 
@@ -21,6 +22,8 @@ pub enum SpoolDirError {
     NotADirectory(PathBuf),
     #[error("spool directory {path} belongs to uid {owner}, not to this process (uid {ours}): refusing to use it (set PERF_AGENT_SPOOL_DIR)")]
     NotOurs { path: PathBuf, owner: u32, ours: u32 },
+    #[error("spool directory {path} is readable or writable by others (mode {mode:o}): refusing to use it (chmod 700 it, or set PERF_AGENT_SPOOL_DIR)")]
+    NotPrivate { path: PathBuf, mode: u32 },
     #[error("spool directory {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
@@ -44,7 +47,7 @@ fn effective_uid() -> u32 {
 /// Creates the directory (0700) or checks that the existing one is a directory we own, and
 /// tightens its mode to 0700.
 pub fn prepare(dir: &Path) -> Result<(), SpoolDirError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let io = |source| SpoolDirError::Io { path: dir.to_path_buf(), source };
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
@@ -73,7 +76,7 @@ pub fn prepare(dir: &Path) -> Result<(), SpoolDirError> {
         return Err(SpoolDirError::NotOurs { path: dir.to_path_buf(), owner: meta.uid(), ours });
     }
     if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        return Err(SpoolDirError::NotPrivate { path: dir.to_path_buf(), mode: meta.mode() & 0o7777 });
     }
     Ok(())
 }
@@ -104,10 +107,17 @@ pub fn sweep_stale(dir: &Path) -> usize {
     removed
 }
 
-/// `12345-<id>.heapsnapshot` → 12345 (spool names start with the owning pid).
+/// `12345-<hex id>.heapsnapshot` / `12345-<hex id>-perf` → 12345: only the names the agent
+/// gives its spool files; anything else in the directory is not ours to sweep.
 fn owner_pid(name: &str) -> Option<u32> {
     let (pid, rest) = name.split_once('-')?;
-    (!rest.is_empty()).then_some(())?;
+    let (id, tail) = rest.split_once(['.', '-'])?;
+    let ours = perf_protocol::is_valid_id(id)
+        && (rest.ends_with("-perf") && tail == "perf"
+            || perf_protocol::CAPTURE_KINDS.iter().any(|k| tail == k.file_extension));
+    if !ours || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     pid.parse().ok().filter(|p| *p > 0)
 }
 
@@ -167,14 +177,15 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
-    fn creates_a_private_directory_and_tightens_a_loose_one() {
+    fn creates_a_private_directory_and_refuses_a_loose_one_without_touching_it() {
         let base = tempfile::tempdir().expect("tempdir");
         let dir = base.path().join("spool");
         prepare(&dir).expect("create");
         assert_eq!(std::fs::metadata(&dir).expect("meta").mode() & 0o777, 0o700);
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         prepare(&dir).expect("reuse");
-        assert_eq!(std::fs::metadata(&dir).expect("meta").mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert!(matches!(prepare(&dir), Err(SpoolDirError::NotPrivate { .. })));
+        assert_eq!(std::fs::metadata(&dir).expect("meta").mode() & 0o7777, 0o1777, "an existing dir is never chmod'ed");
     }
 
     #[test]
@@ -210,18 +221,22 @@ mod tests {
         let me = std::process::id();
         // A pid that can't be running: above the kernel's pid_max default ceiling.
         let dead = 4_194_305u32;
-        std::fs::write(dir.path().join(format!("{me}-aa.heapsnapshot")), b"mine").expect("w");
-        std::fs::write(dir.path().join(format!("{dead}-bb.heapsnapshot")), b"stale").expect("w");
-        std::fs::create_dir(dir.path().join(format!("{dead}-cc-perf"))).expect("d");
+        let id = "0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join(format!("{me}-{id}.heapsnapshot")), b"mine").expect("w");
+        std::fs::write(dir.path().join(format!("{dead}-{id}.heapsnapshot")), b"stale").expect("w");
+        std::fs::create_dir(dir.path().join(format!("{dead}-{id}-perf"))).expect("d");
         std::fs::write(dir.path().join("notes.txt"), b"not ours").expect("w");
+        std::fs::write(dir.path().join(format!("{dead}-report.log")), b"a user's file").expect("w");
         assert_eq!(sweep_stale(dir.path()), 2);
         let mut left: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
             .flatten()
             .map(|e| e.file_name().into_string().expect("utf8"))
             .collect();
+        let mut want = vec![format!("{dead}-report.log"), format!("{me}-{id}.heapsnapshot"), "notes.txt".to_string()];
         left.sort();
-        assert_eq!(left, vec![format!("{me}-aa.heapsnapshot"), "notes.txt".to_string()]);
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]
@@ -233,5 +248,17 @@ mod tests {
         assert!(e.to_string().contains("spool holds 3 MB of a 8 MB cap"), "{e}");
         let e = room_for(dir.path(), u64::MAX / 2, u64::MAX).unwrap_err();
         assert!(e.to_string().contains("disk has"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn only_our_spool_names_have_an_owner() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(super::owner_pid(&format!("42-{id}.heapsnapshot")), Some(42));
+        assert_eq!(super::owner_pid(&format!("42-{id}-perf")), Some(42));
+        assert_eq!(super::owner_pid("42-report.log"), None);
+        assert_eq!(super::owner_pid(&format!("x42-{id}.heapsnapshot")), None);
     }
 }

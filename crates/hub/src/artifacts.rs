@@ -68,11 +68,13 @@ impl Transition {
         match self {
             Transition::Accepted { .. } | Transition::Refused { .. } => status == Pending,
             Transition::Progress { .. } => matches!(status, Pending | Running),
-            // A result may overtake its ack on a busy link.
-            Transition::Captured { .. } => matches!(status, Pending | Running),
-            // The agent may upload before the hub saw its result (the result frame can be lost
-            // across a hub restart) or resume an upload.
-            Transition::UploadStarted { .. } => matches!(status, Running | Uploading),
+            // A result may overtake its ack on a busy link, and the upload (its own connection)
+            // may overtake the result.
+            Transition::Captured { .. } => matches!(status, Pending | Running | Uploading),
+            // The agent may upload before the hub saw its ack or result (they travel on the
+            // control link, the upload on its own; the result can be lost across a hub
+            // restart), or resume an upload. The one-time token proves the upload is the agent's.
+            Transition::UploadStarted { .. } => matches!(status, Pending | Running | Uploading),
             Transition::UploadProgress { .. } | Transition::Stored { .. } => status == Uploading,
             Transition::Failed { .. } => !status.is_final(),
         }

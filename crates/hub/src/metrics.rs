@@ -7,6 +7,7 @@ use crate::config::HubConfig;
 use crate::prometheus::Counters;
 use crate::store::{Db, ProcessRecord, StoreError};
 use perf_protocol::MetricsSample;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,7 +15,9 @@ pub struct Metrics {
     db: Db,
     counters: Counters,
     /// Samples waiting for the next batch write (process id, ts, JSON text).
-    pending: Mutex<Vec<(String, u64, String)>>,
+    pending: Mutex<VecDeque<(String, u64, String)>>,
+    /// Samples dropped because the buffer was full (logged with the next batch).
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 /// How often buffered samples are written, in one transaction.
@@ -25,7 +28,7 @@ const MAX_PENDING: usize = 100_000;
 
 impl Metrics {
     pub fn new(db: Db) -> Self {
-        Self { db, counters: Counters::default(), pending: Mutex::new(Vec::new()) }
+        Self { db, counters: Counters::default(), pending: Mutex::new(VecDeque::new()), dropped: Default::default() }
     }
 
     /// One sample from a process: into its running totals at once, into its history with the
@@ -39,20 +42,26 @@ impl Metrics {
         };
         let Ok(mut pending) = self.pending.lock() else { return };
         if pending.len() >= MAX_PENDING {
-            pending.remove(0);
-            tracing::warn!("metrics: the store is behind; dropped the oldest buffered sample");
+            pending.pop_front();
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        pending.push((process_id.to_string(), ts, doc));
+        pending.push_back((process_id.to_string(), ts, doc));
     }
 
     /// Writes the buffered samples in one transaction (the housekeeping task calls it every
     /// [`FLUSH_EVERY`]).
     pub async fn flush(&self) {
-        let batch = match self.pending.lock() {
-            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+        let batch: Vec<_> = match self.pending.lock() {
+            Ok(mut p) if !p.is_empty() => p.drain(..).collect(),
             _ => return,
         };
         let n = batch.len();
+        match self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed) {
+            0 => {}
+            d => {
+                tracing::warn!(dropped = d, "metrics: the store fell behind; the oldest buffered samples were dropped")
+            }
+        }
         if let Err(e) = self.db.run(move |s| s.insert_metrics_batch(&batch)).await {
             tracing::warn!(error = %e, samples = n, "store: metrics batch write failed");
         }

@@ -73,7 +73,9 @@ impl Processes {
         let store = db.blocking();
         for mut p in store.list_processes()? {
             if p.connected {
+                // Alive until the hub went down; heartbeats were kept in memory only.
                 ProcessState::Disconnected.apply(&mut p);
+                p.last_seen = now_rfc3339();
                 store.upsert_process(&p)?;
             }
         }
@@ -100,14 +102,17 @@ impl Processes {
     pub async fn list(&self) -> Result<Vec<ProcessRecord>, StoreError> {
         let mut all = self.db.run(|s| s.list_processes()).await?;
         self.overlay_live(&mut all);
+        all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
         Ok(all)
     }
 
-    /// Live links know the latest heartbeat better than the stored record.
+    /// A live link knows better than the stored record: it is connected, in the state and with
+    /// the heartbeat it last reported (also if a stale write raced its registration).
     fn overlay_live(&self, records: &mut [ProcessRecord]) {
         let Ok(links) = self.links.lock() else { return };
         for p in records.iter_mut() {
             if let Some(l) = links.get(&p.id) {
+                l.state.apply(p);
                 p.last_seen.clone_from(&l.last_seen);
             }
         }
@@ -152,9 +157,12 @@ impl Processes {
         }
     }
 
-    /// Forgets processes disconnected since before `cutoff` (RFC 3339); returns their ids.
+    /// Forgets processes disconnected since before `cutoff` (RFC 3339) — never one with a live
+    /// link — and returns their ids.
     pub async fn age_out(&self, cutoff: String) -> Result<Vec<String>, StoreError> {
-        self.db.run(move |s| s.delete_stale_processes(&cutoff)).await
+        let live: std::collections::HashSet<String> =
+            self.links.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        self.db.run(move |s| s.delete_stale_processes(&cutoff, &live)).await
     }
 
     async fn update(&self, id: &str, f: impl FnOnce(&mut ProcessRecord) + Send + 'static) {

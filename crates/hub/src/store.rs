@@ -190,7 +190,11 @@ impl Db {
         let on_thread = store.clone();
         let spawned = std::thread::Builder::new().name("perf-hub-store".into()).spawn(move || {
             while let Some(call) = rx.blocking_recv() {
-                call(&on_thread);
+                // A panicking call loses its own answer (its caller sees TaskFailed), not the
+                // thread: every later call still runs.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&on_thread))).is_err() {
+                    tracing::error!("store: a call panicked");
+                }
             }
         });
         if let Err(e) = spawned {
@@ -448,12 +452,17 @@ impl Store {
         })
     }
 
-    /// Forgets processes that have been disconnected since before `cutoff` (RFC 3339).
-    pub fn delete_stale_processes(&self, cutoff: &str) -> Result<Vec<String>, StoreError> {
+    /// Forgets processes that have been disconnected since before `cutoff` (RFC 3339), except
+    /// those in `keep` (live links).
+    pub fn delete_stale_processes(
+        &self,
+        cutoff: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
         let stale: Vec<String> = self
             .list_processes()?
             .into_iter()
-            .filter(|p| !p.connected && p.last_seen.as_str() < cutoff)
+            .filter(|p| !p.connected && p.last_seen.as_str() < cutoff && !keep.contains(&p.id))
             .map(|p| p.id)
             .collect();
         self.with(|c| {
