@@ -4,13 +4,13 @@
 //! Start times of heartbeats and samples are jittered per agent so they spread over the interval.
 
 use perf_protocol::{
-    auth, encode_message, Frame, FrameDecoder, Hello, Message, ProtocolError, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    auth, encode_message, FrameReader, Hello, Message, ProtocolError, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
@@ -97,36 +97,10 @@ impl From<ProtocolError> for LinkError {
     }
 }
 
-/// A frame reader with a small buffer: the real agent's 64 KB one, times 20,000, would make this
-/// process the memory hog of the benchmark. Cancellation safe (bytes are kept on every read).
-struct Reader {
-    inner: OwnedReadHalf,
-    decoder: FrameDecoder,
-    buf: [u8; 2048],
-}
-
-impl Reader {
-    async fn read_message(&mut self) -> Result<Message, ProtocolError> {
-        loop {
-            match self.decoder.next_frame()? {
-                Some(Frame::Message(m)) => return Ok(m),
-                Some(Frame::Data(_)) => {
-                    return Err(ProtocolError::Unexpected { expected: "message", got: "data".into() })
-                }
-                None => {}
-            }
-            let n = self.inner.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(if self.decoder.pending() == 0 {
-                    ProtocolError::Closed
-                } else {
-                    ProtocolError::TruncatedFrame
-                });
-            }
-            self.decoder.extend(&self.buf[..n]);
-        }
-    }
-}
+/// Frame readers with a small buffer: the real agent's 64 KB one, times 20,000, would make this
+/// process the memory hog of the benchmark.
+type Reader = FrameReader<OwnedReadHalf>;
+const READ_BUFFER: usize = 2048;
 
 struct Writer {
     inner: OwnedWriteHalf,
@@ -296,7 +270,7 @@ async fn handshake(
         .map_err(|e| LinkError::Connect(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let mut reader = Reader { inner: r, decoder: FrameDecoder::new(), buf: [0; 2048] };
+    let mut reader = FrameReader::with_read_buffer(r, READ_BUFFER);
     let mut writer = Writer { inner: w, buf: Vec::with_capacity(512) };
     // Built from its wire form, so fields the protocol adds later (optional, by the contract)
     // take their defaults here as they would for an older agent.
@@ -582,6 +556,7 @@ impl SampleState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use perf_protocol::{Frame, FrameDecoder};
 
     #[test]
     fn sample_has_the_real_shape_and_size() {

@@ -12,7 +12,13 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, decoder: FrameDecoder::new(), buf: vec![0u8; 64 * 1024].into_boxed_slice() }
+        Self::with_read_buffer(inner, 64 * 1024)
+    }
+
+    /// A reader whose socket reads go through a `bytes`-sized buffer (frames still up to the
+    /// decoder's limit): many idle connections then cost little memory each.
+    pub fn with_read_buffer(inner: R, bytes: usize) -> Self {
+        Self { inner, decoder: FrameDecoder::new(), buf: vec![0u8; bytes.max(64)].into_boxed_slice() }
     }
 
     /// The next frame; `Err(Closed)` on a clean end of stream between frames.
