@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 
 const { values: o } = parseArgs({
-  options: { hub: { type: 'string' }, token: { type: 'string' }, 'app-url': { type: 'string' }, 'app-pid': { type: 'string' }, 'data-dir': { type: 'string' } },
+  options: { hub: { type: 'string' }, 'app-url': { type: 'string' }, 'app-pid': { type: 'string' }, 'data-dir': { type: 'string' } },
 });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function api(method, path, body) {
   const res = await fetch(o.hub + path, {
     method,
-    headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${process.env.PERF_HUB_TOKEN}`, 'content-type': 'application/json' },
     body: body ? JSON.stringify(body) : undefined,
   });
   const json = await res.json().catch(() => ({}));
@@ -72,7 +72,7 @@ if (proc.capabilities.includes('perf_flamegraph')) {
 // Flame graphs rendered by the hub, saved next to the artifacts to open in a browser.
 const svgs = [];
 for (const a of results.filter((x) => x.kind !== 'heap_snapshot')) {
-  const res = await fetch(`${o.hub}/api/artifacts/${a.id}/flamegraph.svg`, { headers: { authorization: `Bearer ${o.token}` } });
+  const res = await fetch(`${o.hub}/api/artifacts/${a.id}/flamegraph.svg`, { headers: { authorization: `Bearer ${process.env.PERF_HUB_TOKEN}` } });
   if (!res.ok) continue;
   const file = join(o['data-dir'], `flamegraph-${a.kind}.svg`);
   writeFileSync(file, Buffer.from(await res.arrayBuffer()));

@@ -16,7 +16,7 @@ echo "==> building the addon and perf-hub (release)"
 npm run build >/dev/null
 
 bash scripts/demo-stop.sh >/dev/null 2>&1 || true
-mkdir -p "$DATA"
+mkdir -p "$DATA" && chmod 700 "$DATA"   # the hub keeps its data private (0700)
 TOKEN_FILE="$DATA/operator-token"
 [ -s "$TOKEN_FILE" ] || (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$TOKEN_FILE")
 SECRET_FILE="$DATA/app-secret"
@@ -25,9 +25,9 @@ TOKEN=$(cat "$TOKEN_FILE")
 SECRET=$(cat "$SECRET_FILE")
 
 echo "==> starting perf-hub (agents 127.0.0.1:$AGENT_PORT, http 127.0.0.1:$HTTP_PORT, data $DATA)"
-PERF_HUB_TOKEN="$TOKEN" nohup target/release/perf-hub serve --data-dir "$DATA" \
-  --agent-addr "127.0.0.1:$AGENT_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
-  --app "demo:$SECRET" > "$DATA/hub.log" 2>&1 &
+# Secrets through the environment, not flags: flags show in `ps` to every local user.
+PERF_HUB_TOKEN="$TOKEN" PERF_HUB_APPS="demo:$SECRET" nohup target/release/perf-hub serve --data-dir "$DATA" \
+  --agent-addr "127.0.0.1:$AGENT_PORT" --http-addr "127.0.0.1:$HTTP_PORT" > "$DATA/hub.log" 2>&1 &
 echo $! > "$DATA/hub.pid"
 
 echo "==> starting the demo app with node -r @corp/perf-agent/register"
@@ -36,5 +36,5 @@ PERF_AGENT_HUB="127.0.0.1:$AGENT_PORT" PERF_AGENT_APP=demo PERF_AGENT_SECRET="$S
   nohup node --perf-basic-prof-only-functions -r @corp/perf-agent/register examples/demo-app.js > "$DATA/app.log" 2>&1 &
 echo $! > "$DATA/app.pid"
 
-node scripts/demo-client.mjs --hub "http://127.0.0.1:$HTTP_PORT" --token "$TOKEN" \
+PERF_HUB_TOKEN="$TOKEN" node scripts/demo-client.mjs --hub "http://127.0.0.1:$HTTP_PORT" \
   --app-url "http://127.0.0.1:$APP_PORT" --app-pid "$(cat "$DATA/app.pid")" --data-dir "$DATA"
