@@ -25,9 +25,9 @@ TOKEN=$(cat "$TOKEN_FILE")
 SECRET=$(cat "$SECRET_FILE")
 
 echo "==> starting perf-hub (agents 127.0.0.1:$AGENT_PORT, http 127.0.0.1:$HTTP_PORT, data $DATA)"
-PERF_HUB_TOKEN="$TOKEN" nohup target/release/perf-hub serve --data-dir "$DATA" \
-  --agent-addr "127.0.0.1:$AGENT_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
-  --app "demo:$SECRET" > "$DATA/hub.log" 2>&1 &
+# Token and app secret through the environment: flags (--token, --app) show in `ps`.
+PERF_HUB_TOKEN="$TOKEN" PERF_HUB_APPS="demo:$SECRET" nohup target/release/perf-hub serve --data-dir "$DATA" \
+  --agent-addr "127.0.0.1:$AGENT_PORT" --http-addr "127.0.0.1:$HTTP_PORT" > "$DATA/hub.log" 2>&1 &
 echo $! > "$DATA/hub.pid"
 
 echo "==> starting the demo app with node -r @corp/perf-agent/register"

@@ -127,15 +127,20 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
 /// Longest `hub_nonce` the hub answers (the agent sends 32 hex characters).
 const MAX_HUB_NONCE_LEN: usize = 128;
 
-/// Challenge–response. `Some(hub_proof)` when the agent proved it knows one of its app's
-/// secrets (two during a rotation): the proof answers the agent's `hub_nonce` with the secret
-/// that matched (`None` inside for an older agent that sent no nonce). `None`: not proven.
+/// An agent that proved it knows one of its app's secrets (two during a rotation).
+struct Proven {
+    /// The answer to the agent's `hub_nonce`, made with the secret that matched (`None` for an
+    /// older agent that sent no nonce).
+    hub_proof: Option<String>,
+}
+
+/// Challenge–response: `None` when the agent did not prove it knows its app's secret.
 async fn authenticate(
     hub: &Hub,
     reader: &mut Reader,
     writer: &mut Writer,
     hello: &Hello,
-) -> Result<Option<Option<String>>, ProtocolError> {
+) -> Result<Option<Proven>, ProtocolError> {
     if hello.hub_nonce.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_HUB_NONCE_LEN) {
         return Ok(None);
     }
@@ -152,8 +157,9 @@ async fn authenticate(
     else {
         return Ok(None);
     };
-    let proof = hello.hub_nonce.as_deref().map(|n| auth::hub_proof(secret, n, &nonce, &hello.app, &hello.instance_id));
-    Ok(Some(proof))
+    let hub_proof =
+        hello.hub_nonce.as_deref().map(|n| auth::hub_proof(secret, n, &nonce, &hello.app, &hello.instance_id));
+    Ok(Some(Proven { hub_proof }))
 }
 
 async fn control_session(
@@ -171,7 +177,7 @@ async fn control_session(
         };
         return send_error(&mut writer, code, &msg).await;
     }
-    let Some(hub_proof) = authenticate(&hub, &mut reader, &mut writer, &hello).await? else {
+    let Some(Proven { hub_proof }) = authenticate(&hub, &mut reader, &mut writer, &hello).await? else {
         let detail = serde_json::json!({"pid": hello.pid, "hostname": hello.hostname});
         hub.audit.record(&format!("agent@{remote}"), "agent.auth_failed", &hello.app, detail, "denied").await;
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
