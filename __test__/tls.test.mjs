@@ -13,7 +13,7 @@ import https from 'node:https';
 import http from 'node:http';
 import net from 'node:net';
 import {
-  startHub, startApp, hubEnv, waitFor, tempDir, cleanup, HUB_BIN, TOKEN, APP, SECRET,
+  startHub, startApp, api, hubEnv, waitFor, tempDir, cleanup, HUB_BIN, TOKEN, APP, SECRET,
 } from './helpers.mjs';
 
 const SECOND_SECRET = 'orders-next-secret-456';
@@ -178,6 +178,27 @@ test('plaintext HTTP on the HTTPS port fails', async () => {
   await assert.rejects(attempt, /socket hang up|ECONNRESET|Parse Error/);
 });
 
+test('stalled TLS handshakes on both ports hold up nobody else', async () => {
+  // Connected, never sending a byte: each sits in its own handshake task until its deadline.
+  const stalled = [];
+  for (let i = 0; i < 20; i++) {
+    for (const port of [hub.agentPort, hub.httpPort]) {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => {});
+      stalled.push(s);
+    }
+  }
+  try {
+    await Promise.all(stalled.map((s) => new Promise((r) => (s.connecting ? s.once('connect', r) : r()))));
+    const res = await httpsApi(hub, 'GET', '/api/processes');
+    assert.equal(res.status, 200);
+    const a = await app({ PERF_AGENT_TLS_CA: certs.ca });
+    await processByPidTls(hub, a.child.pid);
+  } finally {
+    for (const s of stalled) s.destroy();
+  }
+});
+
 test('an HTTPS client that does not trust the hub CA is refused', async () => {
   await assert.rejects(httpsApi(hub, 'GET', '/api/processes', undefined, { ca: certs.otherCa }), /certificate/i);
 });
@@ -207,7 +228,7 @@ test('without TLS, a non-loopback listener is refused unless --insecure-plaintex
   }
 });
 
-test('--app-secrets-file: its apps connect, and a group-readable file is warned about', async () => {
+test('--app-secrets-file: its apps connect, a group-readable file is warned about; a TLS agent never talks plaintext', async () => {
   const file = join(dir, 'apps.secrets');
   writeFileSync(file, '# name:secret, one a line\nbilling:billing-secret-1\n');
   chmodSync(file, 0o644);
@@ -217,6 +238,15 @@ test('--app-secrets-file: its apps connect, and a group-readable file is warned 
     const a = await startApp('app.js', { env: { ...hubEnv(plain), PERF_AGENT_APP: 'billing', PERF_AGENT_SECRET: 'billing-secret-1' } });
     apps.push(a);
     assert.equal(JSON.parse(a.lines.find((x) => /^ready/.test(x.l)).l.slice('ready '.length)).connected, true);
+    // An agent configured for TLS never falls back to plaintext with a plaintext hub.
+    const tlsAgent = await startApp('app.js', {
+      env: { ...hubEnv(plain), PERF_AGENT_TLS_CA: certs.ca, REPORT_ERRORS: '1' }, waitReady: false,
+    });
+    apps.push(tlsAgent);
+    const line = await tlsAgent.waitLine(/^status /);
+    assert.match(JSON.parse(line.l.slice('status '.length)).lastError, /TLS handshake/);
+    const { body } = await api(plain, 'GET', '/api/processes');
+    assert.ok(!body.some((p) => p.pid === tlsAgent.child.pid), 'the TLS agent never registered in plaintext');
   } finally {
     await plain.stop();
     cleanup(plain.dataDir);
