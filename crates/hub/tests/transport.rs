@@ -1,7 +1,8 @@
 //! The hub's transport security over real TCP: an HTTP client that never finishes its header is
 //! closed, an app with two secrets (rotation) welcomes agents proving either and answers each
-//! with a proof made with the secret it used, a v1 agent (no `hub_nonce`) is still served, and
-//! the binary refuses a public plaintext listener and reads `--app-secrets-file`.
+//! with a proof made with the secret it used, a v1 agent (no `hub_nonce`) is still served,
+//! connections beyond the HTTP cap wait for a free slot; and the binary refuses a public
+//! plaintext listener and reads `--app-secrets-file`.
 
 use perf_hub::config::AppSecrets;
 use perf_hub::{HubConfig, RunningHub};
@@ -128,4 +129,35 @@ fn a_bad_secrets_file_or_a_third_secret_stops_the_hub_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("line 3") && stderr.contains("more than 2 secrets"), "{stderr}");
     assert!(!stderr.contains("secret-three-3"), "the secret is not printed: {stderr}");
+}
+
+#[tokio::test]
+async fn http_connections_beyond_the_cap_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = HubConfig::for_test(dir.path().to_path_buf());
+    config.http_max_connections = 2;
+    let hub = perf_hub::start(config).await.expect("hub");
+    let request = b"GET /api/processes HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n";
+    // Two idle connections take both slots (accepted in connect order from the backlog).
+    let first = TcpStream::connect(hub.http_addr).await.expect("connect");
+    let mut second = TcpStream::connect(hub.http_addr).await.expect("connect");
+    let mut third = TcpStream::connect(hub.http_addr).await.expect("connect");
+    third.write_all(request).await.expect("request");
+    let mut buf = [0u8; 64];
+    // While the slots are taken the third isn't served (a hub without the cap answers at once;
+    // a capped one can't answer at all, so this wait can't make the test flaky).
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the cap: {early:?}");
+    drop(first);
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), third.read_to_string(&mut answer))
+        .await
+        .expect("served once a slot is free")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // The second slot's holder is still served normally.
+    second.write_all(request).await.expect("request");
+    let mut answer = String::new();
+    second.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
