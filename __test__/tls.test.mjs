@@ -142,6 +142,12 @@ test('an agent trusting another CA is refused and says why', async () => {
   assert.ok(!body.some((p) => p.pid === a.child.pid), 'never registered');
 });
 
+test('PERF_AGENT_TLS=1 verifies against the system roots, which don\'t hold the test CA', async () => {
+  const a = await app({ PERF_AGENT_TLS: '1', REPORT_ERRORS: '1' }, { waitReady: false });
+  const line = await a.waitLine(/^status /);
+  assert.match(JSON.parse(line.l.slice('status '.length)).lastError, /TLS( handshake.*certificate|: no system root)/);
+});
+
 test('a missing CA file is a clear lastError, not a throw, and no plaintext fallback', async () => {
   const missing = join(dir, 'no-such-ca.pem');
   const a = await app({ PERF_AGENT_TLS_CA: missing, REPORT_ERRORS: '1' }, { waitReady: false });
