@@ -145,6 +145,12 @@ pub fn add_app(apps: &mut BTreeMap<String, AppSecrets>, spec: &str) -> Result<()
     add_secret(apps, name, secret)
 }
 
+/// Adds one secret of `name` (from the config file, where name and secret come apart).
+pub fn add_app_secret(apps: &mut BTreeMap<String, AppSecrets>, name: &str, secret: String) -> Result<(), String> {
+    validate_app(name.trim(), &secret)?;
+    add_secret(apps, name.trim().to_string(), secret)
+}
+
 fn add_secret(apps: &mut BTreeMap<String, AppSecrets>, name: String, secret: String) -> Result<(), String> {
     match apps.get_mut(&name) {
         Some(secrets) => secrets.add(&name, secret),
@@ -171,7 +177,7 @@ pub fn parse_app_secrets_file(text: &str, apps: &mut BTreeMap<String, AppSecrets
 }
 
 /// The secrets of one app in the config file: `"app": "secret"` or `"app": ["new", "old"]`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
 pub enum FileSecrets {
     One(String),
@@ -208,15 +214,20 @@ pub fn check_plaintext_exposure(c: &HubConfig) -> Result<(), String> {
 
 /// Parses `name:secret` pairs (`--app` flags or the comma-separated `PERF_HUB_APPS`).
 pub fn parse_app(spec: &str) -> Result<(String, String), String> {
-    let (name, secret) = spec.split_once(':').ok_or_else(|| format!("app '{spec}' must be NAME:SECRET"))?;
-    let name = name.trim();
+    // Errors never echo the spec: it may hold a secret.
+    let (name, secret) = spec.split_once(':').ok_or_else(|| "an app must be given as NAME:SECRET".to_string())?;
+    validate_app(name.trim(), secret)?;
+    Ok((name.trim().to_string(), secret.to_string()))
+}
+
+fn validate_app(name: &str, secret: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 {
-        return Err(format!("app name in '{spec}' must be 1-128 characters"));
+        return Err("an app name must be 1-128 characters".into());
     }
     if secret.len() < 8 {
         return Err(format!("secret for app '{name}' must be at least 8 characters"));
     }
-    Ok((name.to_string(), secret.to_string()))
+    Ok(())
 }
 
 /// The optional `--config FILE` (JSON); flags given on the command line win.
@@ -275,6 +286,22 @@ mod tests {
         assert_eq!(apps["billing"].iter().collect::<Vec<_>>(), ["bill-secret"]);
         let err = parse_app_secrets_file("orders:short\n", &mut apps).unwrap_err();
         assert!(err.starts_with("line 1:") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn config_file_carries_two_secrets_and_the_tls_keys() {
+        let f: FileConfig = serde_json::from_str(
+            r#"{"apps": {"orders": ["old-secret", "new-secret"], "billing": "bill-secret"},
+                "tls_cert": "/etc/perf-hub/hub.pem", "tls_key": "/etc/perf-hub/hub.key",
+                "insecure_plaintext": false, "app_secrets_file": "/etc/perf-hub/apps.secrets"}"#,
+        )
+        .expect("parse");
+        let mut apps = f.apps.into_iter().collect::<Vec<_>>();
+        apps.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(apps[0].1.clone().into_vec(), ["bill-secret"]);
+        assert_eq!(apps[1].1.clone().into_vec(), ["old-secret", "new-secret"]);
+        assert_eq!(f.tls_cert.as_deref(), Some(std::path::Path::new("/etc/perf-hub/hub.pem")));
+        assert!(f.tls_key.is_some() && f.app_secrets_file.is_some());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use perf_hub::config::{add_app, parse_app_secrets_file, AppSecrets, FileConfig};
+use perf_hub::config::{add_app, add_app_secret, parse_app_secrets_file, AppSecrets, FileConfig};
 use perf_hub::HubConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -268,7 +268,7 @@ fn resolve_apps(
     let mut apps: BTreeMap<String, AppSecrets> = BTreeMap::new();
     for (name, secrets) in from_file {
         for secret in secrets.into_vec() {
-            add_app(&mut apps, &format!("{name}:{secret}")).map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+            add_app_secret(&mut apps, &name, secret).map_err(|e| anyhow::anyhow!("config file: {e}"))?;
         }
     }
     if let Some(path) = secrets_file {
