@@ -161,3 +161,22 @@ async fn http_connections_beyond_the_cap_wait_for_a_free_slot() {
     second.read_to_string(&mut answer).await.expect("read");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
+
+#[test]
+fn a_missing_certificate_stops_the_hub_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("missing-cert.pem");
+    let out = hub_bin()
+        .args(["serve", "--agent-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", "tok-0123456789abcdef"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(dir.path().join("missing-key.pem"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("TLS certificate") && stderr.contains("missing-cert.pem"), "{stderr}");
+}
