@@ -20,6 +20,15 @@ export interface StartOptions {
    * of throughput on tiny handlers (see bench/metrics).
    */
   metricsHttp?: boolean
+  /**
+   * TLS to the hub (control link and uploads); never falls back to plaintext once set.
+   * `true`: verify the hub against the system's root certificates (`PERF_AGENT_TLS=1`);
+   * `{ ca }`: against this PEM CA file (`PERF_AGENT_TLS_CA`, implies TLS); `servername`: the
+   * name the certificate must carry (`PERF_AGENT_TLS_SERVERNAME`, default: the host of `hub`).
+   * `false` turns it off over the environment. An unreadable CA file shows in
+   * `status().lastError` (it doesn't throw).
+   */
+  tls?: boolean | { ca?: string; servername?: string }
 }
 
 export interface AgentStatus {

@@ -138,6 +138,29 @@ function spoolMaxMb(options) {
   return mb;
 }
 
+/**
+ * `tls: true | { ca, servername }` over `PERF_AGENT_TLS_CA` (a CA file: implies TLS),
+ * `PERF_AGENT_TLS=1` (system roots) and `PERF_AGENT_TLS_SERVERNAME`. The option wins when given
+ * (`false` turns TLS off). A CA file that can't be read is not thrown: the link reports it in
+ * `status().lastError` and retries, never falling back to plaintext.
+ */
+function tlsOptions(options) {
+  const env = process.env;
+  let tls = options.tls;
+  if (tls === undefined) {
+    if (env.PERF_AGENT_TLS_CA) tls = { ca: env.PERF_AGENT_TLS_CA };
+    else if (env.PERF_AGENT_TLS === '1' || env.PERF_AGENT_TLS === 'true') tls = true;
+    else return {};
+  }
+  if (tls === false || tls === null) return {};
+  if (tls === true) tls = {};
+  if (typeof tls !== 'object' || Array.isArray(tls)) throw new TypeError('perf-agent: tls must be true, false or { ca, servername }');
+  const { ca, servername = env.PERF_AGENT_TLS_SERVERNAME || undefined } = tls;
+  if (ca !== undefined && (typeof ca !== 'string' || ca === '')) throw new TypeError('perf-agent: tls.ca must be the path of a PEM file');
+  if (servername !== undefined && (typeof servername !== 'string' || servername === '')) throw new TypeError('perf-agent: tls.servername must be a host name');
+  return { tls: true, tlsCa: ca === undefined ? undefined : path.resolve(ca), tlsServername: servername };
+}
+
 /** Options merged over `PERF_AGENT_*` environment variables. */
 function resolveOptions(options = {}) {
   const env = process.env;
@@ -154,6 +177,7 @@ function resolveOptions(options = {}) {
     spoolDir: options.spoolDir ?? env.PERF_AGENT_SPOOL_DIR ?? undefined,
     spoolMaxMb: spoolMaxMb(options),
     metricsIntervalMs: metricsInterval(options),
+    ...tlsOptions(options),
   };
 }
 

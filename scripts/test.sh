@@ -25,10 +25,10 @@ PART_TIMEOUT=${PERF_TEST_PART_TIMEOUT:-1500}
 
 # The whole root suite, in order. glibc.test.mjs checks the built addon and runs once (with the
 # machine's Node); egg-packed.test.mjs installs the packed packages into fresh Egg apps.
-FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console egg-packed)
+FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console egg-packed tls)
 ONCE_SUITES=(glibc)
 # What every other line runs at least (analysis-api holds the diff-by-node-id test).
-CORE_SUITES=(agent lifecycle profiles register analysis-api)
+CORE_SUITES=(agent lifecycle profiles register analysis-api tls)
 
 T_START=$(date +%s)
 LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/perf-agent-npm-test.XXXXXX")
@@ -77,6 +77,7 @@ command -v cargo >/dev/null 2>&1 || { echo "npm test needs Rust (cargo on PATH):
 
 need_apt=()
 command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)        # perf_flamegraph tests
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)        # the TLS tests make their certificates
 if [ -n "${CHROMIUM_BIN:-}" ]; then                               # the console tests drive Chromium
   [ -x "$CHROMIUM_BIN" ] || { echo "CHROMIUM_BIN=$CHROMIUM_BIN is not an executable" >&2; exit 1; }
 elif [ ! -x /usr/bin/chromium ]; then

@@ -13,7 +13,7 @@
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use perf_agent_core::{parse_labels, Agent, AgentConfig, Executor, JobSpec};
+use perf_agent_core::{parse_labels, Agent, AgentConfig, Executor, JobSpec, TlsSettings};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +43,12 @@ pub struct NativeStartOptions {
     pub perf_helper: Option<Vec<String>>,
     /// How often metrics are sent; 0 turns metrics off (default 5000).
     pub metrics_interval_ms: Option<u32>,
+    /// TLS to the hub, verified against the system's roots or `tls_ca`.
+    pub tls: Option<bool>,
+    /// PEM file of the CA the hub's certificate must chain to (implies TLS).
+    pub tls_ca: Option<String>,
+    /// Name the hub's certificate must carry (default: the host part of `hub`).
+    pub tls_servername: Option<String>,
 }
 
 fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
@@ -64,6 +70,11 @@ fn build_config(o: NativeStartOptions) -> Result<AgentConfig> {
     }
     if let Some(mb) = o.spool_max_mb {
         c.max_spool_bytes = u64::from(mb) << 20;
+    }
+    // A CA file that can't be read is reported in status().lastError by the link (retried like
+    // a hub that is down), never thrown here and never a reason to fall back to plaintext.
+    if o.tls == Some(true) || o.tls_ca.is_some() {
+        c.tls = Some(TlsSettings { ca: o.tls_ca.map(Into::into), servername: o.tls_servername });
     }
     Ok(c)
 }

@@ -30,6 +30,8 @@ function resolveOptions(app, role, env = process.env) {
     app: cfg.app || env.PERF_AGENT_APP || app.name || undefined,
     secret: cfg.secret || env.PERF_AGENT_SECRET || undefined,
     labels,
+    // `true | { ca, servername }` (docs/tls.md); unset, @corp/perf-agent reads PERF_AGENT_TLS_CA / PERF_AGENT_TLS.
+    tls: cfg.tls,
   };
 }
 

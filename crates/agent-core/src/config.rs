@@ -32,6 +32,17 @@ pub struct AgentConfig {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub connect_timeout: Duration,
+    /// TLS to the hub (control link and uploads); `None`: plaintext TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// How the agent verifies the hub's certificate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSettings {
+    /// PEM file of the CA(s) the hub's certificate must chain to; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Name the certificate must carry; `None`: the host part of the hub address.
+    pub servername: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -76,6 +87,7 @@ impl AgentConfig {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         })
     }
 }

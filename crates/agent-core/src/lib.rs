@@ -16,9 +16,10 @@ mod metrics;
 mod perf_job;
 pub mod spool;
 pub mod spool_dir;
+pub mod transport;
 pub mod upload;
 
-pub use config::{parse_labels, AgentConfig, ConfigError};
+pub use config::{parse_labels, AgentConfig, ConfigError, TlsSettings};
 pub use job::{JobError, JobSpec};
 /// The wire protocol and its table of capture kinds, for the binding.
 pub use perf_protocol as protocol;
@@ -73,6 +74,8 @@ const OUTBOX_CAPACITY: usize = 1024;
 
 pub(crate) struct Inner {
     pub config: AgentConfig,
+    /// The way to the hub (TCP or TLS), shared by the link and uploads.
+    transport: Arc<transport::Transport>,
     executor: RwLock<Option<Arc<dyn Executor>>>,
     outbox: mpsc::Sender<Message>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
@@ -106,6 +109,7 @@ impl Agent {
         let config_stall_threshold = config.stall_threshold;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
+            transport: Arc::new(transport::Transport::new(&config)),
             config,
             executor: RwLock::new(None),
             outbox,
@@ -367,7 +371,7 @@ impl Inner {
         let inner = self.clone();
         self.rt.spawn(async move {
             let upload = upload::UploadJob {
-                hub: inner.config.hub.clone(),
+                transport: inner.transport.clone(),
                 command_id: job.spec.id.clone(),
                 token: job.upload_token.clone(),
                 file,

@@ -3,23 +3,26 @@
 //! the agent stops.
 
 use crate::backoff::Backoff;
+use crate::transport::{BoxRead, BoxWrite, TransportError};
 use crate::Inner;
 use perf_protocol::{auth, FrameReader, FrameWriter, Hello, Message, ProtocolError, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-type Reader = FrameReader<OwnedReadHalf>;
-type Writer = FrameWriter<OwnedWriteHalf>;
+type Reader = FrameReader<BoxRead>;
+type Writer = FrameWriter<BoxWrite>;
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
-    #[error("cannot connect to hub {hub}: {msg}")]
-    Connect { hub: String, msg: String },
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("cannot start a handshake: {0}")]
+    Random(String),
+    #[error("hub {hub} not trusted: {why}; no command is obeyed")]
+    HubUnverified { hub: String, why: String },
     #[error("hub refused: {0}")]
     Refused(String),
     #[error("no heartbeat from the hub for {0:?}")]
@@ -58,16 +61,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut outbox: mpsc::Receiver<Message>) 
 
 async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), LinkError> {
     let c = &inner.config;
-    let conn_err = |msg: String| LinkError::Connect { hub: c.hub.clone(), msg };
-    let stream = tokio::time::timeout(c.connect_timeout, TcpStream::connect(&c.hub))
-        .await
-        .map_err(|_| conn_err("timed out".into()))?
-        .map_err(|e| conn_err(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    let (r, w) = inner.transport.connect().await?;
     let (mut reader, mut writer) = (FrameReader::new(r), FrameWriter::new(w));
     let instance_id = instance_id();
-    writer.send(&Message::Hello(hello(inner, instance_id))).await?;
+    // Our challenge to the hub: fresh per connection, answered in its welcome.
+    let hub_nonce = random_hex().map_err(LinkError::Random)?;
+    let mut hello = hello(inner, instance_id);
+    hello.hub_nonce = Some(hub_nonce.clone());
+    writer.send(&Message::Hello(hello)).await?;
     let nonce = match handshake_reply(&mut reader).await? {
         Message::Challenge { nonce } => nonce,
         other => return Err(refusal(other)),
@@ -75,12 +76,36 @@ async fn connect(inner: &Inner) -> Result<(Reader, Writer, String, Duration), Li
     let mac = auth::auth_mac(&c.secret, &nonce, &c.app, instance_id);
     writer.send(&Message::Auth { mac }).await?;
     match handshake_reply(&mut reader).await? {
-        Message::Welcome { process_id, heartbeat_ms } => {
+        Message::Welcome { process_id, heartbeat_ms, hub_proof } => {
+            check_hub_proof(c, &hub_nonce, &nonce, instance_id, hub_proof.as_deref())?;
             let hb = Duration::from_millis(heartbeat_ms.clamp(100, 600_000));
             Ok((reader, writer, process_id, hb))
         }
         other => Err(refusal(other)),
     }
+}
+
+/// The hub must prove it knows our app's secret before we obey it (a fake hub could otherwise
+/// order `force: true` heap snapshots and receive them).
+fn check_hub_proof(
+    c: &crate::AgentConfig,
+    hub_nonce: &str,
+    nonce: &str,
+    instance_id: &str,
+    proof: Option<&str>,
+) -> Result<(), LinkError> {
+    let why = match proof {
+        None => "its welcome has no hub_proof (a hub older than this agent, or not the real hub)",
+        Some(p) if auth::verify_hub_proof(&c.secret, hub_nonce, nonce, &c.app, instance_id, p) => return Ok(()),
+        Some(_) => "its hub_proof is wrong: it doesn't know the secret of this app",
+    };
+    Err(LinkError::HubUnverified { hub: c.hub.clone(), why: why.to_string() })
+}
+
+fn random_hex() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(hex::encode(b))
 }
 
 async fn handshake_reply(reader: &mut Reader) -> Result<Message, LinkError> {
@@ -109,6 +134,7 @@ fn hello(inner: &Inner, instance_id: &str) -> Hello {
         agent_version: c.agent_version.clone(),
         capabilities: c.capabilities.clone(),
         active_commands: inner.active_job_ids(),
+        hub_nonce: None,
     }
 }
 

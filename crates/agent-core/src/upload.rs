@@ -3,10 +3,11 @@
 
 use crate::backoff::Backoff;
 use crate::spool::SpoolFile;
+use crate::transport::{BoxRead, BoxWrite, Transport};
 use perf_protocol::{ErrorCode, FrameReader, FrameWriter, Message, ProtocolError, UploadHello, PROTOCOL_VERSION};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::net::TcpStream;
 
 const CHUNK: usize = 256 * 1024;
 /// A checksum rejected this often means the spool itself is bad: stop retrying.
@@ -37,7 +38,8 @@ impl From<std::io::Error> for UploadError {
 }
 
 pub struct UploadJob {
-    pub hub: String,
+    /// The hub's agent port, over TLS when the agent is configured for it.
+    pub transport: Arc<Transport>,
     pub command_id: String,
     pub token: String,
     pub file: SpoolFile,
@@ -73,11 +75,8 @@ pub async fn upload_with_retry(
 }
 
 async fn upload_once(job: &UploadJob) -> Result<(), UploadError> {
-    let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&job.hub))
-        .await
-        .map_err(|_| UploadError::Transient("connect timed out".into()))??;
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    // TLS problems are retried like a hub that is down: never a fallback to plaintext.
+    let (r, w) = job.transport.connect().await.map_err(|e| UploadError::Transient(e.to_string()))?;
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
     writer
@@ -109,18 +108,14 @@ async fn upload_once(job: &UploadJob) -> Result<(), UploadError> {
 }
 
 /// Waits for the hub's answer; verifying a large file takes it a while.
-async fn read_reply(reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>) -> Result<Message, UploadError> {
+async fn read_reply(reader: &mut FrameReader<BoxRead>) -> Result<Message, UploadError> {
     tokio::time::timeout(Duration::from_secs(600), reader.read_message())
         .await
         .map_err(|_| UploadError::Transient("no answer from the hub".into()))?
         .map_err(UploadError::from)
 }
 
-async fn send_file_from(
-    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
-    job: &UploadJob,
-    offset: u64,
-) -> Result<(), UploadError> {
+async fn send_file_from(writer: &mut FrameWriter<BoxWrite>, job: &UploadJob, offset: u64) -> Result<(), UploadError> {
     let mut f = tokio::fs::File::open(&job.file.path).await?;
     f.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut buf = vec![0u8; CHUNK];

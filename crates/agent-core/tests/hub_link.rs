@@ -253,16 +253,14 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
     let quick = || Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
     let (_tx, cancel) = tokio::sync::watch::channel(false);
 
-    let bad = UploadJob {
-        hub: running.agent_addr.to_string(),
-        command_id: id.into(),
-        token: "wrong".into(),
-        file: file.clone(),
-    };
+    let transport =
+        std::sync::Arc::new(perf_agent_core::transport::Transport::plaintext(&running.agent_addr.to_string()));
+    let bad =
+        UploadJob { transport: transport.clone(), command_id: id.into(), token: "wrong".into(), file: file.clone() };
     let refused = upload_with_retry(&bad, quick(), cancel.clone()).await;
     assert!(matches!(refused, Err(UploadError::Refused(ref m)) if m.contains("token")), "{refused:?}");
 
-    let job = UploadJob { hub: running.agent_addr.to_string(), command_id: id.into(), token: "tok-1234".into(), file };
+    let job = UploadJob { transport, command_id: id.into(), token: "tok-1234".into(), file };
     upload_with_retry(&job, quick(), cancel).await.expect("upload");
     let a = running.hub.artifacts.get(id).await.expect("store").expect("artifact");
     assert_eq!(a.status, ArtifactStatus::Ready);

@@ -11,8 +11,9 @@ pub struct HubConfig {
     pub http_addr: SocketAddr,
     /// Operator API bearer token.
     pub token: String,
-    /// App name → shared secret agents of that app prove they know.
-    pub apps: BTreeMap<String, String>,
+    /// App name → the shared secret(s) agents of that app prove they know (two during a
+    /// rotation; see [`AppSecrets`]).
+    pub apps: BTreeMap<String, AppSecrets>,
     /// Largest artifact an agent may upload.
     pub max_artifact_bytes: u64,
     /// How often both ends of a link send heartbeats; 3 missed ones close the link.
@@ -28,6 +29,20 @@ pub struct HubConfig {
     pub metrics_max_age_ms: u64,
     pub metrics_full_res_ms: u64,
     pub metrics_max_per_process: u32,
+
+    // ---- transport security (TLS, plaintext exposure, HTTP connection bounds) ----
+    /// PEM certificate chain and private key: both ports speak TLS when set (see `tls.rs`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Allow a non-loopback listener without TLS (secrets of apps and operators, heap snapshots
+    /// would cross the network in clear); refused otherwise.
+    pub insecure_plaintext: bool,
+    /// An HTTP client must send a request's whole header within this time (slow-loris bound).
+    pub http_header_timeout_ms: u64,
+    /// At most this many HTTP connections at once; more wait in the listen backlog.
+    pub http_max_connections: usize,
+    /// A TLS handshake (either port) must finish within this time.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl HubConfig {
@@ -48,6 +63,12 @@ impl HubConfig {
             metrics_max_age_ms: 7 * 24 * 3_600_000,
             metrics_full_res_ms: 3_600_000,
             metrics_max_per_process: 20_000,
+            tls_cert: None,
+            tls_key: None,
+            insecure_plaintext: false,
+            http_header_timeout_ms: 30_000,
+            http_max_connections: 1024,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 
@@ -57,23 +78,156 @@ impl HubConfig {
             agent_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: "test-token".into(),
-            apps: BTreeMap::from([("orders".to_string(), "s3cret".to_string())]),
+            apps: BTreeMap::from([("orders".to_string(), AppSecrets::from("s3cret"))]),
             ..Self::defaults(data_dir)
         }
     }
 }
 
+/// The secrets of one app: one normally, two while a secret is being rotated (agents with the
+/// old and the new one are both welcomed; remove the old one once every agent has the new).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppSecrets(Vec<String>);
+
+/// Most secrets an app may have at once.
+pub const MAX_SECRETS_PER_APP: usize = 2;
+
+impl AppSecrets {
+    /// Adds a second secret; the same one again is a no-op, a third is an error.
+    pub fn add(&mut self, app: &str, secret: String) -> Result<(), String> {
+        if self.0.contains(&secret) {
+            return Ok(());
+        }
+        if self.0.len() >= MAX_SECRETS_PER_APP {
+            return Err(format!(
+                "app '{app}' has more than {MAX_SECRETS_PER_APP} secrets (two at once are for rotation: drop the oldest)"
+            ));
+        }
+        self.0.push(secret);
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for AppSecrets {
+    fn from(secret: &str) -> Self {
+        Self(vec![secret.to_string()])
+    }
+}
+
+impl From<String> for AppSecrets {
+    fn from(secret: String) -> Self {
+        Self(vec![secret])
+    }
+}
+
+/// Never prints the secrets (configs end up in logs and panics).
+impl std::fmt::Debug for AppSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppSecrets({} secret(s))", self.0.len())
+    }
+}
+
+/// Adds `name:secret` to `apps`, keeping an app's earlier secret (rotation), refusing a third.
+pub fn add_app(apps: &mut BTreeMap<String, AppSecrets>, spec: &str) -> Result<(), String> {
+    let (name, secret) = parse_app(spec)?;
+    add_secret(apps, name, secret)
+}
+
+/// Adds one secret of `name` (from the config file, where name and secret come apart).
+pub fn add_app_secret(apps: &mut BTreeMap<String, AppSecrets>, name: &str, secret: String) -> Result<(), String> {
+    validate_app(name.trim(), &secret)?;
+    add_secret(apps, name.trim().to_string(), secret)
+}
+
+fn add_secret(apps: &mut BTreeMap<String, AppSecrets>, name: String, secret: String) -> Result<(), String> {
+    match apps.get_mut(&name) {
+        Some(secrets) => secrets.add(&name, secret),
+        None => {
+            apps.insert(name, AppSecrets::from(secret));
+            Ok(())
+        }
+    }
+}
+
+/// Parses an `--app-secrets-file`: one `name:secret` a line; blank lines and `#` comments are
+/// skipped. Errors name the line, never the secret.
+pub fn parse_app_secrets_file(text: &str, apps: &mut BTreeMap<String, AppSecrets>) -> Result<(), String> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, secret) = parse_app(line)
+            .map_err(|_| format!("line {}: expected NAME:SECRET (name 1-128 characters, secret at least 8)", i + 1))?;
+        add_secret(apps, name, secret).map_err(|e| format!("line {}: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// The secrets of one app in the config file: `"app": "secret"` or `"app": ["new", "old"]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum FileSecrets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl FileSecrets {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            FileSecrets::One(s) => vec![s],
+            FileSecrets::Many(v) => v,
+        }
+    }
+}
+
+/// Without TLS, a listener on a non-loopback address is refused unless `insecure_plaintext`
+/// says the operator accepts it: the error names the address and both ways out.
+pub fn check_plaintext_exposure(c: &HubConfig) -> Result<(), String> {
+    if c.tls_cert.is_some() || c.insecure_plaintext {
+        return Ok(());
+    }
+    for (what, addr) in [("agent", c.agent_addr), ("http", c.http_addr)] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {addr} ({what} port) without TLS: app secrets' handshakes, operator \
+                 tokens and heap snapshots (which hold passwords and keys) would cross the network in clear. \
+                 Give --tls-cert FILE.pem --tls-key FILE.pem (see docs/tls.md), or --insecure-plaintext if \
+                 another layer (a TLS-terminating proxy, a private network) protects this port"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `name:secret` pairs (`--app` flags or the comma-separated `PERF_HUB_APPS`).
 pub fn parse_app(spec: &str) -> Result<(String, String), String> {
-    let (name, secret) = spec.split_once(':').ok_or_else(|| format!("app '{spec}' must be NAME:SECRET"))?;
-    let name = name.trim();
+    // Errors never echo the spec: it may hold a secret.
+    let (name, secret) = spec.split_once(':').ok_or_else(|| "an app must be given as NAME:SECRET".to_string())?;
+    validate_app(name.trim(), secret)?;
+    Ok((name.trim().to_string(), secret.to_string()))
+}
+
+fn validate_app(name: &str, secret: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 {
-        return Err(format!("app name in '{spec}' must be 1-128 characters"));
+        return Err("an app name must be 1-128 characters".into());
     }
     if secret.len() < 8 {
         return Err(format!("secret for app '{name}' must be at least 8 characters"));
     }
-    Ok((name.to_string(), secret.to_string()))
+    Ok(())
 }
 
 /// The optional `--config FILE` (JSON); flags given on the command line win.
@@ -85,8 +239,13 @@ pub struct FileConfig {
     pub http_addr: Option<SocketAddr>,
     pub token: Option<String>,
     #[serde(default)]
-    pub apps: BTreeMap<String, String>,
+    pub apps: BTreeMap<String, FileSecrets>,
     pub max_artifact_bytes: Option<u64>,
+    /// Transport security (see [`HubConfig::tls_cert`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_plaintext: Option<bool>,
+    pub app_secrets_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -101,5 +260,61 @@ mod tests {
         assert!(parse_app("orders:short").is_err());
         // Secrets may contain ':'.
         assert_eq!(parse_app("a:b:c:d:e:f:g").expect("ok").1, "b:c:d:e:f:g");
+    }
+
+    #[test]
+    fn an_app_keeps_two_secrets_and_refuses_a_third() {
+        let mut apps = BTreeMap::new();
+        add_app(&mut apps, "orders:old-secret").expect("first");
+        add_app(&mut apps, "orders:new-secret").expect("second");
+        add_app(&mut apps, "orders:new-secret").expect("the same again is no change");
+        assert_eq!(apps["orders"].iter().collect::<Vec<_>>(), ["old-secret", "new-secret"]);
+        let err = add_app(&mut apps, "orders:third-secret").unwrap_err();
+        assert!(err.contains("more than 2 secrets"), "{err}");
+        assert!(!format!("{:?}", apps["orders"]).contains("secret-"), "Debug hides secrets");
+    }
+
+    #[test]
+    fn secrets_file_lines() {
+        let mut apps = BTreeMap::new();
+        parse_app_secrets_file(
+            "# rotation\norders:old-secret\n\n  orders:new-secret  \nbilling:bill-secret\n",
+            &mut apps,
+        )
+        .expect("parse");
+        assert_eq!(apps["orders"].len(), 2);
+        assert_eq!(apps["billing"].iter().collect::<Vec<_>>(), ["bill-secret"]);
+        let err = parse_app_secrets_file("orders:short\n", &mut apps).unwrap_err();
+        assert!(err.starts_with("line 1:") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn config_file_carries_two_secrets_and_the_tls_keys() {
+        let f: FileConfig = serde_json::from_str(
+            r#"{"apps": {"orders": ["old-secret", "new-secret"], "billing": "bill-secret"},
+                "tls_cert": "/etc/perf-hub/hub.pem", "tls_key": "/etc/perf-hub/hub.key",
+                "insecure_plaintext": false, "app_secrets_file": "/etc/perf-hub/apps.secrets"}"#,
+        )
+        .expect("parse");
+        let mut apps = f.apps.into_iter().collect::<Vec<_>>();
+        apps.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(apps[0].1.clone().into_vec(), ["bill-secret"]);
+        assert_eq!(apps[1].1.clone().into_vec(), ["old-secret", "new-secret"]);
+        assert_eq!(f.tls_cert.as_deref(), Some(std::path::Path::new("/etc/perf-hub/hub.pem")));
+        assert!(f.tls_key.is_some() && f.app_secrets_file.is_some());
+    }
+
+    #[test]
+    fn plaintext_on_a_public_address_is_refused_unless_told() {
+        let mut c = HubConfig::for_test(PathBuf::from("/nonexistent"));
+        assert!(check_plaintext_exposure(&c).is_ok(), "loopback is fine");
+        c.agent_addr = SocketAddr::from(([0, 0, 0, 0], 7070));
+        let err = check_plaintext_exposure(&c).unwrap_err();
+        assert!(err.contains("0.0.0.0:7070") && err.contains("--tls-cert") && err.contains("--insecure-plaintext"));
+        c.insecure_plaintext = true;
+        assert!(check_plaintext_exposure(&c).is_ok());
+        c.insecure_plaintext = false;
+        c.tls_cert = Some(PathBuf::from("cert.pem"));
+        assert!(check_plaintext_exposure(&c).is_ok());
     }
 }

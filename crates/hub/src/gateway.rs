@@ -13,8 +13,7 @@ use perf_protocol::{
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -23,21 +22,23 @@ const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Record upload progress in the store every this many bytes.
 const UPLOAD_PROGRESS_STEP: u64 = 8 << 20;
 
-type Reader = FrameReader<OwnedReadHalf>;
-type Writer = FrameWriter<OwnedWriteHalf>;
+/// Stream halves of a plaintext or a TLS connection alike.
+type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
+type Writer = FrameWriter<Box<dyn AsyncWrite + Send + Unpin>>;
 
 /// Accepts agent connections until aborted; aborting it also ends every open connection (the
-/// tasks live in a JoinSet owned by this future).
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
+/// tasks live in a JoinSet owned by this future). With `tls`, every connection speaks TLS; its
+/// handshake runs in the connection's own task, so a stalled one never holds up the accepts.
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<crate::tls::TlsAcceptor>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         // Reap finished connection tasks so the set doesn't grow.
         while connections.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, remote)) => {
-                let hub = hub.clone();
+                let (hub, tls) = (hub.clone(), tls.clone());
                 connections.spawn(async move {
-                    if let Err(e) = handle_connection(hub, stream, remote).await {
+                    if let Err(e) = handle_connection(hub, stream, remote, tls).await {
                         tracing::debug!(%remote, error = %e, "agent connection ended");
                     }
                 });
@@ -50,11 +51,34 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
     }
 }
 
-async fn handle_connection(hub: Arc<Hub>, stream: TcpStream, remote: SocketAddr) -> Result<(), ProtocolError> {
+/// The connection's read and write halves, after the TLS handshake when TLS is on.
+async fn open_stream(
+    hub: &Hub,
+    stream: TcpStream,
+    tls: Option<crate::tls::TlsAcceptor>,
+) -> Result<(Reader, Writer), ProtocolError> {
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
-    let mut writer = FrameWriter::new(w);
+    let (r, w): (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) = match tls {
+        None => {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(acceptor) => {
+            let timeout = Duration::from_millis(hub.config.tls_handshake_timeout_ms);
+            let (r, w) = tokio::io::split(crate::tls::accept(&acceptor, stream, timeout).await?);
+            (Box::new(r), Box::new(w))
+        }
+    };
+    Ok((FrameReader::new(r), FrameWriter::new(w)))
+}
+
+async fn handle_connection(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<crate::tls::TlsAcceptor>,
+) -> Result<(), ProtocolError> {
+    let (mut reader, mut writer) = open_stream(&hub, stream, tls).await?;
     let first =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message()).await.map_err(|_| ProtocolError::Closed)?;
     let first = match first {
@@ -100,13 +124,26 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     Ok(())
 }
 
-/// Challenge–response: returns whether the agent proved it knows its app's secret.
+/// Longest `hub_nonce` the hub answers (the agent sends 32 hex characters).
+const MAX_HUB_NONCE_LEN: usize = 128;
+
+/// An agent that proved it knows one of its app's secrets (two during a rotation).
+struct Proven {
+    /// The answer to the agent's `hub_nonce`, made with the secret that matched (`None` for an
+    /// older agent that sent no nonce).
+    hub_proof: Option<String>,
+}
+
+/// Challenge–response: `None` when the agent did not prove it knows its app's secret.
 async fn authenticate(
     hub: &Hub,
     reader: &mut Reader,
     writer: &mut Writer,
     hello: &Hello,
-) -> Result<bool, ProtocolError> {
+) -> Result<Option<Proven>, ProtocolError> {
+    if hello.hub_nonce.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_HUB_NONCE_LEN) {
+        return Ok(None);
+    }
     let nonce = ids::new_secret().map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?;
     writer.send(&Message::Challenge { nonce: nonce.clone() }).await?;
     let answer =
@@ -115,10 +152,14 @@ async fn authenticate(
         return Err(ProtocolError::Unexpected { expected: "auth", got: answer.name().into() });
     };
     // An unknown app and a wrong secret look the same from outside.
-    Ok(match hub.config.apps.get(&hello.app) {
-        Some(secret) => auth::verify_mac(secret, &nonce, &hello.app, &hello.instance_id, &mac),
-        None => false,
-    })
+    let Some(secrets) = hub.config.apps.get(&hello.app) else { return Ok(None) };
+    let Some(secret) = secrets.iter().find(|s| auth::verify_mac(s, &nonce, &hello.app, &hello.instance_id, &mac))
+    else {
+        return Ok(None);
+    };
+    let hub_proof =
+        hello.hub_nonce.as_deref().map(|n| auth::hub_proof(secret, n, &nonce, &hello.app, &hello.instance_id));
+    Ok(Some(Proven { hub_proof }))
 }
 
 async fn control_session(
@@ -136,19 +177,20 @@ async fn control_session(
         };
         return send_error(&mut writer, code, &msg).await;
     }
-    if !authenticate(&hub, &mut reader, &mut writer, &hello).await? {
+    let Some(Proven { hub_proof }) = authenticate(&hub, &mut reader, &mut writer, &hello).await? else {
         let detail = serde_json::json!({"pid": hello.pid, "hostname": hello.hostname});
         hub.audit.record(&format!("agent@{remote}"), "agent.auth_failed", &hello.app, detail, "denied").await;
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
             .await;
-    }
+    };
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
     let generation = hub.processes.register_link(&process_id, tx);
     hub.processes.connected(process_record(&hello, remote)).await;
     reconcile_in_flight(&hub, &hello).await;
     tracing::info!(process = %process_id, app = %hello.app, pid = hello.pid, %remote, "agent connected");
-    writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms }).await?;
+    let heartbeat_ms = hub.config.heartbeat_ms;
+    writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms, hub_proof }).await?;
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
     let result = read_loop(&hub, &mut reader, &process_id).await;

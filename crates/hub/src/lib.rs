@@ -18,6 +18,7 @@ pub mod blobs;
 pub mod commands;
 pub mod config;
 pub mod gateway;
+pub mod http_server;
 pub mod hub;
 pub mod ids;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub mod processes;
 pub mod prometheus;
 pub mod renders;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,21 +59,22 @@ impl Drop for RunningHub {
     }
 }
 
-/// Opens the data directory, binds both listeners and starts serving.
+/// Opens the data directory, binds both listeners and starts serving (over TLS when the config
+/// names a certificate; without one, only on loopback unless `insecure_plaintext`).
 pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
+    config::check_plaintext_exposure(&config).map_err(anyhow::Error::msg)?;
+    let tls = tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let agent_listener = TcpListener::bind(config.agent_addr).await?;
     let http_listener = TcpListener::bind(config.http_addr).await?;
     let agent_addr = agent_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let hub = Arc::new(Hub::open(config)?);
-    let app = api::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let router = api::router(hub.clone());
+    let http_hub = hub.clone();
+    let http_tls = tls.clone();
     let tasks = vec![
-        tokio::spawn(gateway::serve(hub.clone(), agent_listener)),
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, app).await {
-                tracing::error!(error = %e, "http server stopped");
-            }
-        }),
+        tokio::spawn(gateway::serve(hub.clone(), agent_listener, tls)),
+        tokio::spawn(async move { http_server::serve(http_listener, router, http_tls, &http_hub.config).await }),
         tokio::spawn(sweep_after_restart(hub.clone())),
         tokio::spawn(housekeeping(hub.clone())),
         tokio::spawn(flush_metrics(hub.clone())),

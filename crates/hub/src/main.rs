@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use perf_hub::config::{parse_app, FileConfig};
+use perf_hub::config::{add_app, add_app_secret, parse_app_secrets_file, AppSecrets, FileConfig};
 use perf_hub::HubConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -110,9 +110,24 @@ struct ServeArgs {
     /// Operator API token (generated and written to DATA_DIR/operator-token if not given).
     #[arg(long, env = "PERF_HUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// An app agents may connect as, NAME:SECRET (repeatable).
+    /// An app agents may connect as, NAME:SECRET (repeatable; the same NAME twice keeps both
+    /// secrets, for rotation). Shows in `ps`: prefer PERF_HUB_APPS, the config file or
+    /// --app-secrets-file.
     #[arg(long = "app", value_name = "NAME:SECRET")]
     apps: Vec<String>,
+    /// File of `NAME:SECRET` lines (mode 0600; `#` comments), merged with --app and PERF_HUB_APPS.
+    #[arg(long, env = "PERF_HUB_APP_SECRETS_FILE", value_name = "FILE")]
+    app_secrets_file: Option<PathBuf>,
+    /// PEM certificate chain: both ports speak TLS (agents over TCP, the API as HTTPS).
+    #[arg(long, env = "PERF_HUB_TLS_CERT", value_name = "FILE.pem", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PERF_HUB_TLS_KEY", value_name = "FILE.pem", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS (refused otherwise): only when
+    /// another layer (a TLS-terminating proxy, a private network) protects the ports.
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Largest artifact accepted, in MiB.
     #[arg(long)]
     max_artifact_mb: Option<u64>,
@@ -169,12 +184,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let running = perf_hub::start(config).await?;
         let c = &running.hub.config;
+        let tls = c.tls_cert.is_some();
         for (what, addr) in [("agents", running.agent_addr), ("http", running.http_addr)] {
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "{what} listener is reachable from other hosts (no TLS yet): restrict it with a firewall");
+            if !tls && !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "{what} listener is reachable from other hosts in plaintext (--insecure-plaintext)");
             }
         }
-        tracing::info!(agent_addr = %running.agent_addr, http_addr = %running.http_addr,
+        tracing::info!(agent_addr = %running.agent_addr, http_addr = %running.http_addr, tls,
             data_dir = %c.data_dir.display(), apps = c.apps.len(), "perf-hub listening");
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -208,13 +224,8 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
     };
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./perf-hub-data"));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut apps: BTreeMap<String, String> = file.apps;
-    let env_apps = std::env::var("PERF_HUB_APPS").unwrap_or_default();
-    for spec in args.apps.iter().map(String::as_str).chain(env_apps.split(',').map(str::trim).filter(|s| !s.is_empty()))
-    {
-        let (name, secret) = parse_app(spec).map_err(anyhow::Error::msg)?;
-        apps.insert(name, secret);
-    }
+    let secrets_file = args.app_secrets_file.clone().or(file.app_secrets_file);
+    let apps = resolve_apps(&args.apps, file.apps, secrets_file.as_ref())?;
     if apps.is_empty() {
         tracing::warn!("no apps configured (--app NAME:SECRET): no agent can connect");
     }
@@ -224,7 +235,14 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         None => generated_token(&data_dir)?,
     };
     let defaults = HubConfig::defaults(data_dir.clone());
+    let (tls_cert, tls_key) = match (args.tls_cert, args.tls_key) {
+        (None, None) => (file.tls_cert, file.tls_key),
+        flags => flags,
+    };
     Ok(HubConfig {
+        tls_cert,
+        tls_key,
+        insecure_plaintext: args.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
         agent_addr: args.agent_addr.or(file.agent_addr).unwrap_or(defaults.agent_addr),
         http_addr: args.http_addr.or(file.http_addr).unwrap_or(defaults.http_addr),
         token,
@@ -238,6 +256,46 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .unwrap_or(defaults.max_artifact_bytes),
         ..defaults
     })
+}
+
+/// Apps and their secrets from the config file, --app-secrets-file, --app flags and
+/// PERF_HUB_APPS, in that order; an app named twice keeps both secrets (rotation), never more.
+fn resolve_apps(
+    flags: &[String],
+    from_file: BTreeMap<String, perf_hub::config::FileSecrets>,
+    secrets_file: Option<&PathBuf>,
+) -> anyhow::Result<BTreeMap<String, AppSecrets>> {
+    let mut apps: BTreeMap<String, AppSecrets> = BTreeMap::new();
+    for (name, secrets) in from_file {
+        for secret in secrets.into_vec() {
+            add_app_secret(&mut apps, &name, secret).map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+        }
+    }
+    if let Some(path) = secrets_file {
+        warn_if_readable_by_others(path);
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        parse_app_secrets_file(&text, &mut apps).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    let env_apps = std::env::var("PERF_HUB_APPS").unwrap_or_default();
+    for spec in flags.iter().map(String::as_str).chain(env_apps.split(',').map(str::trim).filter(|s| !s.is_empty())) {
+        add_app(&mut apps, spec).map_err(anyhow::Error::msg)?;
+    }
+    Ok(apps)
+}
+
+/// A secrets file others can read leaks every app's secret to every local user.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
+                    "app secrets file is readable by group or others: chmod 600 it");
+            }
+        }
+    }
 }
 
 /// Without a configured token, make one and keep it in a file only the owner can read.

@@ -25,6 +25,11 @@ pub enum Message {
     Welcome {
         process_id: String,
         heartbeat_ms: u64,
+        /// `auth::hub_proof(secret, hub_nonce, nonce, app, instance_id)`: the hub's proof that it
+        /// knows the app secret too, sent when the hello carried a `hub_nonce` (optional, so v1
+        /// agents without it are still served).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hub_proof: Option<String>,
     },
 
     // ---- both directions ----
@@ -114,6 +119,11 @@ pub struct Hello {
     /// the hub fails the others it thought were in flight.
     #[serde(default)]
     pub active_commands: Vec<String>,
+    /// Random challenge of the agent to the hub (hex): the hub answers it with `hub_proof` in
+    /// its `Welcome`, so an agent obeys only a hub that knows its app secret. Optional: older
+    /// agents don't send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,5 +273,24 @@ mod tests {
         let s = serde_json::to_string(&m).expect("serialize");
         assert!(s.contains(r#""status":"failed""#), "{s}");
         assert_eq!(serde_json::from_str::<Message>(&s).expect("deserialize"), m);
+    }
+
+    #[test]
+    fn mutual_auth_fields_are_optional_both_ways() {
+        // A v1 welcome (no hub_proof) still parses, and one without a proof is sent without it.
+        let old: Message =
+            serde_json::from_str(r#"{"type":"welcome","process_id":"p","heartbeat_ms":5000}"#).expect("v1 welcome");
+        assert_eq!(old, Message::Welcome { process_id: "p".into(), heartbeat_ms: 5000, hub_proof: None });
+        assert!(!serde_json::to_string(&old).expect("serialize").contains("hub_proof"));
+        // A v1 agent's welcome parser ignores the new field (serde skips unknown fields).
+        let new = Message::Welcome { process_id: "p".into(), heartbeat_ms: 1, hub_proof: Some("ab".into()) };
+        assert!(serde_json::to_string(&new).expect("serialize").contains(r#""hub_proof":"ab""#));
+        let hello: Message = serde_json::from_str(
+            r#"{"type":"hello","protocol_version":1,"app":"a","instance_id":"0123456789abcdef","hostname":"h",
+                "pid":1,"node_version":"v20","agent_version":"0.1.0"}"#,
+        )
+        .expect("v1 hello");
+        let Message::Hello(hello) = hello else { panic!("hello") };
+        assert_eq!(hello.hub_nonce, None);
     }
 }
