@@ -1,14 +1,21 @@
 //! The agent gateway: accepts agent connections, authenticates control links, routes commands
 //! and acks, and takes in artifact uploads on their own connections.
+//!
+//! Before a connection has authenticated it holds a pre-auth [`Permit`] and may send frames of
+//! at most [`PRE_AUTH_MAX_FRAME_LEN`] ([`crate::admission`]); a control link then binds its
+//! process id to its app ([`admit_identity`]), an upload stream proves its artifact's token.
+//! Metrics samples are bounded in size and rate per link ([`crate::sample_limits`]).
 
+use crate::admission::{Permit, Refusal};
 use crate::artifacts::Transition;
 use crate::hub::Hub;
 use crate::ids;
-use crate::processes::ProcessState;
+use crate::processes::{ClaimError, ProcessState};
+use crate::sample_limits::{DropReason, SampleRate};
 use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
 use perf_protocol::{
     auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome, ProtocolError,
-    UploadHello, PROTOCOL_VERSION,
+    UploadHello, MAX_FRAME_LEN, PRE_AUTH_MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,9 +42,16 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
         while connections.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, remote)) => {
+                let permit = match hub.admission.admit(remote.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        refuse_connection(stream, refusal);
+                        continue;
+                    }
+                };
                 let hub = hub.clone();
                 connections.spawn(async move {
-                    if let Err(e) = handle_connection(hub, stream, remote).await {
+                    if let Err(e) = handle_connection(hub, stream, remote, permit).await {
                         tracing::debug!(%remote, error = %e, "agent connection ended");
                     }
                 });
@@ -50,10 +64,32 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener) {
     }
 }
 
-async fn handle_connection(hub: Arc<Hub>, stream: TcpStream, remote: SocketAddr) -> Result<(), ProtocolError> {
+/// A connection over the limits is told why (one small frame, if the socket takes it at once)
+/// and closed: it never gets a task or a buffer.
+fn refuse_connection(stream: TcpStream, refusal: Refusal) {
+    let mut frame = Vec::new();
+    let msg = Message::Error { code: ErrorCode::Busy, message: refusal.to_string() };
+    if perf_protocol::encode_message(&msg, &mut frame).is_ok() {
+        let _ = stream.try_write(&frame);
+    }
+}
+
+/// The connection proved who it is: it leaves the pre-auth limits and may send full frames.
+fn authenticated(permit: &mut Permit, reader: &mut Reader) {
+    permit.authenticated();
+    reader.set_max_frame_len(MAX_FRAME_LEN);
+}
+
+async fn handle_connection(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: Permit,
+) -> Result<(), ProtocolError> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
+    reader.set_max_frame_len(PRE_AUTH_MAX_FRAME_LEN);
     let mut writer = FrameWriter::new(w);
     let first =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message()).await.map_err(|_| ProtocolError::Closed)?;
@@ -65,8 +101,8 @@ async fn handle_connection(hub: Arc<Hub>, stream: TcpStream, remote: SocketAddr)
         }
     };
     match first {
-        Message::Hello(hello) => control_session(hub, reader, writer, hello, remote).await,
-        Message::UploadHello(up) => upload_session(hub, reader, writer, up, remote).await,
+        Message::Hello(hello) => control_session(hub, reader, writer, hello, remote, permit).await,
+        Message::UploadHello(up) => upload_session(hub, reader, writer, up, remote, permit).await,
         other => {
             let msg = format!("expected hello or upload_hello, got {}", other.name());
             send_error(&mut writer, ErrorCode::BadRequest, &msg).await
@@ -96,6 +132,10 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     }
     if h.labels.iter().any(|(k, v)| too_long(k, 128) || too_long(v, 512)) || h.capabilities.len() > 64 {
         return Err("labels or capabilities out of bounds".into());
+    }
+    let versions = [&h.node_version, &h.agent_version];
+    if h.capabilities.iter().any(|c| too_long(c, 64)) || versions.iter().any(|v| too_long(v, 64)) {
+        return Err("capability or version names out of bounds".into());
     }
     Ok(())
 }
@@ -127,6 +167,7 @@ async fn control_session(
     mut writer: Writer,
     hello: Hello,
     remote: SocketAddr,
+    mut permit: Permit,
 ) -> Result<(), ProtocolError> {
     if let Err(msg) = validate_hello(&hello) {
         let code = if hello.protocol_version != PROTOCOL_VERSION {
@@ -142,6 +183,10 @@ async fn control_session(
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
             .await;
     }
+    if let Err((code, msg)) = admit_identity(&hub, &hello, remote).await {
+        return send_error(&mut writer, code, &msg).await;
+    }
+    authenticated(&mut permit, &mut reader);
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
     let generation = hub.processes.register_link(&process_id, tx);
@@ -151,7 +196,8 @@ async fn control_session(
     writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms: hub.config.heartbeat_ms }).await?;
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
-    let result = read_loop(&hub, &mut reader, &process_id).await;
+    let rate = SampleRate::new(hub.config.samples_per_sec, hub.config.sample_burst);
+    let result = read_loop(&hub, &mut reader, &process_id, rate).await;
     drop(writer_task);
     if hub.processes.unregister_link(&process_id, generation) {
         let reason = match &result {
@@ -162,6 +208,34 @@ async fn control_session(
         tracing::info!(process = %process_id, reason, "agent disconnected");
     }
     result
+}
+
+/// Binds the hello's process id to its app: an id another app registered is refused (and
+/// audited, at most once a minute per source with a count), as is one more process than the
+/// app may have. Comes before the link is registered, so no link ever displaces another app's.
+async fn admit_identity(hub: &Hub, hello: &Hello, remote: SocketAddr) -> Result<(), (ErrorCode, String)> {
+    let limit = hub.config.max_processes_per_app;
+    match hub.processes.claim(&hello.instance_id, &hello.app, limit) {
+        Ok(()) => Ok(()),
+        Err(ClaimError::OwnedByOtherApp { owner, .. }) => {
+            if let Some(earlier) = hub.agent_refusals.hit(&format!("takeover {}", remote.ip())) {
+                let detail = serde_json::json!({
+                    "app": hello.app, "owner_app": owner, "hostname": hello.hostname, "pid": hello.pid,
+                    "refused_since_last_entry": earlier,
+                });
+                let actor = format!("agent@{remote}");
+                hub.audit.record(&actor, "agent.takeover_refused", &hello.instance_id, detail, "denied").await;
+            }
+            tracing::warn!(process = %hello.instance_id, app = %hello.app, %remote, "hello for another app's process refused");
+            Err((ErrorCode::AuthFailed, "this process id is registered by another app".into()))
+        }
+        Err(e @ ClaimError::TooManyProcesses { .. }) => {
+            if let Some(earlier) = hub.agent_refusals.hit(&format!("process-limit {}", hello.app)) {
+                tracing::warn!(app = %hello.app, %remote, refused_since_last_report = earlier, "{e}");
+            }
+            Err((ErrorCode::Busy, e.to_string()))
+        }
+    }
 }
 
 /// Ends a spawned task when its owner goes away (also when the owner itself is aborted).
@@ -213,7 +287,12 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbe
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(), ProtocolError> {
+async fn read_loop(
+    hub: &Hub,
+    reader: &mut Reader,
+    process_id: &str,
+    mut rate: SampleRate,
+) -> Result<(), ProtocolError> {
     let idle = Duration::from_millis(hub.config.heartbeat_ms * 3);
     loop {
         let msg = tokio::time::timeout(idle, reader.read_message()).await.map_err(|_| {
@@ -228,7 +307,16 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
                 hub.artifacts.transition_or_log(&p.command_id, Some(process_id), t).await;
             }
             Message::CommandResult(r) => on_result(hub, process_id, r).await,
-            Message::Metrics { sample } => on_metrics(hub, process_id, &sample).await,
+            Message::Metrics { sample } => match sample_refusal(hub, reader.last_frame_len(), &mut rate) {
+                None => on_metrics(hub, process_id, *sample).await,
+                Some(reason) => {
+                    hub.metrics.refused(reason);
+                    if let Some(earlier) = hub.agent_refusals.hit(&format!("sample {process_id}")) {
+                        let reason = reason.as_str();
+                        tracing::warn!(process = %process_id, reason, dropped_since_last_report = earlier, "sample dropped");
+                    }
+                }
+            },
             Message::Goodbye { reason } => {
                 tracing::info!(process = %process_id, reason, "agent goodbye");
                 return Ok(());
@@ -238,13 +326,25 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
     }
 }
 
+/// Why a sample of `frame_len` bytes is dropped, if it is: over the link's rate (every sample
+/// takes a token, an oversized one too), or too large.
+fn sample_refusal(hub: &Hub, frame_len: usize, rate: &mut SampleRate) -> Option<DropReason> {
+    if !rate.allow() {
+        Some(DropReason::Rate)
+    } else if frame_len > hub.config.max_sample_bytes {
+        Some(DropReason::TooLarge)
+    } else {
+        None
+    }
+}
+
 /// A sample goes into the metrics; its stall state into the process record.
-async fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
-    hub.metrics.ingest(process_id, sample);
+async fn on_metrics(hub: &Hub, process_id: &str, sample: perf_protocol::MetricsSample) {
     let state = match sample.is_blocked() {
         true => ProcessState::Blocked { for_ms: sample.blocked_ms.unwrap_or(0) },
         false => ProcessState::Running,
     };
+    hub.metrics.ingest(process_id, sample);
     hub.processes.observed(process_id, state).await;
 }
 
@@ -278,14 +378,21 @@ async fn upload_session(
     mut writer: Writer,
     up: UploadHello,
     remote: SocketAddr,
+    mut permit: Permit,
 ) -> Result<(), ProtocolError> {
     let artifact = match check_upload(&hub, &up).await {
         Ok(a) => a,
-        Err(msg) => {
-            tracing::warn!(%remote, command = %up.command_id, msg, "upload refused");
+        Err(refusal) => {
+            let msg = refusal.to_string();
+            let command = loggable_id(&up.command_id);
+            tracing::warn!(%remote, %command, msg, "upload refused");
+            if refusal.is_forgery() {
+                audit_forged_upload(&hub, remote, &command).await;
+            }
             return send_error(&mut writer, ErrorCode::AuthFailed, &msg).await;
         }
     };
+    authenticated(&mut permit, &mut reader);
     if artifact.status == ArtifactStatus::Ready {
         // Already stored (the agent missed our ack): confirm so it can drop its spool.
         let same = artifact.sha256.as_deref() == Some(up.sha256.as_str());
@@ -342,23 +449,63 @@ fn storage_failure(e: &std::io::Error) -> String {
     }
 }
 
-async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
-    if !ids::is_valid_id(&up.command_id) {
-        return Err("bad artifact id".into());
+/// Why an upload stream was refused.
+#[derive(Debug, thiserror::Error)]
+enum UploadRefusal {
+    #[error("bad artifact id")]
+    BadId,
+    #[error("unknown artifact")]
+    Unknown,
+    #[error("bad upload token")]
+    BadToken,
+    #[error("artifact of {size} bytes exceeds the hub's limit of {limit}")]
+    TooBig { size: u64, limit: u64 },
+    #[error("bad sha256")]
+    BadChecksum,
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl UploadRefusal {
+    /// A stream without its artifact's token: someone guessing or forging, not a broken agent.
+    fn is_forgery(&self) -> bool {
+        matches!(self, UploadRefusal::BadId | UploadRefusal::Unknown | UploadRefusal::BadToken)
     }
-    let found = hub.artifacts.get(&up.command_id).await.map_err(|e| format!("store error: {e}"))?;
-    let a = found.ok_or_else(|| "unknown artifact".to_string())?;
-    if a.upload_token.is_empty() || !auth::tokens_equal(&a.upload_token, &up.token) {
-        return Err("bad upload token".into());
+}
+
+/// An id from an unauthenticated peer, safe for a log line: a valid id as is, anything else
+/// escaped and cut (it could carry newlines or terminal escapes).
+fn loggable_id(id: &str) -> String {
+    if ids::is_valid_id(id) {
+        return id.to_string();
+    }
+    let escaped: String = id.chars().take(64).flat_map(char::escape_default).collect();
+    format!("invalid:{escaped}")
+}
+
+/// Forged-token uploads are on the audit trail, at most one entry per source per minute (with
+/// the count since the last), so a flood can't fill it.
+async fn audit_forged_upload(hub: &Hub, remote: SocketAddr, command: &str) {
+    if let Some(earlier) = hub.agent_refusals.hit(&format!("upload {}", remote.ip())) {
+        let detail = serde_json::json!({"refused_since_last_entry": earlier});
+        hub.audit.record(&format!("agent@{remote}"), "upload.token_refused", command, detail, "denied").await;
+    }
+}
+
+async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, UploadRefusal> {
+    if !ids::is_valid_id(&up.command_id) {
+        return Err(UploadRefusal::BadId);
+    }
+    let found = hub.artifacts.get(&up.command_id).await.map_err(|e| UploadRefusal::Store(e.to_string()))?;
+    let a = found.ok_or(UploadRefusal::Unknown)?;
+    if !crate::artifacts::upload_token_matches(&a.upload_token, &up.token) {
+        return Err(UploadRefusal::BadToken);
     }
     if up.size > hub.config.max_artifact_bytes {
-        return Err(format!(
-            "artifact of {} bytes exceeds the hub's limit of {}",
-            up.size, hub.config.max_artifact_bytes
-        ));
+        return Err(UploadRefusal::TooBig { size: up.size, limit: hub.config.max_artifact_bytes });
     }
     if up.sha256.len() != 64 || !up.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("bad sha256".into());
+        return Err(UploadRefusal::BadChecksum);
     }
     Ok(a)
 }
@@ -372,8 +519,7 @@ async fn receive_data(
     size: u64,
 ) -> Result<(), UploadFailure> {
     let path = hub.artifacts.blobs().part_path(id);
-    let mut file =
-        tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
+    let mut file = crate::private_files::append_private_async(&path).await.map_err(UploadFailure::Storage)?;
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
     loop {
         let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())

@@ -5,6 +5,7 @@
 
 use crate::config::HubConfig;
 use crate::prometheus::Counters;
+use crate::sample_limits::{bound_sample, DropCounts, DropReason};
 use crate::store::{Db, ProcessRecord, StoreError};
 use perf_protocol::MetricsSample;
 use std::collections::VecDeque;
@@ -18,6 +19,8 @@ pub struct Metrics {
     pending: Mutex<VecDeque<(String, u64, String)>>,
     /// Samples dropped because the buffer was full (logged with the next batch).
     dropped: std::sync::atomic::AtomicU64,
+    /// Samples and keys dropped by the bounds of [`crate::sample_limits`].
+    pub drops: DropCounts,
 }
 
 /// How often buffered samples are written, in one transaction.
@@ -28,13 +31,32 @@ const MAX_PENDING: usize = 100_000;
 
 impl Metrics {
     pub fn new(db: Db) -> Self {
-        Self { db, counters: Counters::default(), pending: Mutex::new(VecDeque::new()), dropped: Default::default() }
+        Self {
+            db,
+            counters: Counters::default(),
+            pending: Mutex::new(VecDeque::new()),
+            dropped: Default::default(),
+            drops: DropCounts::default(),
+        }
     }
 
-    /// One sample from a process: into its running totals at once, into its history with the
-    /// next batch (at most [`FLUSH_EVERY`] later).
-    pub fn ingest(&self, process_id: &str, sample: &MetricsSample) {
-        self.counters.add_sample(process_id, sample);
+    /// A sample the gateway refused before ingesting it.
+    pub fn refused(&self, reason: DropReason) {
+        self.drops.sample(reason);
+    }
+
+    /// One sample from a process, cut to the bounds of [`crate::sample_limits`]: into its running
+    /// totals at once, into its history with the next batch (at most [`FLUSH_EVERY`] later).
+    pub fn ingest(&self, process_id: &str, mut sample: MetricsSample) {
+        let cut = bound_sample(&mut sample);
+        if cut > 0 {
+            self.drops.keys(cut);
+        }
+        let sample = &sample;
+        let over = self.counters.add_sample(process_id, sample);
+        if over > 0 {
+            self.drops.keys(over);
+        }
         let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
         let doc = match serde_json::to_string(sample) {
             Ok(d) => d,
@@ -87,7 +109,7 @@ impl Metrics {
 
     /// `/metrics` in Prometheus text format.
     pub async fn prometheus_text(&self) -> Result<String, StoreError> {
-        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters))
+        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters, &self.drops))
     }
 
     /// Applies the history bounds of `config`.

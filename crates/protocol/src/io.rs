@@ -21,6 +21,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self { inner, decoder: FrameDecoder::new(), buf: vec![0u8; bytes.max(64)].into_boxed_slice() }
     }
 
+    /// Changes the largest frame accepted from now on (see [`FrameDecoder::set_max_frame_len`]).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.decoder.set_max_frame_len(max);
+    }
+
+    /// Length of the frame read last (kind byte + payload).
+    pub fn last_frame_len(&self) -> usize {
+        self.decoder.last_frame_len()
+    }
+
     /// The next frame; `Err(Closed)` on a clean end of stream between frames.
     pub async fn read_frame(&mut self) -> Result<Frame, ProtocolError> {
         loop {
