@@ -589,3 +589,18 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unauthenticated_id_is_logged_escaped_and_cut() {
+        assert_eq!(loggable_id("c0ffee01"), "c0ffee01");
+        let forged = "x\n2026-12-01T00:00:00Z INFO perf_hub: operator logged in\u{1b}[2J";
+        let logged = loggable_id(forged);
+        assert!(!logged.contains('\n') && !logged.contains('\u{1b}'), "{logged}");
+        assert!(logged.starts_with("invalid:x\\n2026"), "{logged}");
+        assert!(loggable_id(&"\n".repeat(10_000)).len() <= "invalid:".len() + 64 * 2);
+    }
+}
