@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most bytes of label keys and values one process may have.
+const MAX_LABEL_BYTES: usize = 4096;
 /// Record upload progress in the store every this many bytes.
 const UPLOAD_PROGRESS_STEP: u64 = 8 << 20;
 
@@ -132,6 +134,10 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     }
     if h.labels.iter().any(|(k, v)| too_long(k, 128) || too_long(v, 512)) || h.capabilities.len() > 64 {
         return Err("labels or capabilities out of bounds".into());
+    }
+    // Every series of the process carries its labels in `/metrics`: bound them as a whole too.
+    if h.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_LABEL_BYTES {
+        return Err(format!("labels take more than {MAX_LABEL_BYTES} bytes"));
     }
     let versions = [&h.node_version, &h.agent_version];
     if h.capabilities.iter().any(|c| too_long(c, 64)) || versions.iter().any(|v| too_long(v, 64)) {

@@ -514,3 +514,45 @@ async fn parts_of_artifacts_that_ended_are_removed_at_start() {
     let hub = start(config(dir.path())).await;
     assert!(!hub.hub.artifacts.blobs().part_path("c0000005").exists());
 }
+
+#[tokio::test]
+async fn labels_over_their_total_bound_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = start(config(dir.path())).await;
+    let labels: serde_json::Map<String, serde_json::Value> =
+        (0..16).map(|i| (format!("k{i}"), serde_json::json!("v".repeat(500)))).collect();
+    let (_l, answer) = handshake(&hub, ORDERS, "88880000aaaa0001", serde_json::Value::Object(labels)).await;
+    assert!(matches!(answer, Message::Error { code: ErrorCode::BadRequest, .. }), "{answer:?}");
+    let (_l, answer) = handshake(&hub, ORDERS, "88880000aaaa0002", serde_json::json!({"role": "web"})).await;
+    assert!(matches!(answer, Message::Welcome { .. }), "{answer:?}");
+}
+
+#[tokio::test]
+async fn acks_progress_and_results_count_only_from_the_link_that_owns_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = start(config(dir.path())).await;
+    let (owner, other) = ("44440000aaaa0001", "44440000bbbb0001");
+    let _owner_link = agent(&hub, ORDERS, owner).await;
+    let mut intruder = agent(&hub, BILLING, other).await;
+    let a = ArtifactRecord::pending("c0000006", (owner, "orders"), "heap_snapshot", "heapsnapshot", "t", String::new());
+    hub.hub.artifacts.create(a).await.expect("insert");
+    let id = "c0000006".to_string();
+    intruder
+        .send(&Message::Ack(perf_protocol::Ack {
+            command_id: id.clone(),
+            accepted: false,
+            error: None,
+            estimate: None,
+        }))
+        .await;
+    let progress = perf_protocol::Progress { command_id: id.clone(), stage: "forged".into(), done: 1, total: 2 };
+    intruder.send(&Message::Progress(progress)).await;
+    let outcome = perf_protocol::Outcome::Captured { size: 1, sha256: "0".repeat(64), notes: vec![] };
+    intruder.send(&Message::CommandResult(perf_protocol::CommandResult { command_id: id.clone(), outcome })).await;
+    // A sample after them: once it is stored, the messages before it were handled.
+    intruder.send(&sample(serde_json::json!({"ts": 1}))).await;
+    eventually("the intruder's sample", async || (!stored_samples(&hub, other).await.is_empty()).then_some(())).await;
+    let a = hub.hub.artifacts.get("c0000006").await.expect("store").expect("artifact");
+    assert_eq!(a.status, ArtifactStatus::Pending, "another process's ack or result changes nothing");
+    assert_eq!(a.progress, None, "nor its progress");
+}
