@@ -35,7 +35,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn as_str(self) -> &'static str {
+    pub const ALL: [Refusal; 3] =
+        [Refusal::TooManyConnections, Refusal::TooManyUnauthenticated, Refusal::TooManyFromAddress];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Refusal::TooManyConnections => "connections",
             Refusal::TooManyUnauthenticated => "unauthenticated",

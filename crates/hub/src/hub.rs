@@ -42,12 +42,13 @@ impl Hub {
         crate::private_files::prepare_data_dir(&config.data_dir)?;
         let db = Db::new(Store::open(&config.data_dir.join("hub.db"))?);
         let blobs = BlobStore::open(&config.data_dir)?;
+        let admission = Admission::new(Limits::from_config(&config));
         Ok(Self {
-            admission: Admission::new(Limits::from_config(&config)),
+            metrics: Metrics::new(db.clone(), Some(admission.clone())),
+            admission,
             agent_refusals: crate::throttle::Throttle::new(std::time::Duration::from_secs(60)),
             processes: Processes::open(db.clone())?,
             artifacts: Artifacts::open(db.clone(), blobs)?,
-            metrics: Metrics::new(db.clone()),
             audit: Audit::open(db, &config.data_dir)?,
             renders: Renders::default(),
             config,

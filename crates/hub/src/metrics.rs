@@ -3,13 +3,14 @@
 //! History is written in batches (one transaction per [`FLUSH_EVERY`]): at 10,000 agents a
 //! transaction per sample was most of the hub's store work.
 
+use crate::admission::Admission;
 use crate::config::HubConfig;
-use crate::prometheus::Counters;
+use crate::prometheus::{Counters, HubFigures};
 use crate::sample_limits::{bound_sample, DropCounts, DropReason};
 use crate::store::{Db, ProcessRecord, StoreError};
 use perf_protocol::MetricsSample;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Metrics {
@@ -21,6 +22,8 @@ pub struct Metrics {
     dropped: std::sync::atomic::AtomicU64,
     /// Samples and keys dropped by the bounds of [`crate::sample_limits`].
     pub drops: DropCounts,
+    /// The gateway's connection counts, exported with the hub's own figures.
+    admission: Option<Arc<Admission>>,
 }
 
 /// How often buffered samples are written, in one transaction.
@@ -30,13 +33,14 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const MAX_PENDING: usize = 100_000;
 
 impl Metrics {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, admission: Option<Arc<Admission>>) -> Self {
         Self {
             db,
             counters: Counters::default(),
             pending: Mutex::new(VecDeque::new()),
             dropped: Default::default(),
             drops: DropCounts::default(),
+            admission,
         }
     }
 
@@ -109,7 +113,8 @@ impl Metrics {
 
     /// `/metrics` in Prometheus text format.
     pub async fn prometheus_text(&self) -> Result<String, StoreError> {
-        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters, &self.drops))
+        let hub = HubFigures { drops: &self.drops, admission: self.admission.as_deref() };
+        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters, &hub))
     }
 
     /// Applies the history bounds of `config`.

@@ -10,6 +10,7 @@
 //! `histogram_quantile(0.99, sum by (app, le) (rate(…_bucket[5m])))`. Bounds are
 //! [`LATENCY_BUCKETS_MS`] (in seconds here) and +Inf.
 
+use crate::admission::{Admission, Refusal};
 use crate::sample_limits::{DropCounts, DropReason};
 use crate::store::ProcessRecord;
 use perf_protocol::{JsSample, LatencyHistogram, MetricsSample, NativeHost, NativeSample, LATENCY_BUCKETS_MS};
@@ -215,9 +216,12 @@ fn with(base: &str, extra: &str) -> String {
 }
 
 /// Renders every process with its latest sample, and the hub's own drop counts.
-pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &Counters, drops: &DropCounts) -> String {
+pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &Counters, hub: &HubFigures) -> String {
     let mut f = Families::default();
-    hub_drop_figures(&mut f, drops);
+    hub_drop_figures(&mut f, hub.drops);
+    if let Some(a) = hub.admission {
+        admission_figures(&mut f, a);
+    }
     let mut collisions = 0;
     let connected = processes.iter().filter(|(p, _)| p.connected).count();
     f.push("perf_hub_processes", "gauge", "Processes known to the hub.", "state=\"connected\"", connected as f64);
@@ -278,6 +282,37 @@ pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &C
         collisions as f64,
     );
     f.render()
+}
+
+/// What the hub counts about itself (beside the processes' figures).
+pub struct HubFigures<'a> {
+    pub drops: &'a DropCounts,
+    pub admission: Option<&'a Admission>,
+}
+
+fn admission_figures(f: &mut Families, a: &Admission) {
+    let (open, unauthenticated) = a.open();
+    let help = "Agent connections open, and of them those not authenticated yet.";
+    f.push("perf_hub_agent_connections", "gauge", help, "state=\"open\"", open as f64);
+    f.push("perf_hub_agent_connections", "gauge", help, "state=\"unauthenticated\"", unauthenticated as f64);
+    let limits = a.limits();
+    let help = "Agent connection limits.";
+    for (kind, v) in [
+        ("connections", limits.connections),
+        ("unauthenticated", limits.unauthenticated),
+        ("unauthenticated_per_addr", limits.unauthenticated_per_addr),
+    ] {
+        f.push("perf_hub_agent_connection_limit", "gauge", help, &format!("limit=\"{kind}\""), v as f64);
+    }
+    for r in Refusal::ALL {
+        f.push(
+            "perf_hub_agent_connections_refused_total",
+            "counter",
+            "Agent connections closed at once because a limit was reached.",
+            &format!("reason=\"{}\"", r.as_str()),
+            a.refused(r) as f64,
+        );
+    }
 }
 
 fn hub_drop_figures(f: &mut Families, drops: &DropCounts) {
@@ -476,7 +511,8 @@ mod tests {
         let c = Counters::default();
         c.add_sample("ab12cd34", &sample);
         c.add_sample("ab12cd34", &sample);
-        let out = render(&[(proc_rec(), Some(sample))], &c, &DropCounts::default());
+        let out =
+            render(&[(proc_rec(), Some(sample))], &c, &HubFigures { drops: &DropCounts::default(), admission: None });
         let b = "app=\"orders\",hostname=\"h\\\"1\",pid=\"7\",process_id=\"ab12cd34\",label_egg_role=\"worker\"";
         assert!(out.contains(&format!("perf_process_resident_memory_bytes{{{b}}} 1000")), "{out}");
         assert!(out.contains("kind=\"scavenge\"} 4"), "counters accumulate: {out}");
@@ -541,7 +577,7 @@ mod tests {
             "ab12cd34",
             &typed(serde_json::json!({"js": {"undici": {"count": 0, "latency_histogram": null}}})),
         );
-        let out = render(&[(proc_rec(), None)], &c, &DropCounts::default());
+        let out = render(&[(proc_rec(), None)], &c, &HubFigures { drops: &DropCounts::default(), admission: None });
         let name = "perf_process_http_client_request_duration_seconds";
         let (buckets, sum, count) = histogram_series(&out, name, "client=\"http\"");
         assert_eq!(buckets.len(), LATENCY_BUCKETS_MS.len() + 1, "{out}");

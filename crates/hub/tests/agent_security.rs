@@ -253,6 +253,8 @@ async fn agent_connections_beyond_the_limit_are_closed_at_once() {
     let reply = fourth.recv().await;
     assert!(matches!(reply, Ok(Message::Error { code: ErrorCode::Busy, .. })), "{reply:?}");
     assert_eq!(hub.hub.admission.refused(perf_hub::admission::Refusal::TooManyConnections), 1);
+    let text = hub.hub.metrics.prometheus_text().await.expect("metrics");
+    assert!(text.contains("perf_hub_agent_connections_refused_total{reason=\"connections\"} 1"), "{text}");
 }
 
 // ---- finding 7: agent floods ----
