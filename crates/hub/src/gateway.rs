@@ -139,6 +139,9 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     if h.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_LABEL_BYTES {
         return Err(format!("labels take more than {MAX_LABEL_BYTES} bytes"));
     }
+    if h.active_commands.len() > 64 || !h.active_commands.iter().all(|c| ids::is_valid_id(c)) {
+        return Err("active_commands must be at most 64 artifact ids".into());
+    }
     let versions = [&h.node_version, &h.agent_version];
     if h.capabilities.iter().any(|c| too_long(c, 64)) || versions.iter().any(|v| too_long(v, 64)) {
         return Err("capability or version names out of bounds".into());
@@ -599,6 +602,23 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_hello_the_hub_accepts_fits_the_pre_auth_frame_limit() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            (0..64).map(|i| (format!("k{i:02}"), serde_json::json!("\"".repeat(MAX_LABEL_BYTES / 64 - 3)))).collect();
+        let hello: Hello = serde_json::from_value(serde_json::json!({
+            "protocol_version": PROTOCOL_VERSION, "app": "a".repeat(128), "instance_id": "ab".repeat(32),
+            "hostname": "\"".repeat(255), "pid": u32::MAX, "labels": labels,
+            "node_version": "\"".repeat(64), "agent_version": "\"".repeat(64),
+            "capabilities": vec!["\"".repeat(64); 64], "active_commands": vec!["cd".repeat(32); 64],
+        }))
+        .expect("hello");
+        assert_eq!(validate_hello(&hello), Ok(()));
+        let mut frame = Vec::new();
+        perf_protocol::encode_message(&Message::Hello(hello), &mut frame).expect("encode");
+        assert!(frame.len() - 4 <= PRE_AUTH_MAX_FRAME_LEN, "{} bytes", frame.len());
+    }
 
     #[test]
     fn an_unauthenticated_id_is_logged_escaped_and_cut() {

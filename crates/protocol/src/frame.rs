@@ -75,9 +75,10 @@ fn check_json_depth(payload: &[u8]) -> Result<(), ProtocolError> {
 }
 
 /// Largest frame a hub accepts before the peer has authenticated: every hello the hub accepts
-/// (64 labels of at most 128 + 512 bytes, hostname, capabilities) fits, and an unauthenticated
-/// peer can make the hub hold no more than this (plus one socket read).
-pub const PRE_AUTH_MAX_FRAME_LEN: usize = 64 * 1024;
+/// (labels of at most 4 KiB in all, 64 capabilities and 64 active commands of at most 64 bytes,
+/// hostname: ≈ 14 KiB of JSON at most) fits, and an unauthenticated peer can make the hub hold
+/// no more than this (plus one socket read) until the handshake timeout.
+pub const PRE_AUTH_MAX_FRAME_LEN: usize = 32 * 1024;
 
 /// Once a frame this big has been decoded, the buffer that held it is given back rather than
 /// kept for the connection's lifetime (20,000 links × one 4 MiB sample each would stay resident).
