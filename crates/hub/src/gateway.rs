@@ -27,6 +27,10 @@ use tokio::sync::mpsc;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Socket reads of a connection that has not authenticated go through a buffer this big (a
+/// hello is a few hundred bytes): with the pre-auth frame limit, what one such connection can
+/// make the hub hold.
+const PRE_AUTH_READ_BUFFER: usize = 8 * 1024;
 /// Most bytes of label keys and values one process may have.
 const MAX_LABEL_BYTES: usize = 4096;
 /// Record upload progress in the store every this many bytes.
@@ -80,6 +84,7 @@ fn refuse_connection(stream: TcpStream, refusal: Refusal) {
 fn authenticated(permit: &mut Permit, reader: &mut Reader) {
     permit.authenticated();
     reader.set_max_frame_len(MAX_FRAME_LEN);
+    reader.set_read_buffer(Reader::DEFAULT_READ_BUFFER);
 }
 
 async fn handle_connection(
@@ -90,7 +95,7 @@ async fn handle_connection(
 ) -> Result<(), ProtocolError> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
+    let mut reader = FrameReader::with_read_buffer(r, PRE_AUTH_READ_BUFFER);
     reader.set_max_frame_len(PRE_AUTH_MAX_FRAME_LEN);
     let mut writer = FrameWriter::new(w);
     let first =

@@ -150,6 +150,10 @@ impl FrameDecoder {
             return Err(ProtocolError::FrameTooLarge { len, max: self.max_frame_len });
         }
         if avail.len() < 4 + len {
+            // One allocation of the frame's size, not a doubling one: a peer that announces a
+            // frame makes us hold that frame, not twice it.
+            let missing = 4 + len - avail.len();
+            self.buf.reserve_exact(missing);
             return Ok(None);
         }
         let kind = avail[4];
@@ -241,6 +245,20 @@ mod tests {
         dec.extend(&bytes);
         assert!(matches!(dec.next_frame(), Ok(Some(Frame::Data(_)))), "raised again");
         assert_eq!(dec.last_frame_len(), 101);
+    }
+
+    #[test]
+    fn an_announced_frame_is_buffered_at_its_size_not_doubled() {
+        let mut dec = FrameDecoder::new();
+        let len = (1usize << 20) + 1;
+        dec.extend(&(len as u32).to_be_bytes());
+        dec.extend(&[KIND_DATA]);
+        assert!(matches!(dec.next_frame(), Ok(None)));
+        for _ in 0..16 {
+            dec.extend(&[0u8; 60_000]);
+            let _ = dec.next_frame();
+        }
+        assert!(dec.buf.capacity() <= 4 + len + 60_000, "{}", dec.buf.capacity());
     }
 
     #[test]
