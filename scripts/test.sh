@@ -78,6 +78,7 @@ command -v cargo >/dev/null 2>&1 || { echo "npm test needs Rust (cargo on PATH):
 need_apt=()
 command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)        # perf_flamegraph tests
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)        # the TLS tests make their certificates
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)  # a real Prometheus scrapes the hub (perf-hub tests)
 if [ -n "${CHROMIUM_BIN:-}" ]; then                               # the console tests drive Chromium
   [ -x "$CHROMIUM_BIN" ] || { echo "CHROMIUM_BIN=$CHROMIUM_BIN is not an executable" >&2; exit 1; }
 elif [ ! -x /usr/bin/chromium ]; then

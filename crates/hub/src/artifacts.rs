@@ -14,6 +14,27 @@
 
 use crate::blobs::BlobStore;
 use crate::store::{ArtifactRecord, ArtifactStatus, Db, StoreError};
+use sha2::{Digest, Sha256};
+
+/// How a stored upload token starts once hashed; a token without it was written by an older
+/// hub in plain text (rehashed when the hub opens, see [`Artifacts::open`]).
+const TOKEN_HASH_PREFIX: &str = "sha256:";
+
+/// What the artifact record keeps of an upload token: its SHA-256 (the token itself, 256 random
+/// bits, goes only to the agent, so a copy of `hub.db` can't authorise an upload).
+pub fn hash_upload_token(token: &str) -> String {
+    format!("{TOKEN_HASH_PREFIX}{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// Whether `presented` is the token whose hash is `stored`, in constant time. An empty stored
+/// token matches nothing.
+pub fn upload_token_matches(stored: &str, presented: &str) -> bool {
+    if stored.is_empty() {
+        return false;
+    }
+    let stored = if stored.starts_with(TOKEN_HASH_PREFIX) { stored.to_string() } else { hash_upload_token(stored) };
+    perf_protocol::auth::tokens_equal(&stored, &hash_upload_token(presented))
+}
 
 /// One named change of an artifact.
 #[derive(Debug, Clone)]
@@ -132,6 +153,29 @@ impl Artifacts {
         Self { db, blobs, uploads: UploadSlots::default() }
     }
 
+    /// [`Artifacts::new`] after making the stored state safe: upload tokens an older hub kept
+    /// in plain text are replaced by their hash (their uploads keep working: the agent still
+    /// presents the token), and partial uploads of artifacts that ended (or are unknown) are
+    /// removed.
+    pub fn open(db: Db, blobs: BlobStore) -> Result<Self, StoreError> {
+        let store = db.blocking();
+        for a in store.list_artifacts(None, false, u32::MAX)? {
+            if !a.upload_token.is_empty() && !a.upload_token.starts_with(TOKEN_HASH_PREFIX) {
+                store.update_artifact_if(&a.id, |a| {
+                    a.upload_token = hash_upload_token(&a.upload_token);
+                    true
+                })?;
+            }
+        }
+        for id in blobs.part_ids() {
+            let ended = store.get_artifact(&id)?.is_none_or(|a| a.status.is_final());
+            if ended {
+                blobs.discard_part_now(&id);
+            }
+        }
+        Ok(Self::new(db, blobs))
+    }
+
     /// Where artifact bytes live (partial uploads, stored files, renders beside them).
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
@@ -208,11 +252,15 @@ impl Artifacts {
         }
     }
 
-    /// Fails one artifact with `error`, unless it has already ended.
+    /// Fails one artifact with `error`, unless it has already ended; its partial upload, which
+    /// can no longer complete, is removed.
     pub async fn fail(&self, id: &str, error: &str) {
         let failed = Transition::Failed { error: error.to_string() };
         if self.transition_or_log(id, None, failed).await.is_some() {
             tracing::warn!(artifact = %id, error, "artifact failed");
+            if self.uploads.is_free(id) {
+                self.blobs.discard_part(id).await;
+            }
         }
     }
 
@@ -241,6 +289,13 @@ impl UploadSlots {
     pub fn claim(&self, id: &str) -> Option<UploadSlot<'_>> {
         let mut held = self.0.lock().ok()?;
         held.insert(id.to_string()).then(|| UploadSlot { slots: self, id: id.to_string() })
+    }
+}
+
+impl UploadSlots {
+    /// Whether no stream holds `id` now (its partial file may be removed).
+    pub fn is_free(&self, id: &str) -> bool {
+        self.0.lock().map(|held| !held.contains(id)).unwrap_or(false)
     }
 }
 
@@ -331,6 +386,17 @@ mod tests {
         assert!(slots.claim("a2").is_some());
         drop(first);
         assert!(slots.claim("a1").is_some(), "released when the stream ends");
+    }
+
+    #[test]
+    fn upload_tokens_are_kept_hashed_and_older_plain_ones_still_match() {
+        let stored = hash_upload_token("t0ken");
+        assert!(!stored.contains("t0ken"));
+        assert!(upload_token_matches(&stored, "t0ken"));
+        assert!(!upload_token_matches(&stored, "t0kem"));
+        assert!(!upload_token_matches(&stored, &stored), "the hash itself is no token");
+        assert!(upload_token_matches("legacy-plain", "legacy-plain"));
+        assert!(!upload_token_matches("", ""));
     }
 
     #[tokio::test]

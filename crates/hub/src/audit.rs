@@ -13,7 +13,8 @@ pub struct Audit {
 
 impl Audit {
     pub fn open(db: Db, data_dir: &Path) -> std::io::Result<Self> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("audit.log"))?;
+        // 0600: the audit trail names operators, apps and artifacts (issue 11, finding 3).
+        let log = crate::private_files::append_private(&data_dir.join("audit.log"))?;
         Ok(Self { db, log: Mutex::new(log) })
     }
 

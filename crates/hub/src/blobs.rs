@@ -32,7 +32,12 @@ impl BlobStore {
         let artifacts = data_dir.join("artifacts");
         let uploads = data_dir.join("uploads");
         for d in [&artifacts, &uploads] {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::private_files::DIR_MODE)
+                .create(d)
+                .map_err(io_err(d))?;
         }
         Ok(Self { artifacts, uploads })
     }
@@ -54,6 +59,24 @@ impl BlobStore {
 
     pub async fn discard_part(&self, id: &str) {
         let _ = tokio::fs::remove_file(self.part_path(id)).await;
+    }
+
+    /// [`BlobStore::discard_part`] for the hub's start, before the runtime serves anything.
+    pub fn discard_part_now(&self, id: &str) {
+        if let Err(e) = std::fs::remove_file(self.part_path(id)) {
+            tracing::warn!(artifact = %id, error = %e, "cannot remove a stale partial upload");
+        } else {
+            tracing::info!(artifact = %id, "removed the partial upload of an artifact that ended");
+        }
+    }
+
+    /// Ids of the partial uploads on disk (names that are no valid id are left alone).
+    pub fn part_ids(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.uploads) else { return Vec::new() };
+        dir.filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".part").map(str::to_string))
+            .filter(|id| crate::ids::is_valid_id(id))
+            .collect()
     }
 
     /// Verifies a complete upload and moves it into place atomically.

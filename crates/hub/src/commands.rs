@@ -46,10 +46,12 @@ impl Hub {
                 process.capabilities.join(", ")
             )));
         }
-        let artifact = new_artifact(&process, &kind, force, actor).map_err(|e| internal(&e))?;
+        // The token goes to the agent only; the record keeps its hash.
+        let upload_token = ids::new_secret().map_err(|e| internal(&e))?;
+        let artifact = new_artifact(&process, &kind, force, actor, &upload_token).map_err(|e| internal(&e))?;
         self.artifacts.create(artifact.clone()).await.map_err(|e| internal(&e))?;
         let detail = serde_json::json!({"kind": kind.name(), "force": force, "artifact": artifact.id});
-        let command = Command { id: artifact.id.clone(), kind, upload_token: artifact.upload_token.clone(), force };
+        let command = Command { id: artifact.id.clone(), kind, upload_token, force };
         let ack = self.processes.await_ack(&artifact.id);
         if let Err(e) = self.processes.send(process_id, Message::Command(command)) {
             self.processes.forget_ack(&artifact.id);
@@ -81,6 +83,7 @@ fn new_artifact(
     kind: &CommandKind,
     force: bool,
     actor: &str,
+    upload_token: &str,
 ) -> Result<ArtifactRecord, getrandom::Error> {
     let id = ids::new_id()?;
     let mut a = ArtifactRecord::pending(
@@ -89,7 +92,7 @@ fn new_artifact(
         kind.name(),
         kind.file_extension(),
         actor,
-        ids::new_secret()?,
+        crate::artifacts::hash_upload_token(upload_token),
     );
     a.params = serde_json::to_value(kind).unwrap_or_default();
     a.params["force"] = serde_json::json!(force);

@@ -43,6 +43,21 @@ pub struct HubConfig {
     pub http_max_connections: usize,
     /// A TLS handshake (either port) must finish within this time.
     pub tls_handshake_timeout_ms: u64,
+    // ---- Agent gateway: admission and intake limits (issue 11, findings 2, 7, 9) ----
+    /// Most agent connections at once (control links and uploads); `None`: the open-file limit
+    /// (raised to its hard limit at start) minus [`crate::admission::FD_RESERVE`] kept for the
+    /// HTTP API, the store and artifact files.
+    pub max_agent_connections: Option<usize>,
+    /// Most connections that have not authenticated yet, overall and from one IP address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_addr: usize,
+    /// Most processes listed per app; a hello for one more is refused.
+    pub max_processes_per_app: usize,
+    /// Largest metrics sample frame kept; bigger ones are dropped and counted.
+    pub max_sample_bytes: usize,
+    /// Metrics samples per second one link may send (sustained, and in a burst).
+    pub samples_per_sec: f64,
+    pub sample_burst: f64,
 }
 
 impl HubConfig {
@@ -69,6 +84,16 @@ impl HubConfig {
             http_header_timeout_ms: 30_000,
             http_max_connections: 1024,
             tls_handshake_timeout_ms: 10_000,
+            max_agent_connections: None,
+            // A NAT'd cluster restarting at once: ≥ 1,000 handshakes from one address.
+            max_unauthenticated: 4096,
+            max_unauthenticated_per_addr: 1024,
+            max_processes_per_app: 50_000,
+            // A real sample is a few KB.
+            max_sample_bytes: 64 * 1024,
+            // Agents send one every 5 s by default; tests and tuned agents as often as 10/s.
+            samples_per_sec: 10.0,
+            sample_burst: 50.0,
         }
     }
 

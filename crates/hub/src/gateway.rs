@@ -1,14 +1,21 @@
 //! The agent gateway: accepts agent connections, authenticates control links, routes commands
 //! and acks, and takes in artifact uploads on their own connections.
+//!
+//! Before a connection has authenticated it holds a pre-auth [`Permit`] and may send frames of
+//! at most [`PRE_AUTH_MAX_FRAME_LEN`] ([`crate::admission`]); a control link then binds its
+//! process id to its app ([`admit_identity`]), an upload stream proves its artifact's token.
+//! Metrics samples are bounded in size and rate per link ([`crate::sample_limits`]).
 
+use crate::admission::{Permit, Refusal};
 use crate::artifacts::Transition;
 use crate::hub::Hub;
 use crate::ids;
-use crate::processes::ProcessState;
+use crate::processes::{ClaimError, ProcessState};
+use crate::sample_limits::{DropReason, SampleRate};
 use crate::store::{now_rfc3339, ArtifactStatus, ProcessRecord};
 use perf_protocol::{
     auth, Ack, CommandResult, ErrorCode, Frame, FrameReader, FrameWriter, Hello, Message, Outcome, ProtocolError,
-    UploadHello, PROTOCOL_VERSION,
+    UploadHello, MAX_FRAME_LEN, PRE_AUTH_MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +26,20 @@ use tokio::sync::mpsc;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Socket reads of a connection that has not authenticated go through a buffer this big (a
+/// hello is a few hundred bytes): with the pre-auth frame limit, what one such connection can
+/// make the hub hold.
+const PRE_AUTH_READ_BUFFER: usize = 8 * 1024;
+/// Most bytes of label keys and values one process may have.
+const MAX_LABEL_BYTES: usize = 4096;
 /// Record upload progress in the store every this many bytes.
 const UPLOAD_PROGRESS_STEP: u64 = 8 << 20;
 
 /// Stream halves of a plaintext or a TLS connection alike.
-type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
-type Writer = FrameWriter<Box<dyn AsyncWrite + Send + Unpin>>;
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+type Reader = FrameReader<BoxRead>;
+type Writer = FrameWriter<BoxWrite>;
 
 /// Accepts agent connections until aborted; aborting it also ends every open connection (the
 /// tasks live in a JoinSet owned by this future). With `tls`, every connection speaks TLS; its
@@ -36,9 +51,16 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<crate::tls:
         while connections.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, remote)) => {
+                let permit = match hub.admission.admit(remote.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        refuse_connection(stream, refusal);
+                        continue;
+                    }
+                };
                 let (hub, tls) = (hub.clone(), tls.clone());
                 connections.spawn(async move {
-                    if let Err(e) = handle_connection(hub, stream, remote, tls).await {
+                    if let Err(e) = handle_connection(hub, stream, remote, permit, tls).await {
                         tracing::debug!(%remote, error = %e, "agent connection ended");
                     }
                 });
@@ -51,14 +73,32 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<crate::tls:
     }
 }
 
-/// The connection's read and write halves, after the TLS handshake when TLS is on.
+/// A connection over the limits is told why (one small frame, if the socket takes it at once)
+/// and closed: it never gets a task or a buffer.
+fn refuse_connection(stream: TcpStream, refusal: Refusal) {
+    let mut frame = Vec::new();
+    let msg = Message::Error { code: ErrorCode::Busy, message: refusal.to_string() };
+    if perf_protocol::encode_message(&msg, &mut frame).is_ok() {
+        let _ = stream.try_write(&frame);
+    }
+}
+
+/// The connection proved who it is: it leaves the pre-auth limits and may send full frames.
+fn authenticated(permit: &mut Permit, reader: &mut Reader) {
+    permit.authenticated();
+    reader.set_max_frame_len(MAX_FRAME_LEN);
+    reader.set_read_buffer(Reader::DEFAULT_READ_BUFFER);
+}
+
+/// The connection's read and write halves, after the TLS handshake when TLS is on (within the
+/// handshake deadline, still holding the pre-auth admission permit).
 async fn open_stream(
     hub: &Hub,
     stream: TcpStream,
     tls: Option<crate::tls::TlsAcceptor>,
-) -> Result<(Reader, Writer), ProtocolError> {
+) -> Result<(BoxRead, BoxWrite), ProtocolError> {
     let _ = stream.set_nodelay(true);
-    let (r, w): (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) = match tls {
+    Ok(match tls {
         None => {
             let (r, w) = stream.into_split();
             (Box::new(r), Box::new(w))
@@ -68,17 +108,20 @@ async fn open_stream(
             let (r, w) = tokio::io::split(crate::tls::accept(&acceptor, stream, timeout).await?);
             (Box::new(r), Box::new(w))
         }
-    };
-    Ok((FrameReader::new(r), FrameWriter::new(w)))
+    })
 }
 
 async fn handle_connection(
     hub: Arc<Hub>,
     stream: TcpStream,
     remote: SocketAddr,
+    permit: Permit,
     tls: Option<crate::tls::TlsAcceptor>,
 ) -> Result<(), ProtocolError> {
-    let (mut reader, mut writer) = open_stream(&hub, stream, tls).await?;
+    let (r, w) = open_stream(&hub, stream, tls).await?;
+    let mut reader = FrameReader::with_read_buffer(r, PRE_AUTH_READ_BUFFER);
+    reader.set_max_frame_len(PRE_AUTH_MAX_FRAME_LEN);
+    let mut writer = FrameWriter::new(w);
     let first =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message()).await.map_err(|_| ProtocolError::Closed)?;
     let first = match first {
@@ -89,8 +132,8 @@ async fn handle_connection(
         }
     };
     match first {
-        Message::Hello(hello) => control_session(hub, reader, writer, hello, remote).await,
-        Message::UploadHello(up) => upload_session(hub, reader, writer, up, remote).await,
+        Message::Hello(hello) => control_session(hub, reader, writer, hello, remote, permit).await,
+        Message::UploadHello(up) => upload_session(hub, reader, writer, up, remote, permit).await,
         other => {
             let msg = format!("expected hello or upload_hello, got {}", other.name());
             send_error(&mut writer, ErrorCode::BadRequest, &msg).await
@@ -120,6 +163,17 @@ fn validate_hello(h: &Hello) -> Result<(), String> {
     }
     if h.labels.iter().any(|(k, v)| too_long(k, 128) || too_long(v, 512)) || h.capabilities.len() > 64 {
         return Err("labels or capabilities out of bounds".into());
+    }
+    // Every series of the process carries its labels in `/metrics`: bound them as a whole too.
+    if h.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_LABEL_BYTES {
+        return Err(format!("labels take more than {MAX_LABEL_BYTES} bytes"));
+    }
+    if h.active_commands.len() > 64 || !h.active_commands.iter().all(|c| ids::is_valid_id(c)) {
+        return Err("active_commands must be at most 64 artifact ids".into());
+    }
+    let versions = [&h.node_version, &h.agent_version];
+    if h.capabilities.iter().any(|c| too_long(c, 64)) || versions.iter().any(|v| too_long(v, 64)) {
+        return Err("capability or version names out of bounds".into());
     }
     Ok(())
 }
@@ -168,6 +222,7 @@ async fn control_session(
     mut writer: Writer,
     hello: Hello,
     remote: SocketAddr,
+    mut permit: Permit,
 ) -> Result<(), ProtocolError> {
     if let Err(msg) = validate_hello(&hello) {
         let code = if hello.protocol_version != PROTOCOL_VERSION {
@@ -183,6 +238,10 @@ async fn control_session(
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
             .await;
     };
+    if let Err((code, msg)) = admit_identity(&hub, &hello, remote).await {
+        return send_error(&mut writer, code, &msg).await;
+    }
+    authenticated(&mut permit, &mut reader);
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
     let generation = hub.processes.register_link(&process_id, tx);
@@ -193,7 +252,8 @@ async fn control_session(
     writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms, hub_proof }).await?;
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
-    let result = read_loop(&hub, &mut reader, &process_id).await;
+    let rate = SampleRate::new(hub.config.samples_per_sec, hub.config.sample_burst);
+    let result = read_loop(&hub, &mut reader, &process_id, rate).await;
     drop(writer_task);
     if hub.processes.unregister_link(&process_id, generation) {
         let reason = match &result {
@@ -204,6 +264,34 @@ async fn control_session(
         tracing::info!(process = %process_id, reason, "agent disconnected");
     }
     result
+}
+
+/// Binds the hello's process id to its app: an id another app registered is refused (and
+/// audited, at most once a minute per source with a count), as is one more process than the
+/// app may have. Comes before the link is registered, so no link ever displaces another app's.
+async fn admit_identity(hub: &Hub, hello: &Hello, remote: SocketAddr) -> Result<(), (ErrorCode, String)> {
+    let limit = hub.config.max_processes_per_app;
+    match hub.processes.claim(&hello.instance_id, &hello.app, limit) {
+        Ok(()) => Ok(()),
+        Err(ClaimError::OwnedByOtherApp { owner, .. }) => {
+            if let Some(earlier) = hub.agent_refusals.hit(&format!("takeover {}", remote.ip())) {
+                let detail = serde_json::json!({
+                    "app": hello.app, "owner_app": owner, "hostname": hello.hostname, "pid": hello.pid,
+                    "refused_since_last_entry": earlier,
+                });
+                let actor = format!("agent@{remote}");
+                hub.audit.record(&actor, "agent.takeover_refused", &hello.instance_id, detail, "denied").await;
+            }
+            tracing::warn!(process = %hello.instance_id, app = %hello.app, %remote, "hello for another app's process refused");
+            Err((ErrorCode::AuthFailed, "this process id is registered by another app".into()))
+        }
+        Err(e @ ClaimError::TooManyProcesses { .. }) => {
+            if let Some(earlier) = hub.agent_refusals.hit(&format!("process-limit {}", hello.app)) {
+                tracing::warn!(app = %hello.app, %remote, refused_since_last_report = earlier, "{e}");
+            }
+            Err((ErrorCode::Busy, e.to_string()))
+        }
+    }
 }
 
 /// Ends a spawned task when its owner goes away (also when the owner itself is aborted).
@@ -255,7 +343,12 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbe
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(), ProtocolError> {
+async fn read_loop(
+    hub: &Hub,
+    reader: &mut Reader,
+    process_id: &str,
+    mut rate: SampleRate,
+) -> Result<(), ProtocolError> {
     let idle = Duration::from_millis(hub.config.heartbeat_ms * 3);
     loop {
         let msg = tokio::time::timeout(idle, reader.read_message()).await.map_err(|_| {
@@ -270,7 +363,16 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
                 hub.artifacts.transition_or_log(&p.command_id, Some(process_id), t).await;
             }
             Message::CommandResult(r) => on_result(hub, process_id, r).await,
-            Message::Metrics { sample } => on_metrics(hub, process_id, &sample).await,
+            Message::Metrics { sample } => match sample_refusal(hub, reader.last_frame_len(), &mut rate) {
+                None => on_metrics(hub, process_id, *sample).await,
+                Some(reason) => {
+                    hub.metrics.refused(reason);
+                    if let Some(earlier) = hub.agent_refusals.hit(&format!("sample {process_id}")) {
+                        let reason = reason.as_str();
+                        tracing::warn!(process = %process_id, reason, dropped_since_last_report = earlier, "sample dropped");
+                    }
+                }
+            },
             Message::Goodbye { reason } => {
                 tracing::info!(process = %process_id, reason, "agent goodbye");
                 return Ok(());
@@ -280,13 +382,25 @@ async fn read_loop(hub: &Hub, reader: &mut Reader, process_id: &str) -> Result<(
     }
 }
 
+/// Why a sample of `frame_len` bytes is dropped, if it is: over the link's rate (every sample
+/// takes a token, an oversized one too), or too large.
+fn sample_refusal(hub: &Hub, frame_len: usize, rate: &mut SampleRate) -> Option<DropReason> {
+    if !rate.allow() {
+        Some(DropReason::Rate)
+    } else if frame_len > hub.config.max_sample_bytes {
+        Some(DropReason::TooLarge)
+    } else {
+        None
+    }
+}
+
 /// A sample goes into the metrics; its stall state into the process record.
-async fn on_metrics(hub: &Hub, process_id: &str, sample: &perf_protocol::MetricsSample) {
-    hub.metrics.ingest(process_id, sample);
+async fn on_metrics(hub: &Hub, process_id: &str, sample: perf_protocol::MetricsSample) {
     let state = match sample.is_blocked() {
         true => ProcessState::Blocked { for_ms: sample.blocked_ms.unwrap_or(0) },
         false => ProcessState::Running,
     };
+    hub.metrics.ingest(process_id, sample);
     hub.processes.observed(process_id, state).await;
 }
 
@@ -320,14 +434,21 @@ async fn upload_session(
     mut writer: Writer,
     up: UploadHello,
     remote: SocketAddr,
+    mut permit: Permit,
 ) -> Result<(), ProtocolError> {
     let artifact = match check_upload(&hub, &up).await {
         Ok(a) => a,
-        Err(msg) => {
-            tracing::warn!(%remote, command = %up.command_id, msg, "upload refused");
+        Err(refusal) => {
+            let msg = refusal.to_string();
+            let command = loggable_id(&up.command_id);
+            tracing::warn!(%remote, %command, msg, "upload refused");
+            if refusal.is_forgery() {
+                audit_forged_upload(&hub, remote, &command).await;
+            }
             return send_error(&mut writer, ErrorCode::AuthFailed, &msg).await;
         }
     };
+    authenticated(&mut permit, &mut reader);
     if artifact.status == ArtifactStatus::Ready {
         // Already stored (the agent missed our ack): confirm so it can drop its spool.
         let same = artifact.sha256.as_deref() == Some(up.sha256.as_str());
@@ -384,23 +505,63 @@ fn storage_failure(e: &std::io::Error) -> String {
     }
 }
 
-async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, String> {
-    if !ids::is_valid_id(&up.command_id) {
-        return Err("bad artifact id".into());
+/// Why an upload stream was refused.
+#[derive(Debug, thiserror::Error)]
+enum UploadRefusal {
+    #[error("bad artifact id")]
+    BadId,
+    #[error("unknown artifact")]
+    Unknown,
+    #[error("bad upload token")]
+    BadToken,
+    #[error("artifact of {size} bytes exceeds the hub's limit of {limit}")]
+    TooBig { size: u64, limit: u64 },
+    #[error("bad sha256")]
+    BadChecksum,
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl UploadRefusal {
+    /// A stream without its artifact's token: someone guessing or forging, not a broken agent.
+    fn is_forgery(&self) -> bool {
+        matches!(self, UploadRefusal::BadId | UploadRefusal::Unknown | UploadRefusal::BadToken)
     }
-    let found = hub.artifacts.get(&up.command_id).await.map_err(|e| format!("store error: {e}"))?;
-    let a = found.ok_or_else(|| "unknown artifact".to_string())?;
-    if a.upload_token.is_empty() || !auth::tokens_equal(&a.upload_token, &up.token) {
-        return Err("bad upload token".into());
+}
+
+/// An id from an unauthenticated peer, safe for a log line: a valid id as is, anything else
+/// escaped and cut (it could carry newlines or terminal escapes).
+fn loggable_id(id: &str) -> String {
+    if ids::is_valid_id(id) {
+        return id.to_string();
+    }
+    let escaped: String = id.chars().take(64).flat_map(char::escape_default).collect();
+    format!("invalid:{escaped}")
+}
+
+/// Forged-token uploads are on the audit trail, at most one entry per source per minute (with
+/// the count since the last), so a flood can't fill it.
+async fn audit_forged_upload(hub: &Hub, remote: SocketAddr, command: &str) {
+    if let Some(earlier) = hub.agent_refusals.hit(&format!("upload {}", remote.ip())) {
+        let detail = serde_json::json!({"refused_since_last_entry": earlier});
+        hub.audit.record(&format!("agent@{remote}"), "upload.token_refused", command, detail, "denied").await;
+    }
+}
+
+async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::ArtifactRecord, UploadRefusal> {
+    if !ids::is_valid_id(&up.command_id) {
+        return Err(UploadRefusal::BadId);
+    }
+    let found = hub.artifacts.get(&up.command_id).await.map_err(|e| UploadRefusal::Store(e.to_string()))?;
+    let a = found.ok_or(UploadRefusal::Unknown)?;
+    if !crate::artifacts::upload_token_matches(&a.upload_token, &up.token) {
+        return Err(UploadRefusal::BadToken);
     }
     if up.size > hub.config.max_artifact_bytes {
-        return Err(format!(
-            "artifact of {} bytes exceeds the hub's limit of {}",
-            up.size, hub.config.max_artifact_bytes
-        ));
+        return Err(UploadRefusal::TooBig { size: up.size, limit: hub.config.max_artifact_bytes });
     }
     if up.sha256.len() != 64 || !up.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("bad sha256".into());
+        return Err(UploadRefusal::BadChecksum);
     }
     Ok(a)
 }
@@ -414,8 +575,7 @@ async fn receive_data(
     size: u64,
 ) -> Result<(), UploadFailure> {
     let path = hub.artifacts.blobs().part_path(id);
-    let mut file =
-        tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(UploadFailure::Storage)?;
+    let mut file = crate::private_files::append_private_async(&path).await.map_err(UploadFailure::Storage)?;
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
     loop {
         let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())
@@ -483,5 +643,37 @@ async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &Upl
             tracing::warn!(artifact = %id, error = %e, "upload rejected");
             writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_hello_the_hub_accepts_fits_the_pre_auth_frame_limit() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            (0..64).map(|i| (format!("k{i:02}"), serde_json::json!("\"".repeat(MAX_LABEL_BYTES / 64 - 3)))).collect();
+        let hello: Hello = serde_json::from_value(serde_json::json!({
+            "protocol_version": PROTOCOL_VERSION, "app": "a".repeat(128), "instance_id": "ab".repeat(32),
+            "hostname": "\"".repeat(255), "pid": u32::MAX, "labels": labels,
+            "node_version": "\"".repeat(64), "agent_version": "\"".repeat(64),
+            "capabilities": vec!["\"".repeat(64); 64], "active_commands": vec!["cd".repeat(32); 64],
+        }))
+        .expect("hello");
+        assert_eq!(validate_hello(&hello), Ok(()));
+        let mut frame = Vec::new();
+        perf_protocol::encode_message(&Message::Hello(hello), &mut frame).expect("encode");
+        assert!(frame.len() - 4 <= PRE_AUTH_MAX_FRAME_LEN, "{} bytes", frame.len());
+    }
+
+    #[test]
+    fn an_unauthenticated_id_is_logged_escaped_and_cut() {
+        assert_eq!(loggable_id("c0ffee01"), "c0ffee01");
+        let forged = "x\n2026-12-01T00:00:00Z INFO perf_hub: operator logged in\u{1b}[2J";
+        let logged = loggable_id(forged);
+        assert!(!logged.contains('\n') && !logged.contains('\u{1b}'), "{logged}");
+        assert!(logged.starts_with("invalid:x\\n2026"), "{logged}");
+        assert!(loggable_id(&"\n".repeat(10_000)).len() <= "invalid:".len() + 64 * 2);
     }
 }

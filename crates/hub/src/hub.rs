@@ -9,6 +9,7 @@
 //! - [`Renders`]: flame graphs and heap analyses computed from artifacts, cached;
 //! - commands ([`crate::commands`]): an operator's capture command across the above.
 
+use crate::admission::{Admission, Limits};
 use crate::artifacts::Artifacts;
 use crate::audit::Audit;
 use crate::blobs::BlobStore;
@@ -23,6 +24,11 @@ pub use crate::processes::SendError;
 
 pub struct Hub {
     pub config: HubConfig,
+    /// What agent connections may hold (see [`crate::admission`]).
+    pub admission: std::sync::Arc<Admission>,
+    /// Aggregates what agents get refused (takeovers, forged uploads, dropped samples) into one
+    /// log line or audit entry per source per minute.
+    pub agent_refusals: crate::throttle::Throttle,
     pub processes: Processes,
     pub artifacts: Artifacts,
     pub metrics: Metrics,
@@ -32,13 +38,17 @@ pub struct Hub {
 
 impl Hub {
     pub fn open(config: HubConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        // Before anything is created in it: the data dir is private (issue 11, finding 3).
+        crate::private_files::prepare_data_dir(&config.data_dir)?;
         let db = Db::new(Store::open(&config.data_dir.join("hub.db"))?);
         let blobs = BlobStore::open(&config.data_dir)?;
+        let admission = Admission::new(Limits::from_config(&config));
         Ok(Self {
+            metrics: Metrics::new(db.clone(), Some(admission.clone())),
+            admission,
+            agent_refusals: crate::throttle::Throttle::new(std::time::Duration::from_secs(60)),
             processes: Processes::open(db.clone())?,
-            artifacts: Artifacts::new(db.clone(), blobs),
-            metrics: Metrics::new(db.clone()),
+            artifacts: Artifacts::open(db.clone(), blobs)?,
             audit: Audit::open(db, &config.data_dir)?,
             renders: Renders::default(),
             config,

@@ -10,6 +10,7 @@
 //! Underneath: [`store`] (SQLite metadata, reached through [`store::Db`] off the async threads)
 //! and [`blobs`] (artifact files).
 
+pub mod admission;
 pub mod analysis;
 pub mod api;
 pub mod artifacts;
@@ -22,10 +23,13 @@ pub mod http_server;
 pub mod hub;
 pub mod ids;
 pub mod metrics;
+pub mod private_files;
 pub mod processes;
 pub mod prometheus;
 pub mod renders;
+pub mod sample_limits;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -111,11 +115,7 @@ async fn housekeeping(hub: Arc<Hub>) {
         if let Err(e) = hub.metrics.prune(c).await {
             tracing::warn!(error = %e, "metrics pruning failed");
         }
-        // A huge TTL reaches before the epoch: nothing is old enough then (no panic).
-        let cutoff_time = std::time::SystemTime::now()
-            .checked_sub(Duration::from_millis(c.process_ttl_ms))
-            .unwrap_or(std::time::UNIX_EPOCH);
-        let cutoff = humantime::format_rfc3339_millis(cutoff_time).to_string();
+        let cutoff = processes::ttl_cutoff(std::time::SystemTime::now(), c.process_ttl_ms);
         match hub.processes.age_out(cutoff).await {
             Ok(gone) if !gone.is_empty() => {
                 gone.iter().for_each(|id| hub.metrics.forget(id));

@@ -3,12 +3,14 @@
 //! History is written in batches (one transaction per [`FLUSH_EVERY`]): at 10,000 agents a
 //! transaction per sample was most of the hub's store work.
 
+use crate::admission::Admission;
 use crate::config::HubConfig;
-use crate::prometheus::Counters;
+use crate::prometheus::{Counters, HubFigures};
+use crate::sample_limits::{bound_sample, DropCounts, DropReason};
 use crate::store::{Db, ProcessRecord, StoreError};
 use perf_protocol::MetricsSample;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Metrics {
@@ -18,6 +20,10 @@ pub struct Metrics {
     pending: Mutex<VecDeque<(String, u64, String)>>,
     /// Samples dropped because the buffer was full (logged with the next batch).
     dropped: std::sync::atomic::AtomicU64,
+    /// Samples and keys dropped by the bounds of [`crate::sample_limits`].
+    pub drops: DropCounts,
+    /// The gateway's connection counts, exported with the hub's own figures.
+    admission: Option<Arc<Admission>>,
 }
 
 /// How often buffered samples are written, in one transaction.
@@ -27,14 +33,34 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const MAX_PENDING: usize = 100_000;
 
 impl Metrics {
-    pub fn new(db: Db) -> Self {
-        Self { db, counters: Counters::default(), pending: Mutex::new(VecDeque::new()), dropped: Default::default() }
+    pub fn new(db: Db, admission: Option<Arc<Admission>>) -> Self {
+        Self {
+            db,
+            counters: Counters::default(),
+            pending: Mutex::new(VecDeque::new()),
+            dropped: Default::default(),
+            drops: DropCounts::default(),
+            admission,
+        }
     }
 
-    /// One sample from a process: into its running totals at once, into its history with the
-    /// next batch (at most [`FLUSH_EVERY`] later).
-    pub fn ingest(&self, process_id: &str, sample: &MetricsSample) {
-        self.counters.add_sample(process_id, sample);
+    /// A sample the gateway refused before ingesting it.
+    pub fn refused(&self, reason: DropReason) {
+        self.drops.sample(reason);
+    }
+
+    /// One sample from a process, cut to the bounds of [`crate::sample_limits`]: into its running
+    /// totals at once, into its history with the next batch (at most [`FLUSH_EVERY`] later).
+    pub fn ingest(&self, process_id: &str, mut sample: MetricsSample) {
+        let cut = bound_sample(&mut sample);
+        if cut > 0 {
+            self.drops.keys(cut);
+        }
+        let sample = &sample;
+        let over = self.counters.add_sample(process_id, sample);
+        if over > 0 {
+            self.drops.keys(over);
+        }
         let ts = sample.ts.unwrap_or_else(perf_protocol::unix_ms);
         let doc = match serde_json::to_string(sample) {
             Ok(d) => d,
@@ -87,7 +113,8 @@ impl Metrics {
 
     /// `/metrics` in Prometheus text format.
     pub async fn prometheus_text(&self) -> Result<String, StoreError> {
-        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters))
+        let hub = HubFigures { drops: &self.drops, admission: self.admission.as_deref() };
+        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters, &hub))
     }
 
     /// Applies the history bounds of `config`.

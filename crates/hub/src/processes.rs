@@ -3,6 +3,11 @@
 //!
 //! A record's `state` moves between [`ProcessState`]s: `running` and `blocked` while a link is
 //! live, `disconnected` once it is gone. Only this module writes process records.
+//!
+//! A process id belongs to the app that registered it first ([`Owners`]), for as long as the
+//! process is listed: an agent of another app can't take it (nor its commands and upload
+//! tokens) over by sending a hello with that id, and each app has at most a configured number of
+//! processes listed.
 
 use crate::store::{now_rfc3339, Db, ProcessRecord, StoreError};
 use perf_protocol::{Ack, Message};
@@ -50,6 +55,67 @@ pub enum SendError {
     LinkClosed,
 }
 
+/// The RFC 3339 time before which a disconnected process is forgotten, `ttl_ms` before `now`.
+/// A TTL reaching before the epoch (e.g. `--process-ttl-secs 3000000000`) gives the epoch:
+/// nothing is that old. (humantime panics on a time before the epoch, which `checked_sub`
+/// happily returns on Linux.)
+pub fn ttl_cutoff(now: std::time::SystemTime, ttl_ms: u64) -> String {
+    let epoch = std::time::UNIX_EPOCH;
+    let cutoff = now.checked_sub(std::time::Duration::from_millis(ttl_ms)).filter(|t| *t >= epoch).unwrap_or(epoch);
+    humantime::format_rfc3339_millis(cutoff).to_string()
+}
+
+/// Why a hello may not take a process id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("process id {id} belongs to another app")]
+    OwnedByOtherApp { id: String, owner: String },
+    #[error("app {app} already has {limit} processes listed (the hub's limit per app)")]
+    TooManyProcesses { app: String, limit: usize },
+}
+
+/// Which app owns each listed process id, and how many each app has: kept in memory (loaded
+/// from the records at start) so a hello is checked without a scan of the store.
+#[derive(Default)]
+struct Owners {
+    by_id: HashMap<String, String>,
+    per_app: HashMap<String, usize>,
+}
+
+impl Owners {
+    fn claim(&mut self, id: &str, app: &str, limit: usize) -> Result<(), ClaimError> {
+        match self.by_id.get(id) {
+            Some(owner) if owner == app => Ok(()),
+            Some(owner) => Err(ClaimError::OwnedByOtherApp { id: id.to_string(), owner: owner.clone() }),
+            None => {
+                let count = self.per_app.get(app).copied().unwrap_or(0);
+                if count >= limit {
+                    return Err(ClaimError::TooManyProcesses { app: app.to_string(), limit });
+                }
+                self.insert(id, app);
+                Ok(())
+            }
+        }
+    }
+
+    fn insert(&mut self, id: &str, app: &str) {
+        if self.by_id.insert(id.to_string(), app.to_string()).is_none() {
+            *self.per_app.entry(app.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(app) = self.by_id.remove(id) {
+            if let Some(n) = self.per_app.get_mut(&app) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_app.remove(&app);
+                }
+            }
+        }
+    }
+}
+
 /// An agent's live control link: a queue into its writer task, and what changes too often to
 /// be a database write each time (last heartbeat, stall state) — written on state changes and
 /// when the link goes.
@@ -64,6 +130,7 @@ pub struct Processes {
     db: Db,
     links: Mutex<HashMap<String, LiveLink>>,
     acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    owners: Mutex<Owners>,
     generation: AtomicU64,
 }
 
@@ -71,7 +138,9 @@ impl Processes {
     /// After a (re)start no link is live: every stored process shows as disconnected.
     pub fn open(db: Db) -> Result<Self, StoreError> {
         let store = db.blocking();
+        let mut owners = Owners::default();
         for mut p in store.list_processes()? {
+            owners.insert(&p.id, &p.app);
             if p.connected {
                 // Alive until the hub went down; heartbeats were kept in memory only.
                 ProcessState::Disconnected.apply(&mut p);
@@ -83,6 +152,7 @@ impl Processes {
             db,
             links: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            owners: Mutex::new(owners),
             generation: AtomicU64::new(1),
         })
     }
@@ -115,6 +185,16 @@ impl Processes {
                 l.state.apply(p);
                 p.last_seen.clone_from(&l.last_seen);
             }
+        }
+    }
+
+    /// Binds process `id` to `app` (its first app keeps it), unless `app` already has `limit`
+    /// processes listed. Called for every authenticated hello before its link is registered.
+    pub fn claim(&self, id: &str, app: &str, limit: usize) -> Result<(), ClaimError> {
+        match self.owners.lock() {
+            Ok(mut o) => o.claim(id, app, limit),
+            // A poisoned map can't say who owns what: refuse rather than risk a takeover.
+            Err(_) => Err(ClaimError::OwnedByOtherApp { id: id.to_string(), owner: "unknown".into() }),
         }
     }
 
@@ -162,7 +242,12 @@ impl Processes {
     pub async fn age_out(&self, cutoff: String) -> Result<Vec<String>, StoreError> {
         let live: std::collections::HashSet<String> =
             self.links.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default();
-        self.db.run(move |s| s.delete_stale_processes(&cutoff, &live)).await
+        let gone = self.db.run(move |s| s.delete_stale_processes(&cutoff, &live)).await?;
+        if let (Ok(links), Ok(mut owners)) = (self.links.lock(), self.owners.lock()) {
+            // A process that came back meanwhile keeps its owner.
+            gone.iter().filter(|id| !links.contains_key(*id)).for_each(|id| owners.remove(id));
+        }
+        Ok(gone)
     }
 
     async fn update(&self, id: &str, f: impl FnOnce(&mut ProcessRecord) + Send + 'static) {
@@ -189,7 +274,8 @@ impl Processes {
 
     // ---- live links ----
 
-    /// Registers a freshly authenticated link; returns its generation (to unregister only itself).
+    /// Registers a freshly authenticated link, replacing the process's previous link (its own
+    /// app's: [`Processes::claim`] came first); returns its generation (to unregister only itself).
     pub fn register_link(&self, process_id: &str, tx: mpsc::Sender<Message>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut links) = self.links.lock() {
@@ -247,5 +333,31 @@ impl Processes {
         if let Some(tx) = waiter {
             let _ = tx.send(ack);
         }
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_before_the_epoch_ages_nothing_out_and_does_not_panic() {
+        let now = std::time::SystemTime::now();
+        assert_eq!(ttl_cutoff(now, 3_000_000_000 * 1000), "1970-01-01T00:00:00.000Z");
+        assert_eq!(ttl_cutoff(now, u64::MAX), "1970-01-01T00:00:00.000Z");
+        assert!(ttl_cutoff(now, 1000).as_str() > "2020");
+    }
+
+    #[test]
+    fn an_id_stays_with_its_first_app_and_apps_are_capped() {
+        let mut o = Owners::default();
+        assert_eq!(o.claim("p1", "a", 2), Ok(()));
+        assert_eq!(o.claim("p1", "a", 2), Ok(()), "the same app reconnects");
+        assert!(matches!(o.claim("p1", "b", 2), Err(ClaimError::OwnedByOtherApp { .. })));
+        assert_eq!(o.claim("p2", "a", 2), Ok(()));
+        assert!(matches!(o.claim("p3", "a", 2), Err(ClaimError::TooManyProcesses { limit: 2, .. })));
+        o.remove("p1");
+        assert_eq!(o.claim("p1", "b", 2), Ok(()), "an aged-out id is free again");
+        assert_eq!(o.claim("p3", "a", 2), Ok(()));
     }
 }

@@ -10,6 +10,8 @@
 //! `histogram_quantile(0.99, sum by (app, le) (rate(…_bucket[5m])))`. Bounds are
 //! [`LATENCY_BUCKETS_MS`] (in seconds here) and +Inf.
 
+use crate::admission::{Admission, Refusal};
+use crate::sample_limits::{DropCounts, DropReason};
 use crate::store::ProcessRecord;
 use perf_protocol::{JsSample, LatencyHistogram, MetricsSample, NativeHost, NativeSample, LATENCY_BUCKETS_MS};
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +30,11 @@ const SERVER_DURATION: &str = "perf_process_http_server_request_duration_seconds
 const CLIENT_DURATION: &str = "perf_process_http_client_request_duration_seconds";
 
 const N_BOUNDS: usize = LATENCY_BUCKETS_MS.len();
+
+/// Most counter series the hub accumulates per process: a sample's GC kinds are bounded
+/// ([`crate::sample_limits::MAX_MAP_KEYS`]), but each sample could bring new ones; beyond this
+/// new series are dropped and counted (a real process has ≈ 4 kinds: ≈ 20 series).
+pub const MAX_COUNTER_SERIES: usize = 256;
 
 /// A latency histogram accumulated across samples: cumulative counts at [`LATENCY_BUCKETS_MS`],
 /// then +Inf, which is `count`.
@@ -68,14 +75,21 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Adds the interval counts of one sample.
-    pub fn add_sample(&self, process_id: &str, sample: &MetricsSample) {
-        let Some(js) = sample.js.as_ref() else { return };
-        let Ok(mut all) = self.by_process.lock() else { return };
+    /// Adds the interval counts of one sample; returns how many new series it could not add
+    /// ([`MAX_COUNTER_SERIES`]).
+    pub fn add_sample(&self, process_id: &str, sample: &MetricsSample) -> u64 {
+        let Some(js) = sample.js.as_ref() else { return 0 };
+        let Ok(mut all) = self.by_process.lock() else { return 0 };
         let t = all.entry(process_id.to_string()).or_default();
+        let mut refused = 0;
         if let Some(kinds) = js.gc.as_ref().and_then(|g| g.by_kind.as_ref()) {
             for (kind, k) in kinds {
                 let l = format!("kind=\"{}\"", escape(kind));
+                let new_series = !t.counters.contains_key(&(GC_TOTAL, l.clone()));
+                if new_series && t.counters.len() + 2 > MAX_COUNTER_SERIES {
+                    refused += 1;
+                    continue;
+                }
                 add(&mut t.counters, GC_TOTAL, &l, k.count.map(|n| n as f64));
                 add(&mut t.counters, GC_PAUSE_TOTAL, &l, k.pause_ms.map(|ms| ms / 1000.0));
             }
@@ -95,6 +109,7 @@ impl Counters {
                 add_histogram(&mut t.histograms, CLIENT_DURATION, l, c.latency_histogram.as_ref());
             }
         }
+        refused
     }
 
     /// Drops the totals of a process the hub no longer lists.
@@ -152,7 +167,7 @@ impl Families {
             return;
         }
         let fam = self.fams.entry(name).or_insert((kind, help, Vec::new()));
-        fam.2.push(format!("{name}{{{labels}}} {v}"));
+        fam.2.push(if labels.is_empty() { format!("{name} {v}") } else { format!("{name}{{{labels}}} {v}") });
     }
 
     /// One line of a family whose lines are not `name{labels} value` (histograms).
@@ -172,7 +187,10 @@ impl Families {
     }
 }
 
-fn base_labels(p: &ProcessRecord) -> String {
+/// A process's labels, and how many of its own labels were left out because their sanitised
+/// names collide with an earlier one (`x-y`, `x_y` and `x.y` are all `label_x_y`): Prometheus
+/// rejects a whole scrape with a label name twice on one series. The first in key order wins.
+fn base_labels(p: &ProcessRecord) -> (String, usize) {
     let mut l = format!(
         "app=\"{}\",hostname=\"{}\",pid=\"{}\",process_id=\"{}\"",
         escape(&p.app),
@@ -180,19 +198,31 @@ fn base_labels(p: &ProcessRecord) -> String {
         p.pid,
         p.id
     );
+    let mut names = std::collections::HashSet::new();
+    let mut collisions = 0;
     for (k, v) in &p.labels {
-        let _ = write!(l, ",{}=\"{}\"", label_name(k), escape(v));
+        let name = label_name(k);
+        if names.insert(name.clone()) {
+            let _ = write!(l, ",{name}=\"{}\"", escape(v));
+        } else {
+            collisions += 1;
+        }
     }
-    l
+    (l, collisions)
 }
 
 fn with(base: &str, extra: &str) -> String {
     format!("{base},{extra}")
 }
 
-/// Renders every process with its latest sample.
-pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &Counters) -> String {
+/// Renders every process with its latest sample, and the hub's own drop counts.
+pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &Counters, hub: &HubFigures) -> String {
     let mut f = Families::default();
+    hub_drop_figures(&mut f, hub.drops);
+    if let Some(a) = hub.admission {
+        admission_figures(&mut f, a);
+    }
+    let mut collisions = 0;
     let connected = processes.iter().filter(|(p, _)| p.connected).count();
     f.push("perf_hub_processes", "gauge", "Processes known to the hub.", "state=\"connected\"", connected as f64);
     f.push(
@@ -204,7 +234,8 @@ pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &C
     );
     let mut hosts: BTreeMap<&str, &NativeHost> = BTreeMap::new();
     for (p, sample) in processes {
-        let b = base_labels(p);
+        let (b, dropped_labels) = base_labels(p);
+        collisions += dropped_labels;
         f.push("perf_process_up", "gauge", "1 if the process's agent is connected.", &b, p.connected as u8 as f64);
         f.push(
             "perf_process_blocked",
@@ -243,7 +274,64 @@ pub fn render(processes: &[(ProcessRecord, Option<MetricsSample>)], counters: &C
     for (host, h) in hosts {
         host_figures(&mut f, &format!("hostname=\"{}\"", escape(host)), h);
     }
+    f.push(
+        "perf_hub_label_collisions",
+        "gauge",
+        "Process labels left out of this scrape: their sanitised names collide with another label of the process.",
+        "",
+        collisions as f64,
+    );
     f.render()
+}
+
+/// What the hub counts about itself (beside the processes' figures).
+pub struct HubFigures<'a> {
+    pub drops: &'a DropCounts,
+    pub admission: Option<&'a Admission>,
+}
+
+fn admission_figures(f: &mut Families, a: &Admission) {
+    let (open, unauthenticated) = a.open();
+    let help = "Agent connections open, and of them those not authenticated yet.";
+    f.push("perf_hub_agent_connections", "gauge", help, "state=\"open\"", open as f64);
+    f.push("perf_hub_agent_connections", "gauge", help, "state=\"unauthenticated\"", unauthenticated as f64);
+    let limits = a.limits();
+    let help = "Agent connection limits.";
+    for (kind, v) in [
+        ("connections", limits.connections),
+        ("unauthenticated", limits.unauthenticated),
+        ("unauthenticated_per_addr", limits.unauthenticated_per_addr),
+    ] {
+        f.push("perf_hub_agent_connection_limit", "gauge", help, &format!("limit=\"{kind}\""), v as f64);
+    }
+    for r in Refusal::ALL {
+        f.push(
+            "perf_hub_agent_connections_refused_total",
+            "counter",
+            "Agent connections closed at once because a limit was reached.",
+            &format!("reason=\"{}\"", r.as_str()),
+            a.refused(r) as f64,
+        );
+    }
+}
+
+fn hub_drop_figures(f: &mut Families, drops: &DropCounts) {
+    for r in DropReason::ALL {
+        f.push(
+            "perf_hub_samples_dropped_total",
+            "counter",
+            "Metrics samples the hub dropped: too large, or over the link's rate.",
+            &format!("reason=\"{}\"", r.as_str()),
+            drops.samples_dropped(r) as f64,
+        );
+    }
+    f.push(
+        "perf_hub_sample_keys_dropped_total",
+        "counter",
+        "Keys of process-named maps (GC kinds, heap spaces, resources) dropped by the hub's bounds.",
+        "",
+        drops.keys_dropped() as f64,
+    );
 }
 
 fn push_counter(f: &mut Families, name: &'static str, labels: &str, v: f64) {
@@ -423,7 +511,8 @@ mod tests {
         let c = Counters::default();
         c.add_sample("ab12cd34", &sample);
         c.add_sample("ab12cd34", &sample);
-        let out = render(&[(proc_rec(), Some(sample))], &c);
+        let out =
+            render(&[(proc_rec(), Some(sample))], &c, &HubFigures { drops: &DropCounts::default(), admission: None });
         let b = "app=\"orders\",hostname=\"h\\\"1\",pid=\"7\",process_id=\"ab12cd34\",label_egg_role=\"worker\"";
         assert!(out.contains(&format!("perf_process_resident_memory_bytes{{{b}}} 1000")), "{out}");
         assert!(out.contains("kind=\"scavenge\"} 4"), "counters accumulate: {out}");
@@ -488,7 +577,7 @@ mod tests {
             "ab12cd34",
             &typed(serde_json::json!({"js": {"undici": {"count": 0, "latency_histogram": null}}})),
         );
-        let out = render(&[(proc_rec(), None)], &c);
+        let out = render(&[(proc_rec(), None)], &c, &HubFigures { drops: &DropCounts::default(), admission: None });
         let name = "perf_process_http_client_request_duration_seconds";
         let (buckets, sum, count) = histogram_series(&out, name, "client=\"http\"");
         assert_eq!(buckets.len(), LATENCY_BUCKETS_MS.len() + 1, "{out}");

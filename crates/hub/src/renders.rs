@@ -59,5 +59,12 @@ fn render_flamegraph(
 ) -> Result<u64, perf_flamegraph::FlameError> {
     let fold = perf_flamegraph::fold_file(input)?;
     let opts = perf_flamegraph::RenderOptions { title: Some(title), ..Default::default() };
-    perf_flamegraph::write_svg(&fold, output, &opts)
+    let written = perf_flamegraph::write_svg(&fold, output, &opts)?;
+    // The renderer creates the file under the hub's umask (077); make the mode explicit anyway.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(crate::private_files::FILE_MODE);
+    if let Err(e) = std::fs::set_permissions(output, mode) {
+        tracing::warn!(path = %output.display(), error = %e, "cannot make the flame graph private");
+    }
+    Ok(written)
 }

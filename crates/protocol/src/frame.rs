@@ -74,17 +74,54 @@ fn check_json_depth(payload: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Largest frame a hub accepts before the peer has authenticated: every hello the hub accepts
+/// (labels of at most 4 KiB in all, 64 capabilities and 64 active commands of at most 64 bytes,
+/// hostname: ≈ 14 KiB of JSON at most) fits, and an unauthenticated peer can make the hub hold
+/// no more than this (plus one socket read) until the handshake timeout.
+pub const PRE_AUTH_MAX_FRAME_LEN: usize = 32 * 1024;
+
+/// Once a frame this big has been decoded, the buffer that held it is given back rather than
+/// kept for the connection's lifetime (20,000 links × one 4 MiB sample each would stay resident).
+const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
+
 /// Incremental decoder: feed it bytes with [`FrameDecoder::extend`], take frames with
-/// [`FrameDecoder::next_frame`]. It never buffers more than one maximal frame plus one read.
-#[derive(Debug, Default)]
+/// [`FrameDecoder::next_frame`]. It never buffers more than one frame of its limit plus one read.
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
+    max_frame_len: usize,
+    last_frame_len: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self { buf: Vec::new(), start: 0, max_frame_len: MAX_FRAME_LEN, last_frame_len: 0 }
+    }
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder refusing frames longer than `max` (at most [`MAX_FRAME_LEN`]).
+    pub fn with_max_frame_len(max: usize) -> Self {
+        Self { max_frame_len: max.min(MAX_FRAME_LEN), ..Self::default() }
+    }
+
+    /// Changes the limit for the frames still to come (e.g. raised once the peer authenticated).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.max_frame_len = max.min(MAX_FRAME_LEN);
+    }
+
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// Length (kind byte + payload) of the frame [`FrameDecoder::next_frame`] returned last.
+    pub fn last_frame_len(&self) -> usize {
+        self.last_frame_len
     }
 
     /// Adds received bytes.
@@ -109,10 +146,14 @@ impl FrameDecoder {
         if len == 0 {
             return Err(ProtocolError::EmptyFrame);
         }
-        if len > MAX_FRAME_LEN {
-            return Err(ProtocolError::FrameTooLarge { len, max: MAX_FRAME_LEN });
+        if len > self.max_frame_len {
+            return Err(ProtocolError::FrameTooLarge { len, max: self.max_frame_len });
         }
         if avail.len() < 4 + len {
+            // One allocation of the frame's size, not a doubling one: a peer that announces a
+            // frame makes us hold that frame, not twice it.
+            let missing = 4 + len - avail.len();
+            self.buf.reserve_exact(missing);
             return Ok(None);
         }
         let kind = avail[4];
@@ -126,14 +167,19 @@ impl FrameDecoder {
             other => return Err(ProtocolError::UnknownFrameKind(other)),
         };
         self.start += 4 + len;
+        self.last_frame_len = len;
         Ok(Some(frame))
     }
 
-    /// Drops consumed bytes so the buffer doesn't grow with the connection's lifetime.
+    /// Drops consumed bytes so the buffer doesn't grow with the connection's lifetime, and gives
+    /// back a big buffer once it is empty.
     fn compact(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER_CAPACITY {
+            self.buf = Vec::new();
         }
     }
 }
@@ -182,6 +228,48 @@ mod tests {
         let mut dec = FrameDecoder::new();
         dec.extend(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
         assert!(matches!(dec.next_frame(), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_lowered_limit_refuses_a_big_frame_from_its_header() {
+        let mut dec = FrameDecoder::with_max_frame_len(PRE_AUTH_MAX_FRAME_LEN);
+        dec.extend(&((PRE_AUTH_MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        assert!(matches!(dec.next_frame(), Err(ProtocolError::FrameTooLarge { max: PRE_AUTH_MAX_FRAME_LEN, .. })));
+        let mut dec = FrameDecoder::with_max_frame_len(16);
+        let mut bytes = Vec::new();
+        encode_data(&[1u8; 100], &mut bytes).expect("encode");
+        dec.extend(&bytes);
+        assert!(dec.next_frame().is_err(), "over the lowered limit");
+        let mut dec = FrameDecoder::with_max_frame_len(16);
+        dec.set_max_frame_len(MAX_FRAME_LEN);
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Ok(Some(Frame::Data(_)))), "raised again");
+        assert_eq!(dec.last_frame_len(), 101);
+    }
+
+    #[test]
+    fn an_announced_frame_is_buffered_at_its_size_not_doubled() {
+        let mut dec = FrameDecoder::new();
+        let len = (1usize << 20) + 1;
+        dec.extend(&(len as u32).to_be_bytes());
+        dec.extend(&[KIND_DATA]);
+        assert!(matches!(dec.next_frame(), Ok(None)));
+        for _ in 0..16 {
+            dec.extend(&[0u8; 60_000]);
+            let _ = dec.next_frame();
+        }
+        assert!(dec.buf.capacity() <= 4 + len + 60_000, "{}", dec.buf.capacity());
+    }
+
+    #[test]
+    fn a_big_buffer_is_given_back_after_its_frame() {
+        let mut dec = FrameDecoder::new();
+        let mut bytes = Vec::new();
+        encode_data(&vec![0u8; 1 << 20], &mut bytes).expect("encode");
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Ok(Some(Frame::Data(_)))));
+        dec.extend(&[]);
+        assert!(dec.buf.capacity() <= KEEP_BUFFER_CAPACITY);
     }
 
     #[test]

@@ -12,13 +12,35 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        Self::with_read_buffer(inner, 64 * 1024)
+        Self::with_read_buffer(inner, Self::DEFAULT_READ_BUFFER)
     }
 
     /// A reader whose socket reads go through a `bytes`-sized buffer (frames still up to the
     /// decoder's limit): many idle connections then cost little memory each.
     pub fn with_read_buffer(inner: R, bytes: usize) -> Self {
         Self { inner, decoder: FrameDecoder::new(), buf: vec![0u8; bytes.max(64)].into_boxed_slice() }
+    }
+
+    /// Default size of the buffer socket reads go through.
+    pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
+
+    /// Changes the size of the buffer socket reads go through (e.g. small until the peer
+    /// authenticated, then [`FrameReader::DEFAULT_READ_BUFFER`] for uploads).
+    pub fn set_read_buffer(&mut self, bytes: usize) {
+        let bytes = bytes.max(64);
+        if self.buf.len() != bytes {
+            self.buf = vec![0u8; bytes].into_boxed_slice();
+        }
+    }
+
+    /// Changes the largest frame accepted from now on (see [`FrameDecoder::set_max_frame_len`]).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.decoder.set_max_frame_len(max);
+    }
+
+    /// Length of the frame read last (kind byte + payload).
+    pub fn last_frame_len(&self) -> usize {
+        self.decoder.last_frame_len()
     }
 
     /// The next frame; `Err(Closed)` on a clean end of stream between frames.

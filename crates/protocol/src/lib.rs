@@ -20,7 +20,9 @@ pub mod message;
 pub mod metrics_sample;
 
 pub use capture::{capture_kind, AckPoint, CaptureKind, Executor, CAPTURE_KINDS};
-pub use frame::{encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use frame::{
+    encode_data, encode_message, Frame, FrameDecoder, FRAME_HEADER_LEN, MAX_FRAME_LEN, PRE_AUTH_MAX_FRAME_LEN,
+};
 pub use io::{FrameReader, FrameWriter};
 pub use message::*;
 pub use metrics_sample::*;

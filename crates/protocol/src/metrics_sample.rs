@@ -33,7 +33,8 @@
 //! Maps keyed by names the process chooses (`heap.spaces`, `gc.by_kind`, `resources`) stay maps:
 //! their keys come from V8/libuv and are few (≈ 10) in practice, but nothing in this type bounds
 //! them (nor `extra`): capping how many keys the hub keeps, stores and exports is the hub's job,
-//! not this type's. A whole frame is bounded by [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN).
+//! not this type's (perf-hub's `sample_limits`: at most 64 keys of at most 128 bytes per map, and
+//! samples over 64 KiB dropped). A whole frame is bounded by [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN).
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
