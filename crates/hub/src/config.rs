@@ -28,6 +28,18 @@ pub struct HubConfig {
     pub metrics_max_age_ms: u64,
     pub metrics_full_res_ms: u64,
     pub metrics_max_per_process: u32,
+
+    // ---- Operators' access to the HTTP API (issue 11, auth) ----
+    /// Session cookies carry `Secure`: set it when the HTTP port serves TLS.
+    pub secure_cookies: bool,
+    /// Failed authentications (401s) one source address may make in [`HubConfig::auth_failure_window_ms`];
+    /// beyond it, every request from that address is answered 429 until the window ends.
+    pub auth_failures_per_window: u32,
+    pub auth_failure_window_ms: u64,
+    /// Audit entries kept in `hub.db` (the newest); `audit.log` is rotated past `audit_log_max_bytes`
+    /// (one previous file, `audit.log.1`, is kept).
+    pub audit_keep_rows: i64,
+    pub audit_log_max_bytes: u64,
 }
 
 impl HubConfig {
@@ -48,6 +60,11 @@ impl HubConfig {
             metrics_max_age_ms: 7 * 24 * 3_600_000,
             metrics_full_res_ms: 3_600_000,
             metrics_max_per_process: 20_000,
+            secure_cookies: false,
+            auth_failures_per_window: 20,
+            auth_failure_window_ms: 60_000,
+            audit_keep_rows: crate::store::AUDIT_KEEP_ROWS,
+            audit_log_max_bytes: 64 << 20,
         }
     }
 

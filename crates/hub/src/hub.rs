@@ -14,6 +14,7 @@ use crate::audit::Audit;
 use crate::blobs::BlobStore;
 use crate::config::HubConfig;
 use crate::metrics::Metrics;
+use crate::operators::Operators;
 use crate::processes::Processes;
 use crate::renders::Renders;
 use crate::store::{Db, Store};
@@ -28,6 +29,8 @@ pub struct Hub {
     pub metrics: Metrics,
     pub audit: Audit,
     pub renders: Renders,
+    /// Operators' API tokens (verified on every request).
+    pub operators: Operators,
 }
 
 impl Hub {
@@ -39,7 +42,9 @@ impl Hub {
             processes: Processes::open(db.clone())?,
             artifacts: Artifacts::new(db.clone(), blobs),
             metrics: Metrics::new(db.clone()),
-            audit: Audit::open(db, &config.data_dir)?,
+            operators: Operators::new(db.clone(), &config.token),
+            audit: Audit::open(db, &config.data_dir)?
+                .with_retention(config.audit_keep_rows, config.audit_log_max_bytes),
             renders: Renders::default(),
             config,
         })

@@ -21,9 +21,11 @@ pub mod gateway;
 pub mod hub;
 pub mod ids;
 pub mod metrics;
+pub mod operators;
 pub mod processes;
 pub mod prometheus;
 pub mod renders;
+pub mod sessions;
 pub mod store;
 
 use std::net::SocketAddr;
