@@ -45,6 +45,20 @@
     return res;
   }
 
+  /** GET every page of a list route (its `Link: <…>; rel="next"` header), at most `maxPages`. */
+  async function all(path, maxPages = 20) {
+    const items = [];
+    for (let next = path, n = 0; next && n < maxPages; n++) {
+      const res = await api('GET', next);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(data.error || `${res.status}`);
+      items.push(...data);
+      const link = /^<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') || '');
+      next = link && link[1];
+    }
+    return items;
+  }
+
   async function json(method, path, body) {
     const res = await api(method, path, body);
     const data = await res.json().catch(() => ({}));
@@ -216,7 +230,7 @@
   async function drawMetrics() {
     if (!selected || typeof uPlot === 'undefined') return;
     const since = Date.now() - 30 * 60 * 1000;
-    const { data } = await json('GET', `/api/processes/${selected}/metrics?since=${since}`);
+    const data = await all(`/api/processes/${selected}/metrics?since=${since}`);
     const xs = data.map((s) => s.ts / 1000);
     charts.forEach((c) => c.destroy());
     charts = SERIES.map(([label, f]) => new uPlot(
@@ -228,7 +242,8 @@
     if (!signedIn) return;
     try {
       if (!KINDS.length) KINDS = (await json('GET', '/api/capture-kinds')).data;
-      const [{ data: procs }, { data: arts }] = await Promise.all([json('GET', '/api/processes'), json('GET', '/api/artifacts?limit=50')]);
+      const [procs, { data: arts }] = await Promise.all([all('/api/processes'), json('GET', '/api/artifacts?limit=50')]);
+      procs.sort((a, b) => b.last_seen.localeCompare(a.last_seen)); // the API pages in id order
       $('#login').hidden = true;
       $('#main').hidden = false;
       $('#logout').hidden = false;

@@ -191,7 +191,9 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     use perf_hub::operators::{self, NewToken, Role};
     let open = |dir: &std::path::Path| -> anyhow::Result<perf_hub::store::Store> {
         anyhow::ensure!(dir.is_dir(), "no data directory {}", dir.display());
-        perf_hub::store::Store::open(&dir.join("hub.db")).with_context(|| format!("opening {}/hub.db", dir.display()))
+        let path = dir.join("hub.db");
+        create_private_if_missing(&path)?;
+        perf_hub::store::Store::open(&path).with_context(|| format!("opening {}", path.display()))
     };
     match cmd {
         TokenCmd::Create(a) => {
@@ -341,6 +343,23 @@ fn generated_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     write_private(&path, &token)?;
     tracing::warn!(path = %path.display(), "no --token given: generated an operator token and wrote it there");
     Ok(token)
+}
+
+/// A new `hub.db` made by `perf-hub token` is the owner's only (SQLite gives its -wal and -shm
+/// files the database file's mode): it holds token hashes and upload tokens.
+fn create_private_if_missing(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -54,6 +54,12 @@ fn token_create_prints_the_token_last_and_list_never_shows_it() {
     assert!(run(&["revoke", "--data-dir", data, "ci"]).status.success());
     let out = run(&["revoke", "--data-dir", data, "nope"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no token named 'nope'"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("hub.db")).expect("hub.db").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a hub.db made by `token create` is the owner's only");
+    }
     // The database keeps the hash only.
     let conn = rusqlite::Connection::open(dir.path().join("hub.db")).expect("sqlite");
     let hash: String = conn.query_row("SELECT hash FROM tokens WHERE name = 'ci'", [], |r| r.get(0)).expect("row");
