@@ -607,13 +607,14 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ArtifactRecord>, StoreError> {
         let apps = apps_json(apps)?;
-        let (after_created, after_id) = after.map(|(c, i)| (Some(c.as_str()), Some(i.as_str()))).unwrap_or_default();
+        // Without a cursor, start above every key: the comparison stays a range on the index.
+        let (after_created, after_id) = after.map(|(c, i)| (c.as_str(), i.as_str())).unwrap_or(("\u{FFFF}", ""));
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, doc FROM artifacts
                  WHERE (?1 IS NULL OR process_id = ?1)
                    AND (?2 IS NULL OR json_extract(doc, '$.app') IN (SELECT value FROM json_each(?2)))
-                   AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
+                   AND (created_at, id) < (?3, ?4)
                  ORDER BY created_at DESC, id DESC LIMIT ?5",
             )?;
             let rows = st
@@ -853,6 +854,46 @@ mod tests {
         assert_eq!(kept.len(), 10);
         assert_eq!(kept.last().and_then(|v| v["ts"].as_u64()), Some(now), "the newest are kept");
         assert_eq!(s.latest_metric("p1").expect("latest").and_then(|v| v["ts"].as_u64()), Some(now));
+    }
+
+    #[test]
+    fn keyset_pages_cover_everything_once_even_with_equal_sort_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("hub.db")).expect("open");
+        for i in 0..25 {
+            let mut a = artifact(&format!("a{i:03}"), if i % 2 == 0 { "p1" } else { "p2" });
+            a.created_at = format!("2026-01-01T00:00:0{}.000Z", i / 10); // ties on created_at
+            if i % 5 == 0 {
+                a.app = "payments".into();
+            }
+            s.insert_artifact(&a).expect("insert");
+            s.insert_metric("p1", 1000 + (i / 3) as u64, &serde_json::json!({ "i": i })).expect("metric");
+        }
+        let mut seen = vec![];
+        let mut after = None;
+        loop {
+            let page = s.list_artifacts_page(None, None, after.as_ref(), 7).expect("page");
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at.clone(), last.id.clone()));
+            seen.extend(page.into_iter().map(|a| a.id));
+        }
+        let mut all: Vec<String> = (0..25).map(|i| format!("a{i:03}")).collect();
+        all.sort_by(|a, b| b.cmp(a)); // newest (highest created_at, then id) first
+        assert_eq!(seen, all);
+        let scoped = s.list_artifacts_page(None, Some(&["payments".to_string()]), None, 100).expect("scoped");
+        assert_eq!(scoped.len(), 5);
+        assert!(scoped.iter().all(|a| a.app == "payments"));
+        assert_eq!(s.list_artifacts_page(Some("p2"), None, None, 100).expect("of p2").len(), 12);
+
+        let mut samples = vec![];
+        let mut after = None;
+        loop {
+            let page = s.list_metrics_page("p1", 0, after, 4).expect("page");
+            let Some((key, _)) = page.last() else { break };
+            after = Some(*key);
+            samples.extend(page.into_iter().map(|(_, v)| v["i"].as_i64().expect("i")));
+        }
+        assert_eq!(samples, (0..25).collect::<Vec<i64>>(), "oldest first, ties in insertion order, once each");
     }
 
     #[test]

@@ -23,6 +23,7 @@ const SHARED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub struct FailedAuth {
     per_window: u32,
     window: Duration,
+    max_sources: usize,
     sources: Mutex<HashMap<IpAddr, Source>>,
 }
 
@@ -49,7 +50,7 @@ enum AuditStep {
 
 impl FailedAuth {
     pub fn new(per_window: u32, window: Duration) -> Self {
-        Self { per_window: per_window.max(1), window, sources: Mutex::new(HashMap::new()) }
+        Self { per_window: per_window.max(1), window, max_sources: MAX_SOURCES, sources: Mutex::new(HashMap::new()) }
     }
 
     /// `Some(seconds until the window ends)` if `ip` must be refused now (and counts it).
@@ -58,7 +59,7 @@ impl FailedAuth {
             let mut sources = self.sources.lock().ok()?;
             let key = match sources.contains_key(&ip) {
                 true => ip,
-                false if sources.len() >= MAX_SOURCES => SHARED,
+                false if sources.len() >= self.max_sources => SHARED,
                 false => return None,
             };
             let s = sources.get_mut(&key).filter(|s| s.started.elapsed() < self.window)?;
@@ -96,11 +97,11 @@ impl FailedAuth {
 
     /// The key `ip` is counted under: itself, or the shared bucket when the map is full.
     fn slot(&self, sources: &mut HashMap<IpAddr, Source>, ip: IpAddr) -> IpAddr {
-        if sources.contains_key(&ip) || sources.len() < MAX_SOURCES {
+        if sources.contains_key(&ip) || sources.len() < self.max_sources {
             return ip;
         }
         sources.retain(|_, s| s.started.elapsed() < self.window);
-        if sources.len() < MAX_SOURCES {
+        if sources.len() < self.max_sources {
             ip
         } else {
             SHARED
@@ -146,4 +147,41 @@ fn update(s: &Source, to_log: bool) -> AuditStep {
         rec.result = "401, then 429".into();
     }
     AuditStep::Update { seq: *seq, rec, to_log }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, Store};
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    #[tokio::test]
+    async fn a_source_is_refused_after_its_failures_and_the_map_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit =
+            Audit::open(Db::new(Store::open(&dir.path().join("hub.db")).expect("store")), dir.path()).expect("audit");
+        let mut limiter = FailedAuth::new(3, Duration::from_secs(600));
+        limiter.max_sources = 2;
+        for _ in 0..3 {
+            assert_eq!(limiter.refused(ip(1), &audit).await, None);
+            limiter.failed(ip(1), &audit).await;
+        }
+        assert!(limiter.refused(ip(1), &audit).await.is_some(), "blocked after 3 failures");
+        assert_eq!(limiter.refused(ip(2), &audit).await, None, "another source is not");
+        // Past the bound, new sources share one bucket instead of growing the map.
+        for last in 2..50 {
+            limiter.failed(ip(last), &audit).await;
+        }
+        assert!(limiter.sources.lock().expect("lock").len() <= 3);
+        assert!(limiter.refused(ip(49), &audit).await.is_some(), "the shared bucket is limited too");
+        let entries = audit.list(1000).await.expect("audit");
+        let mine: Vec<_> = entries.iter().filter(|e| e.actor == "unauthenticated@10.0.0.1").collect();
+        assert_eq!(mine.len(), 1, "one aggregated entry");
+        assert_eq!(mine[0].detail["failures"], 3);
+        assert_eq!(mine[0].detail["refused"], 1);
+        assert!(entries.len() <= 3, "{} entries for 49 sources", entries.len());
+    }
 }

@@ -585,4 +585,20 @@ mod tests {
         assert!(command_kind(&req("perf_flamegraph", Some(601))).unwrap_err().contains("between 1 and 600"));
         assert!(command_kind(&req("rm -rf", None)).unwrap_err().contains("unknown command kind"));
     }
+
+    #[test]
+    fn sampling_parameters_are_bounded() {
+        let with = |kind: &str, f: &dyn Fn(&mut CommandRequest)| {
+            let mut r = req(kind, Some(1));
+            f(&mut r);
+            command_kind(&r)
+        };
+        assert!(with("heap_sampling", &|r| r.interval_bytes = Some(1)).unwrap_err().contains("interval_bytes"));
+        assert!(with("heap_sampling", &|r| r.interval_bytes = Some(32768)).is_ok());
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(0)).unwrap_err().contains("interval_us"));
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(1_000_001)).is_err());
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(100)).is_ok());
+        assert!(with("perf_flamegraph", &|r| r.frequency = Some(0)).unwrap_err().contains("frequency"));
+        assert!(with("perf_flamegraph", &|r| r.frequency = Some(99)).is_ok());
+    }
 }
