@@ -4,9 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startHub, startApp, hubEnv, processByPid, tempDir, cleanup, TOKEN } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, tempDir, cleanup, TOKEN, HUB_BIN } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 let hub, app, browser, shots;
@@ -110,5 +111,22 @@ test('console: the session is an HttpOnly SameSite=Strict cookie, no token in st
   await page.reload();
   await page.waitForSelector('#login:not([hidden])');
   assert.deepEqual(problems, [], 'no CSP violations');
+  await context.close();
+});
+
+test('console: a viewer token signs in to a read-only console (no capture, no download)', async () => {
+  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', 'console-viewer', '--role', 'viewer'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const viewer = out.trim().split(/\s+/).pop();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(hub.url('/'));
+  await page.fill('#token', viewer);
+  await page.click('#login button[type=submit]');
+  const row = `#processes tr:has-text("${app.child.pid}")`;
+  await page.waitForSelector(row);
+  assert.match(await page.textContent('#whoami'), /token:console-viewer \(viewer\)/);
+  assert.ok(await page.isDisabled(`${row} button[data-kind=cpu_profile]`), 'no captures for a viewer');
+  await page.waitForSelector('#artifacts tr[data-status=ready]:has-text("cpu_profile") button:has-text("Flame graph")');
+  assert.equal(await page.locator('#artifacts button:has-text("Download")').count(), 0, 'no downloads for a viewer');
   await context.close();
 });

@@ -8,6 +8,10 @@
   let KINDS = [];
   const kindOf = (name) => KINDS.find((k) => k.name === name) || {};
   let signedIn = false;
+  // Who signed in: {name, role, apps}. Buttons a role can't use are not offered.
+  let me = { role: 'viewer' };
+  const RANK = { viewer: 0, operator: 1, admin: 2 };
+  const may = (role) => RANK[me.role] >= RANK[role];
   let selected = null;
   let charts = [];
 
@@ -95,7 +99,7 @@
 
   function processRow(p) {
     const buttons = KINDS.filter((k) => p.capabilities.includes(k.name)).map(({ name, label }) =>
-      el('button', { disabled: !p.connected, 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
+      el('button', { disabled: !p.connected || !may('operator'), 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
     const state = p.state === 'blocked' ? `blocked ${(p.blocked_ms / 1000).toFixed(1)}s` : p.state;
     return el('tr', { 'data-id': p.id, class: selected === p.id ? 'selected' : '', onclick: () => selectProcess(p) },
       el('td', {}, p.app),
@@ -192,7 +196,8 @@
     const details = a.error ? el('span', { class: 'error' }, a.error) : (a.notes || []).join(' ');
     const actions = [];
     if (a.status === 'ready') {
-      actions.push(el('button', { onclick: () => download(a) }, 'Download'));
+      // Raw heap snapshots hold the app's secrets: admins only.
+      if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { onclick: () => download(a) }, 'Download'));
       if (kindOf(a.kind).flamegraph) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
       if (kindOf(a.kind).heap_analysis) {
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
@@ -259,6 +264,7 @@
 
   function showSignedIn(who) {
     signedIn = true;
+    me = who;
     $('#whoami').textContent = `${who.name} (${who.role}${who.apps ? `: ${who.apps.join(', ')}` : ''})`;
     refresh();
   }

@@ -241,7 +241,6 @@ async fn console_asset(Path(file): Path<String>) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProcessQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -523,7 +522,6 @@ async fn capture_kinds() -> Json<&'static [perf_protocol::CaptureKind]> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
