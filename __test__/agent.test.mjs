@@ -180,7 +180,7 @@ test('every command is on the audit trail with who, what and when', async () => 
   const audit = (await api(fx.hub, 'GET', '/api/audit')).body;
   const entry = audit.find((x) => x.action === 'command.request' && x.detail.artifact === art.id);
   assert.ok(entry, 'command audited');
-  assert.match(entry.actor, /^operator@127\.0\.0\.1/);
+  assert.match(entry.actor, /^bootstrap@127\.0\.0\.1/);
   assert.match(entry.ts, /^\d{4}-\d\d-\d\dT/);
   assert.ok(audit.some((x) => x.action === 'artifact.download' && x.target === art.id));
 });

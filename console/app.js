@@ -1,12 +1,17 @@
-// perf-hub console: plain JS over the HTTP API (no build step). The operator token stays in
-// sessionStorage and goes in the Authorization header of every call.
+// perf-hub console: plain JS over the HTTP API (no build step). The operator signs in once with
+// a token (POST /api/session); the hub answers with an HttpOnly session cookie that the browser
+// sends with every call. The token itself is never stored in the page.
 (() => {
   'use strict';
   const $ = (s) => document.querySelector(s);
   // Capture kinds (label, timed, flame graph, heap analysis) come from the hub's one table.
   let KINDS = [];
   const kindOf = (name) => KINDS.find((k) => k.name === name) || {};
-  let token = sessionStorage.getItem('perf-hub-token') || '';
+  let signedIn = false;
+  // Who signed in: {name, role, apps}. Buttons a role can't use are not offered.
+  let me = { role: 'viewer' };
+  const RANK = { viewer: 0, operator: 1, admin: 2 };
+  const may = (role) => RANK[me.role] >= RANK[role];
   let selected = null;
   let charts = [];
 
@@ -31,17 +36,31 @@
   async function api(method, path, body) {
     const res = await fetch(path, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      credentials: 'same-origin',
+      headers: body ? { 'content-type': 'application/json' } : {},
       body: body ? JSON.stringify(body) : undefined,
     });
     if (res.status === 401) {
-      // Forget the token so the refresh loop doesn't keep asking with it.
-      token = '';
-      sessionStorage.removeItem('perf-hub-token');
-      showLogin('Wrong or missing token.');
+      // The session ended (signed out elsewhere, token revoked, hub restarted).
+      if (signedIn) showLogin('Signed out: sign in again.');
+      signedIn = false;
       throw new Error('unauthorized');
     }
     return res;
+  }
+
+  /** GET every page of a list route (its `Link: <…>; rel="next"` header), at most `maxPages`. */
+  async function all(path, maxPages = 20) {
+    const items = [];
+    for (let next = path, n = 0; next && n < maxPages; n++) {
+      const res = await api('GET', next);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(data.error || `${res.status}`);
+      items.push(...data);
+      const link = /^<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') || '');
+      next = link && link[1];
+    }
+    return items;
   }
 
   async function json(method, path, body) {
@@ -80,7 +99,7 @@
 
   function processRow(p) {
     const buttons = KINDS.filter((k) => p.capabilities.includes(k.name)).map(({ name, label }) =>
-      el('button', { disabled: !p.connected, 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
+      el('button', { disabled: !p.connected || !may('operator'), 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
     const state = p.state === 'blocked' ? `blocked ${(p.blocked_ms / 1000).toFixed(1)}s` : p.state;
     return el('tr', { 'data-id': p.id, class: selected === p.id ? 'selected' : '', onclick: () => selectProcess(p) },
       el('td', {}, p.app),
@@ -159,14 +178,14 @@
   }
 
   async function showFlamegraph(a) {
-    const res = await api('GET', `/api/artifacts/${a.id}/flamegraph.svg`);
-    if (!res.ok) return toast(`flame graph: ${(await res.json().catch(() => ({}))).error || res.status}`, true);
+    const path = `/api/artifacts/${a.id}/flamegraph.svg`;
+    // Ask first, so an error is a message rather than an error page in the frame.
+    const res = await api('HEAD', path);
+    if (!res.ok) return toast(`flame graph: ${res.status}`, true);
     openViewer(`Flame graph · ${a.kind} · ${a.app}`, { frame: true });
-    // A blob URL keeps the SVG a standalone document, so inferno's zoom/search script works.
-    const frame = $('#viewer-frame');
-    if (frame.dataset.url) URL.revokeObjectURL(frame.dataset.url);
-    frame.dataset.url = URL.createObjectURL(new Blob([await res.text()], { type: 'image/svg+xml' }));
-    frame.src = frame.dataset.url;
+    // The SVG is a standalone document (inferno's zoom/search script works) with its own
+    // sandboxing policy from the hub; the session cookie unlocks it.
+    $('#viewer-frame').src = path;
   }
 
   function artifactRow(a, procs, arts) {
@@ -177,7 +196,8 @@
     const details = a.error ? el('span', { class: 'error' }, a.error) : (a.notes || []).join(' ');
     const actions = [];
     if (a.status === 'ready') {
-      actions.push(el('button', { onclick: () => download(a) }, 'Download'));
+      // Raw heap snapshots hold the app's secrets: admins only.
+      if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { onclick: () => download(a) }, 'Download'));
       if (kindOf(a.kind).flamegraph) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
       if (kindOf(a.kind).heap_analysis) {
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
@@ -215,7 +235,7 @@
   async function drawMetrics() {
     if (!selected || typeof uPlot === 'undefined') return;
     const since = Date.now() - 30 * 60 * 1000;
-    const { data } = await json('GET', `/api/processes/${selected}/metrics?since=${since}`);
+    const data = await all(`/api/processes/${selected}/metrics?since=${since}`);
     const xs = data.map((s) => s.ts / 1000);
     charts.forEach((c) => c.destroy());
     charts = SERIES.map(([label, f]) => new uPlot(
@@ -224,10 +244,11 @@
   }
 
   async function refresh() {
-    if (!token) return showLogin();
+    if (!signedIn) return;
     try {
       if (!KINDS.length) KINDS = (await json('GET', '/api/capture-kinds')).data;
-      const [{ data: procs }, { data: arts }] = await Promise.all([json('GET', '/api/processes'), json('GET', '/api/artifacts?limit=50')]);
+      const [procs, { data: arts }] = await Promise.all([all('/api/processes'), json('GET', '/api/artifacts?limit=50')]);
+      procs.sort((a, b) => b.last_seen.localeCompare(a.last_seen)); // the API pages in id order
       $('#login').hidden = true;
       $('#main').hidden = false;
       $('#logout').hidden = false;
@@ -241,19 +262,38 @@
     }
   }
 
-  $('#login').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    token = $('#token').value.trim();
-    sessionStorage.setItem('perf-hub-token', token);
+  function showSignedIn(who) {
+    signedIn = true;
+    me = who;
+    $('#whoami').textContent = `${who.name} (${who.role}${who.apps ? `: ${who.apps.join(', ')}` : ''})`;
     refresh();
+  }
+
+  $('#login').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const field = $('#token');
+    const res = await fetch('/api/session', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: field.value.trim() }),
+    });
+    field.value = ''; // the cookie stands for it from now on
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return toast(res.status === 401 ? 'Wrong or missing token.' : data.error || `sign-in: ${res.status}`, true);
+    showSignedIn(data);
   });
-  $('#logout').addEventListener('click', () => {
-    token = '';
-    sessionStorage.removeItem('perf-hub-token');
+  $('#logout').addEventListener('click', async () => {
+    signedIn = false;
+    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' }).catch(() => {});
+    $('#whoami').textContent = '';
     showLogin();
   });
   $('#viewer-close').addEventListener('click', () => { $('#viewer').hidden = true; });
-  refresh();
+  // Already signed in (a cookie from before)? Otherwise show the sign-in form.
+  fetch('/api/session', { credentials: 'same-origin' })
+    .then(async (res) => (res.ok ? showSignedIn(await res.json()) : showLogin()))
+    .catch(() => showLogin());
   setInterval(refresh, 2000);
   setInterval(drawMetrics, 10000);
 })();

@@ -202,6 +202,18 @@ impl Artifacts {
         self.db.run(move |s| s.list_artifacts(process_id.as_deref(), only_unfinished, limit)).await
     }
 
+    /// A page of artifacts, newest first, after `after` (the API's keyset pagination), optionally
+    /// of one process, only of `apps` when given.
+    pub async fn page(
+        &self,
+        process_id: Option<String>,
+        apps: Option<Vec<String>>,
+        after: Option<crate::store::ArtifactCursor>,
+        limit: u32,
+    ) -> Result<Vec<ArtifactRecord>, StoreError> {
+        self.db.run(move |s| s.list_artifacts_page(process_id.as_deref(), apps.as_deref(), after.as_ref(), limit)).await
+    }
+
     /// Applies `t` to artifact `id` if it starts from an allowed state; `process_id`, when
     /// given, must own the artifact (messages from agents). Returns the new record.
     pub async fn transition(

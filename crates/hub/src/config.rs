@@ -43,6 +43,7 @@ pub struct HubConfig {
     pub http_max_connections: usize,
     /// A TLS handshake (either port) must finish within this time.
     pub tls_handshake_timeout_ms: u64,
+
     // ---- Agent gateway: admission and intake limits (issue 11, findings 2, 7, 9) ----
     /// Most agent connections at once (control links and uploads); `None`: the open-file limit
     /// (raised to its hard limit at start) minus [`crate::admission::FD_RESERVE`] kept for the
@@ -58,6 +59,18 @@ pub struct HubConfig {
     /// Metrics samples per second one link may send (sustained, and in a burst).
     pub samples_per_sec: f64,
     pub sample_burst: f64,
+
+    // ---- Operators' access to the HTTP API (issue 11, auth) ----
+    /// Session cookies carry `Secure`: set it when the HTTP port serves TLS.
+    pub secure_cookies: bool,
+    /// Failed authentications (401s) one source address may make in [`HubConfig::auth_failure_window_ms`];
+    /// beyond it, every request from that address is answered 429 until the window ends.
+    pub auth_failures_per_window: u32,
+    pub auth_failure_window_ms: u64,
+    /// Audit entries kept in `hub.db` (the newest); `audit.log` is rotated past `audit_log_max_bytes`
+    /// (one previous file, `audit.log.1`, is kept).
+    pub audit_keep_rows: i64,
+    pub audit_log_max_bytes: u64,
 }
 
 impl HubConfig {
@@ -94,6 +107,11 @@ impl HubConfig {
             // Agents send one every 5 s by default; tests and tuned agents as often as 10/s.
             samples_per_sec: 10.0,
             sample_burst: 50.0,
+            secure_cookies: false,
+            auth_failures_per_window: 20,
+            auth_failure_window_ms: 60_000,
+            audit_keep_rows: crate::store::AUDIT_KEEP_ROWS,
+            audit_log_max_bytes: 64 << 20,
         }
     }
 

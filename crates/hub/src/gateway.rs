@@ -234,7 +234,7 @@ async fn control_session(
     }
     let Some(Proven { hub_proof }) = authenticate(&hub, &mut reader, &mut writer, &hello).await? else {
         let detail = serde_json::json!({"pid": hello.pid, "hostname": hello.hostname});
-        hub.audit.record(&format!("agent@{remote}"), "agent.auth_failed", &hello.app, detail, "denied").await;
+        hub.audit.record_failure("agent", "agent.auth_failed", remote.ip(), &hello.app, detail).await;
         return send_error(&mut writer, ErrorCode::AuthFailed, "authentication failed: unknown app or wrong secret")
             .await;
     };

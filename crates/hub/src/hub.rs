@@ -15,6 +15,7 @@ use crate::audit::Audit;
 use crate::blobs::BlobStore;
 use crate::config::HubConfig;
 use crate::metrics::Metrics;
+use crate::operators::Operators;
 use crate::processes::Processes;
 use crate::renders::Renders;
 use crate::store::{Db, Store};
@@ -34,6 +35,8 @@ pub struct Hub {
     pub metrics: Metrics,
     pub audit: Audit,
     pub renders: Renders,
+    /// Operators' API tokens (verified on every request).
+    pub operators: Operators,
 }
 
 impl Hub {
@@ -49,7 +52,9 @@ impl Hub {
             agent_refusals: crate::throttle::Throttle::new(std::time::Duration::from_secs(60)),
             processes: Processes::open(db.clone())?,
             artifacts: Artifacts::open(db.clone(), blobs)?,
-            audit: Audit::open(db, &config.data_dir)?,
+            operators: Operators::new(db.clone(), &config.token),
+            audit: Audit::open(db, &config.data_dir)?
+                .with_retention(config.audit_keep_rows, config.audit_log_max_bytes),
             renders: Renders::default(),
             config,
         })

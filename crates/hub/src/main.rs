@@ -30,6 +30,52 @@ enum Cmd {
     Analyze(AnalyzeArgs),
     /// Compare two heap snapshots of one process: what grew, which objects are new.
     Diff(DiffArgs),
+    /// Operators' API tokens: create, list, revoke (also while the hub runs).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once, as the last word of the output (only its hash is kept).
+    Create(TokenCreateArgs),
+    /// List tokens: name, role, apps, created, expires, revoked (never the token).
+    List(TokenDirArgs),
+    /// Revoke a token: the hub refuses it from the next request on.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenDirArgs {
+    /// The hub's data directory (where hub.db is).
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct TokenCreateArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Name shown in the audit (`token:NAME@IP`): 1-64 of A-Z a-z 0-9 - _ .
+    #[arg(long)]
+    name: String,
+    /// viewer, operator or admin.
+    #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+    role: String,
+    /// Limit the token to these apps (comma-separated); default: every app.
+    #[arg(long, value_delimiter = ',')]
+    apps: Vec<String>,
+    /// The token stops working this many days from now.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    expires_days: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct TokenRevokeArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The token's name.
+    name: String,
 }
 
 #[derive(clap::Args)]
@@ -150,7 +196,52 @@ fn main() -> anyhow::Result<()> {
         Cmd::Flamegraph(a) => std::process::exit(flamegraph(a)),
         Cmd::Analyze(a) => std::process::exit(heap_cli("analyze", vec![a.file], a.heap)),
         Cmd::Diff(a) => std::process::exit(heap_cli("diff", vec![a.before, a.after], a.heap)),
+        Cmd::Token(t) => token(t),
     }
+}
+
+/// `perf-hub token …`: works on `DATA_DIR/hub.db` directly (WAL and a busy timeout let it do
+/// so next to a running hub, which reads the table on every request).
+fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    use perf_hub::operators::{self, NewToken, Role};
+    let open = |dir: &std::path::Path| -> anyhow::Result<perf_hub::store::Store> {
+        anyhow::ensure!(dir.is_dir(), "no data directory {}", dir.display());
+        let path = dir.join("hub.db");
+        create_private_if_missing(&path)?;
+        perf_hub::store::Store::open(&path).with_context(|| format!("opening {}", path.display()))
+    };
+    match cmd {
+        TokenCmd::Create(a) => {
+            let store = open(&a.data_dir)?;
+            let role = Role::parse(&a.role).context("role must be viewer, operator or admin")?;
+            let expires_at = a.expires_days.map(operators::expiry_in_days).transpose()?;
+            let new = NewToken { name: a.name.clone(), role, apps: a.apps, expires_at };
+            let token = operators::create(&store, new)?;
+            println!("Created {role} token '{}'. It is shown only now; keep it secret:\n{token}", a.name);
+        }
+        TokenCmd::List(a) => {
+            let tokens = operators::list(&open(&a.data_dir)?)?;
+            println!("{:<24} {:<8} {:<24} {:<24} {:<24} REVOKED", "NAME", "ROLE", "APPS", "CREATED", "EXPIRES");
+            for t in tokens {
+                let apps = if t.apps.is_empty() { "*".to_string() } else { t.apps.join(",") };
+                let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<8} {:<24} {:<24} {:<24} {}",
+                    t.name,
+                    t.role,
+                    apps,
+                    t.created_at,
+                    or_dash(t.expires_at),
+                    or_dash(t.revoked_at)
+                );
+            }
+        }
+        TokenCmd::Revoke(a) => {
+            operators::revoke(&open(&a.data_dir)?, &a.name)?;
+            println!("Revoked token '{}'.", a.name);
+        }
+    }
+    Ok(())
 }
 
 fn flamegraph(a: FlamegraphArgs) -> i32 {
@@ -310,6 +401,23 @@ fn generated_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     write_private(&path, &token)?;
     tracing::warn!(path = %path.display(), "no --token given: generated an operator token and wrote it there");
     Ok(token)
+}
+
+/// A new `hub.db` made by `perf-hub token` is the owner's only (SQLite gives its -wal and -shm
+/// files the database file's mode): it holds token hashes and upload tokens.
+fn create_private_if_missing(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -104,6 +104,19 @@ impl Metrics {
         self.db.run(move |s| s.list_metrics(&id, since_ms, limit)).await
     }
 
+    /// A page of samples of a process since `since_ms`, oldest first, after `after`, each with
+    /// its cursor (the API's keyset pagination).
+    pub async fn history_page(
+        &self,
+        process_id: &str,
+        since_ms: u64,
+        after: Option<crate::store::MetricCursor>,
+        limit: u32,
+    ) -> Result<Vec<(crate::store::MetricCursor, serde_json::Value)>, StoreError> {
+        let id = process_id.to_string();
+        self.db.run(move |s| s.list_metrics_page(&id, since_ms, after, limit)).await
+    }
+
     /// Every process with its latest sample, read back into the typed sample (one query).
     pub async fn latest_of_all(&self) -> Result<Vec<(ProcessRecord, Option<MetricsSample>)>, StoreError> {
         self.flush().await;
@@ -112,9 +125,12 @@ impl Metrics {
     }
 
     /// `/metrics` in Prometheus text format.
-    pub async fn prometheus_text(&self) -> Result<String, StoreError> {
+    /// Only the processes `visible` admits are rendered (an app-scoped token's view).
+    pub async fn prometheus_text(&self, visible: impl Fn(&ProcessRecord) -> bool) -> Result<String, StoreError> {
+        let mut all = self.latest_of_all().await?;
+        all.retain(|(p, _)| visible(p));
         let hub = HubFigures { drops: &self.drops, admission: self.admission.as_deref() };
-        Ok(crate::prometheus::render(&self.latest_of_all().await?, &self.counters, &hub))
+        Ok(crate::prometheus::render(&all, &self.counters, &hub))
     }
 
     /// Applies the history bounds of `config`.

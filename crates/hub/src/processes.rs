@@ -176,6 +176,19 @@ impl Processes {
         Ok(all)
     }
 
+    /// A page of processes in id order after `after_id`, only of `apps` when given (the API's
+    /// keyset pagination and app scope).
+    pub async fn page(
+        &self,
+        apps: Option<Vec<String>>,
+        after_id: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        let mut page = self.db.run(move |s| s.list_processes_page(apps.as_deref(), after_id.as_deref(), limit)).await?;
+        self.overlay_live(&mut page);
+        Ok(page)
+    }
+
     /// A live link knows better than the stored record: it is connected, in the state and with
     /// the heartbeat it last reported (also if a stale write raced its registration).
     fn overlay_live(&self, records: &mut [ProcessRecord]) {

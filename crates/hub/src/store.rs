@@ -230,6 +230,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 1: the schema of perf-hub 0.1.0 (which had no version table). `IF NOT EXISTS` makes it
     // a no-op on such a database and the creation of a new one.
     (1, SCHEMA_V1),
+    // 2: operators' API tokens (only their SHA-256 is kept) and the keyset-pagination index of
+    // the artifact list.
+    (2, SCHEMA_V2),
 ];
 
 const SCHEMA_V1: &str = "
@@ -246,6 +249,52 @@ CREATE INDEX IF NOT EXISTS metrics_by_process ON metrics(process_id, ts_ms);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, doc TEXT NOT NULL);
 ";
+
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, apps TEXT NOT NULL,
+    created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT);
+CREATE INDEX IF NOT EXISTS artifacts_by_created ON artifacts(created_at, id);
+";
+
+/// An operator API token as stored: its hash, never the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRow {
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub role: String,
+    /// The apps the token is limited to; empty: every app.
+    pub apps: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// Where a page of artifacts starts: after this `(created_at, id)` (newest first).
+pub type ArtifactCursor = (String, String);
+/// Where a page of metric samples starts: after this `(ts_ms, rowid)` (oldest first).
+pub type MetricCursor = (i64, i64);
+
+/// Audit rows kept in the table by default; older ones are deleted as new ones arrive.
+pub const AUDIT_KEEP_ROWS: i64 = 100_000;
+
+/// Parses a JSON document of a row, or logs it and says `None`: one damaged row (a bad write,
+/// a downgrade) must not hide every other record or stop the hub.
+fn parse_row<T: serde::de::DeserializeOwned>(table: &str, key: &str, doc: &str) -> Option<T> {
+    match serde_json::from_str(doc) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(table, key, error = %e, "store: skipping a row that does not parse");
+            None
+        }
+    }
+}
+
+/// `apps` as the JSON array the scoped queries compare against (`NULL`: no scope).
+fn apps_json(apps: Option<&[String]>) -> Result<Option<String>, StoreError> {
+    Ok(apps.map(serde_json::to_string).transpose()?)
+}
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -284,15 +333,16 @@ impl Store {
         self.with(|c| {
             let doc: Option<String> =
                 c.query_row("SELECT doc FROM processes WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
-            Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+            Ok(doc.and_then(|d| parse_row("processes", id, &d)))
         })
     }
 
     pub fn list_processes(&self) -> Result<Vec<ProcessRecord>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT doc FROM processes ORDER BY last_seen DESC")?;
-            let docs = st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+            let mut st = c.prepare("SELECT id, doc FROM processes ORDER BY last_seen DESC")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.iter().filter_map(|(id, d)| parse_row("processes", id, d)).collect())
         })
     }
 
@@ -344,15 +394,17 @@ impl Store {
     ) -> Result<Vec<ArtifactRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT doc FROM artifacts
+                "SELECT id, doc FROM artifacts
                  WHERE (?1 IS NULL OR process_id = ?1)
                    AND (?2 = 0 OR status NOT IN ('ready', 'failed'))
                  ORDER BY created_at DESC, id LIMIT ?3",
             )?;
-            let docs = st
-                .query_map(params![process_id, only_unfinished as i32, limit], |r| r.get::<_, String>(0))?
+            let rows = st
+                .query_map(params![process_id, only_unfinished as i32, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            docs.iter().map(|d| parse_stored(d)).collect()
+            Ok(rows.iter().filter_map(|(id, d)| parse_stored_row(id, d)).collect())
         })
     }
 
@@ -402,7 +454,7 @@ impl Store {
             let docs = st
                 .query_map(params![process_id, since_ms as i64, limit], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+            Ok(docs.iter().filter_map(|d| parse_row("metrics", process_id, d)).collect())
         })
     }
 
@@ -420,7 +472,7 @@ impl Store {
             let rows = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(|(p, m)| Ok((serde_json::from_str(&p)?, m))).collect()
+            Ok(rows.into_iter().filter_map(|(p, m)| Some((parse_row("processes", "?", &p)?, m))).collect())
         })
     }
 
@@ -475,20 +527,194 @@ impl Store {
     }
 
     pub fn insert_audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        self.insert_audit_keeping(a, AUDIT_KEEP_ROWS).map(|_| ())
+    }
+
+    pub fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.list_audit_page(None, limit)?.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// Inserts an audit entry and returns its sequence number; keeps the newest `keep` rows
+    /// (the rest are deleted in batches, so a flood can't grow the table without bound).
+    pub fn insert_audit_keeping(&self, a: &AuditRecord, keep: i64) -> Result<i64, StoreError> {
         let doc = serde_json::to_string(a)?;
         self.with(|c| {
             c.execute("INSERT INTO audit (ts, doc) VALUES (?1, ?2)", params![a.ts, doc])?;
+            let seq = c.last_insert_rowid();
+            // Every 100th insert trims: the cost of the DELETE is spread, and the table stays
+            // within `keep + 100` rows.
+            if seq % 100 == 0 {
+                c.execute("DELETE FROM audit WHERE seq <= ?1", params![seq - keep.max(1)])?;
+            }
+            Ok(seq)
+        })
+    }
+
+    /// Replaces the document of audit entry `seq` (an aggregated entry whose count grew).
+    pub fn update_audit(&self, seq: i64, a: &AuditRecord) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(a)?;
+        self.with(|c| {
+            c.execute("UPDATE audit SET doc = ?2 WHERE seq = ?1", params![seq, doc])?;
             Ok(())
         })
     }
 
-    pub fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+    /// Audit entries older than `before_seq` (all when `None`), newest first, with their
+    /// sequence numbers (the pagination cursor).
+    pub fn list_audit_page(&self, before_seq: Option<i64>, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT doc FROM audit ORDER BY seq DESC LIMIT ?1")?;
-            let docs = st.query_map(params![limit], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-            docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+            let mut st = c.prepare("SELECT seq, doc FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
+            let rows = st
+                .query_map(params![before_seq.unwrap_or(i64::MAX), limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.into_iter().filter_map(|(seq, d)| Some((seq, parse_row("audit", &seq.to_string(), &d)?))).collect())
         })
     }
+
+    /// Processes in id order after `after_id`, at most `limit`, only of `apps` when given.
+    /// Id order is stable while records change, so following pages never repeats or skips one.
+    pub fn list_processes_page(
+        &self,
+        apps: Option<&[String]>,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        let apps = apps_json(apps)?;
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, doc FROM processes WHERE id > ?1
+                   AND (?2 IS NULL OR json_extract(doc, '$.app') IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = st
+                .query_map(params![after_id.unwrap_or(""), apps, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.iter().filter_map(|(id, d)| parse_row("processes", id, d)).collect())
+        })
+    }
+
+    /// Artifacts newest first after `after` (a `(created_at, id)` of the previous page), at most
+    /// `limit`, optionally of one process, only of `apps` when given.
+    pub fn list_artifacts_page(
+        &self,
+        process_id: Option<&str>,
+        apps: Option<&[String]>,
+        after: Option<&ArtifactCursor>,
+        limit: u32,
+    ) -> Result<Vec<ArtifactRecord>, StoreError> {
+        let apps = apps_json(apps)?;
+        // Without a cursor, start above every key: the comparison stays a range on the index.
+        let (after_created, after_id) = after.map(|(c, i)| (c.as_str(), i.as_str())).unwrap_or(("\u{FFFF}", ""));
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, doc FROM artifacts
+                 WHERE (?1 IS NULL OR process_id = ?1)
+                   AND (?2 IS NULL OR json_extract(doc, '$.app') IN (SELECT value FROM json_each(?2)))
+                   AND (created_at, id) < (?3, ?4)
+                 ORDER BY created_at DESC, id DESC LIMIT ?5",
+            )?;
+            let rows = st
+                .query_map(params![process_id, apps, after_created, after_id, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.iter().filter_map(|(id, d)| parse_stored_row(id, d)).collect())
+        })
+    }
+
+    /// Samples of a process since `since_ms`, oldest first, after `after` (the `(ts_ms, rowid)`
+    /// of the previous page's last sample), at most `limit`, each with its cursor.
+    pub fn list_metrics_page(
+        &self,
+        process_id: &str,
+        since_ms: u64,
+        after: Option<MetricCursor>,
+        limit: u32,
+    ) -> Result<Vec<(MetricCursor, serde_json::Value)>, StoreError> {
+        let (after_ts, after_row) = after.unwrap_or((i64::MIN, i64::MIN));
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT ts_ms, rowid, doc FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2
+                   AND (ts_ms, rowid) > (?3, ?4)
+                 ORDER BY ts_ms, rowid LIMIT ?5",
+            )?;
+            let rows = st
+                .query_map(
+                    params![process_id, since_ms.min(i64::MAX as u64) as i64, after_ts, after_row, limit],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(ts, row, d)| Some(((ts, row), parse_row("metrics", process_id, &d)?)))
+                .collect())
+        })
+    }
+
+    // ---- operator tokens ----
+
+    /// Stores a new token; `false` if one of that name exists (revoked ones keep their name).
+    pub fn insert_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
+        let apps = serde_json::to_string(&t.apps)?;
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO tokens (name, hash, role, apps, created_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![t.name, t.hash, t.role, apps, t.created_at, t.expires_at, t.revoked_at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    pub fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("{TOKEN_COLUMNS} ORDER BY name"))?;
+            let rows = st.query_map([], token_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows.into_iter().flatten().collect())
+        })
+    }
+
+    /// The token whose SHA-256 is `hash`, whatever its state (the caller checks it).
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        self.with(|c| {
+            let row = c.query_row(&format!("{TOKEN_COLUMNS} WHERE hash = ?1"), params![hash], token_row).optional()?;
+            Ok(row.flatten())
+        })
+    }
+
+    /// Marks the token revoked (at `now`); `false` if there is no token of that name. Revoking
+    /// twice keeps the first time.
+    pub fn revoke_token(&self, name: &str, now: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE name = ?1",
+                params![name, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+}
+
+const TOKEN_COLUMNS: &str = "SELECT name, hash, role, apps, created_at, expires_at, revoked_at FROM tokens";
+
+/// A token row, or `None` (logged) if its apps column is damaged.
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TokenRow>> {
+    let name: String = r.get(0)?;
+    let apps: String = r.get(3)?;
+    let Some(apps) = parse_row::<Vec<String>>("tokens", &name, &apps) else { return Ok(None) };
+    Ok(Some(TokenRow {
+        name,
+        hash: r.get(1)?,
+        role: r.get(2)?,
+        apps,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    }))
 }
 
 /// The newest schema this build knows.
@@ -527,7 +753,18 @@ fn parse_stored(doc: &str) -> Result<ArtifactRecord, StoreError> {
 fn get_artifact_in(c: &Connection, id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
     let doc: Option<String> =
         c.query_row("SELECT doc FROM artifacts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
-    doc.map(|d| parse_stored(&d)).transpose()
+    Ok(doc.and_then(|d| parse_stored_row(id, &d)))
+}
+
+/// [`parse_stored`], or `None` (logged) for a damaged row.
+fn parse_stored_row(id: &str, doc: &str) -> Option<ArtifactRecord> {
+    match parse_stored(doc) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(table = "artifacts", key = id, error = %e, "store: skipping a row that does not parse");
+            None
+        }
+    }
 }
 
 /// Current time as RFC 3339 with milliseconds (sorts lexically in time order).
@@ -617,6 +854,46 @@ mod tests {
         assert_eq!(kept.len(), 10);
         assert_eq!(kept.last().and_then(|v| v["ts"].as_u64()), Some(now), "the newest are kept");
         assert_eq!(s.latest_metric("p1").expect("latest").and_then(|v| v["ts"].as_u64()), Some(now));
+    }
+
+    #[test]
+    fn keyset_pages_cover_everything_once_even_with_equal_sort_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("hub.db")).expect("open");
+        for i in 0..25 {
+            let mut a = artifact(&format!("a{i:03}"), if i % 2 == 0 { "p1" } else { "p2" });
+            a.created_at = format!("2026-01-01T00:00:0{}.000Z", i / 10); // ties on created_at
+            if i % 5 == 0 {
+                a.app = "payments".into();
+            }
+            s.insert_artifact(&a).expect("insert");
+            s.insert_metric("p1", 1000 + (i / 3) as u64, &serde_json::json!({ "i": i })).expect("metric");
+        }
+        let mut seen = vec![];
+        let mut after = None;
+        loop {
+            let page = s.list_artifacts_page(None, None, after.as_ref(), 7).expect("page");
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at.clone(), last.id.clone()));
+            seen.extend(page.into_iter().map(|a| a.id));
+        }
+        let mut all: Vec<String> = (0..25).map(|i| format!("a{i:03}")).collect();
+        all.sort_by(|a, b| b.cmp(a)); // newest (highest created_at, then id) first
+        assert_eq!(seen, all);
+        let scoped = s.list_artifacts_page(None, Some(&["payments".to_string()]), None, 100).expect("scoped");
+        assert_eq!(scoped.len(), 5);
+        assert!(scoped.iter().all(|a| a.app == "payments"));
+        assert_eq!(s.list_artifacts_page(Some("p2"), None, None, 100).expect("of p2").len(), 12);
+
+        let mut samples = vec![];
+        let mut after = None;
+        loop {
+            let page = s.list_metrics_page("p1", 0, after, 4).expect("page");
+            let Some((key, _)) = page.last() else { break };
+            after = Some(*key);
+            samples.extend(page.into_iter().map(|(_, v)| v["i"].as_i64().expect("i")));
+        }
+        assert_eq!(samples, (0..25).collect::<Vec<i64>>(), "oldest first, ties in insertion order, once each");
     }
 
     #[test]

@@ -253,7 +253,7 @@ async fn agent_connections_beyond_the_limit_are_closed_at_once() {
     let reply = fourth.recv().await;
     assert!(matches!(reply, Ok(Message::Error { code: ErrorCode::Busy, .. })), "{reply:?}");
     assert_eq!(hub.hub.admission.refused(perf_hub::admission::Refusal::TooManyConnections), 1);
-    let text = hub.hub.metrics.prometheus_text().await.expect("metrics");
+    let text = hub.hub.metrics.prometheus_text(|_| true).await.expect("metrics");
     assert!(text.contains("perf_hub_agent_connections_refused_total{reason=\"connections\"} 1"), "{text}");
 }
 
@@ -275,7 +275,7 @@ async fn an_oversized_sample_is_dropped_and_counted() {
     assert_eq!(stored.len(), 1, "only the small sample is stored");
     assert_eq!(stored[0]["ts"], 2);
     assert_eq!(hub.hub.metrics.drops.samples_dropped(DropReason::TooLarge), 1);
-    let text = hub.hub.metrics.prometheus_text().await.expect("metrics");
+    let text = hub.hub.metrics.prometheus_text(|_| true).await.expect("metrics");
     assert!(text.contains("perf_hub_samples_dropped_total{reason=\"too_large\"} 1"), "{text}");
 }
 
@@ -335,7 +335,7 @@ async fn metric_key_cardinality_is_capped_per_sample_and_per_process() {
         .await;
     }
     eventually("10 samples", async || (stored_samples(&hub, id).await.len() == 10).then_some(())).await;
-    let text = hub.hub.metrics.prometheus_text().await.expect("metrics");
+    let text = hub.hub.metrics.prometheus_text(|_| true).await.expect("metrics");
     let series = |name: &str| text.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count();
     assert!(series("perf_process_gc_total") <= 128, "gc kinds: {}", series("perf_process_gc_total"));
     assert!(

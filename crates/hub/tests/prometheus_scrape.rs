@@ -63,7 +63,7 @@ async fn a_real_prometheus_scrapes_a_process_with_labels_that_sanitise_alike() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hub = perf_hub::start(HubConfig::for_test(dir.path().join("hub"))).await.expect("hub");
     let _agent = agent_with_colliding_labels(hub.agent_addr).await;
-    let text = hub.hub.metrics.prometheus_text().await.expect("metrics");
+    let text = hub.hub.metrics.prometheus_text(|_| true).await.expect("metrics");
     assert!(text.contains("label_x_y="), "{text}");
 
     let config = dir.path().join("prometheus.yml");

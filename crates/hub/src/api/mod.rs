@@ -1,18 +1,29 @@
-//! The operators' HTTP API (JSON, bearer token on everything but the console page) and the
-//! Prometheus endpoint.
+//! The operators' HTTP API (JSON; a bearer token or the console's session cookie on everything
+//! but the console's static files) and the Prometheus endpoint.
+//!
+//! - [`auth`]: authentication, roles, sessions, the failed-login limit ([`failures`]);
+//! - [`paging`]: the list routes' `limit`/`cursor` pagination;
+//! - here: the routes, each translating a request into domain calls. An app-scoped token sees
+//!   only its apps: anything of another app answers 404, as if it did not exist.
+
+pub mod auth;
+pub mod failures;
+pub mod paging;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
+use crate::operators::{Principal, Role};
 use crate::renders::RenderError;
-use crate::store::ArtifactStatus;
+use crate::store::{ArtifactCursor, ArtifactRecord, ArtifactStatus, MetricCursor, ProcessRecord};
+use auth::AuthState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use perf_protocol::{auth, CommandKind};
+use axum::{Extension, Json, Router};
+use perf_protocol::CommandKind;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -22,22 +33,61 @@ use std::sync::Arc;
 pub const MAX_SECONDS: u32 = 600;
 
 pub fn router(hub: Arc<Hub>) -> Router {
-    let api = Router::new()
+    let auth_state = AuthState::new(hub.clone());
+    let viewer = Router::new()
+        .route("/api/session", get(auth::session_info).delete(auth::sign_out))
         .route("/api/processes", get(list_processes))
         .route("/api/processes/{id}", get(get_process))
         .route("/api/processes/{id}/metrics", get(process_metrics))
-        .route("/api/processes/{id}/commands", post(post_command))
         .route("/api/artifacts", get(list_artifacts))
         .route("/api/artifacts/{id}", get(get_artifact))
-        .route("/api/artifacts/{id}/download", get(download_artifact))
         .route("/api/artifacts/{id}/flamegraph.svg", get(artifact_flamegraph))
         .route("/api/artifacts/{id}/analysis", get(artifact_analysis))
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
-        .route("/api/audit", get(list_audit))
         .route("/api/capture-kinds", get(capture_kinds))
-        .route("/metrics", get(prometheus))
-        .layer(middleware::from_fn_with_state(hub.clone(), require_token));
-    Router::new().route("/", get(console)).route("/console/{file}", get(console_asset)).merge(api).with_state(hub)
+        .route("/metrics", get(prometheus));
+    // Downloads: operator; a raw heap snapshot also needs admin (checked by kind).
+    let operator = Router::new()
+        .route("/api/processes/{id}/commands", post(post_command))
+        .route("/api/artifacts/{id}/download", get(download_artifact))
+        .route_layer(middleware::from_fn_with_state(Role::Operator, auth::require_role));
+    let admin = Router::new()
+        .route("/api/audit", get(list_audit))
+        .route_layer(middleware::from_fn_with_state(Role::Admin, auth::require_role));
+    let api = viewer
+        .merge(operator)
+        .merge(admin)
+        .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
+    Router::new()
+        .route("/", get(console))
+        .route("/console/{file}", get(console_asset))
+        .route("/api/session", post(auth::sign_in))
+        .merge(api)
+        .layer(Extension(auth_state))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(hub)
+}
+
+/// The console's policy: its own scripts, styles and API only; flame graphs in a frame of
+/// this hub; nothing may frame the console.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers on every response; a route that sets its own (the flame graph) keeps them.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    resp
 }
 
 /// An API error: a status code and `{"error": "..."}` a person can act on. Internal failures
@@ -47,8 +97,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or wrong bearer token")]
+    #[error("missing, unknown, revoked or expired token (or an ended session)")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -68,6 +120,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -140,21 +193,27 @@ impl From<CommandError> for ApiError {
     }
 }
 
-async fn require_token(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if auth::tokens_equal(t, &hub.config.token) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+/// The processes and artifacts of other apps don't exist for an app-scoped token.
+fn visible(p: &Principal, app: &str, what: &str) -> Result<(), ApiError> {
+    if p.sees_app(app) {
+        Ok(())
+    } else {
+        Err(not_found(format!("no such {what}")))
     }
 }
 
-fn actor(remote: &SocketAddr) -> String {
-    format!("operator@{}", remote.ip())
+async fn visible_process(hub: &Hub, p: &Principal, id: &str) -> Result<ProcessRecord, ApiError> {
+    valid_id(id)?;
+    let proc = hub.processes.get(id).await?.ok_or_else(|| not_found("no such process"))?;
+    visible(p, &proc.app, "process")?;
+    Ok(proc)
+}
+
+async fn visible_artifact(hub: &Hub, p: &Principal, id: &str) -> Result<ArtifactRecord, ApiError> {
+    valid_id(id)?;
+    let a = hub.artifacts.get(id).await?.ok_or_else(|| not_found(format!("no such artifact {id}")))?;
+    visible(p, &a.app, "artifact")?;
+    Ok(a)
 }
 
 fn valid_id(id: &str) -> Result<(), ApiError> {
@@ -166,29 +225,45 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 }
 
 async fn console() -> Html<&'static str> {
-    Html(include_str!("../../../console/index.html"))
+    Html(include_str!("../../../../console/index.html"))
 }
 
 /// The console's static files, compiled into the binary (no token needed: no data in them).
 async fn console_asset(Path(file): Path<String>) -> Response {
     let (body, ty): (&'static str, &'static str) = match file.as_str() {
-        "app.js" => (include_str!("../../../console/app.js"), "text/javascript"),
-        "style.css" => (include_str!("../../../console/style.css"), "text/css"),
-        "uPlot.iife.min.js" => (include_str!("../../../console/vendor/uPlot.iife.min.js"), "text/javascript"),
-        "uPlot.min.css" => (include_str!("../../../console/vendor/uPlot.min.css"), "text/css"),
+        "app.js" => (include_str!("../../../../console/app.js"), "text/javascript"),
+        "style.css" => (include_str!("../../../../console/style.css"), "text/css"),
+        "uPlot.iife.min.js" => (include_str!("../../../../console/vendor/uPlot.iife.min.js"), "text/javascript"),
+        "uPlot.min.css" => (include_str!("../../../../console/vendor/uPlot.min.css"), "text/css"),
         _ => return not_found("no such file").into_response(),
     };
     ([(header::CONTENT_TYPE, ty), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-async fn list_processes(State(hub): State<Arc<Hub>>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(hub.processes.list().await?)?))
+#[derive(Debug, Deserialize)]
+pub struct ProcessQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
-async fn get_process(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_id(&id)?;
-    let p = hub.processes.get(&id).await?.ok_or_else(|| not_found("no such process"))?;
-    Ok(Json(serde_json::to_value(p)?))
+/// Processes in id order (stable while they change, so pages never repeat one).
+async fn list_processes(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ProcessQuery>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(q.limit)?;
+    let after: Option<String> = paging::decode_cursor(q.cursor.as_deref())?;
+    let rows = hub.processes.page(p.app_scope(), after, limit + 1).await?;
+    paging::page(rows, limit, |r| r.id.clone(), |r| r, "/api/processes?")
+}
+
+async fn get_process(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(visible_process(&hub, &p, &id).await?)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,18 +271,23 @@ pub struct MetricsQuery {
     /// Milliseconds since the epoch; default: the last hour.
     pub since: Option<u64>,
     pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
+/// Samples since `since`, oldest first.
 async fn process_metrics(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
     Query(q): Query<MetricsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_id(&id)?;
-    hub.processes.get(&id).await?.ok_or_else(|| not_found("no such process"))?;
+) -> Result<Response, ApiError> {
+    visible_process(&hub, &p, &id).await?;
+    let limit = paging::limit(q.limit)?;
+    let after: Option<MetricCursor> = paging::decode_cursor(q.cursor.as_deref())?;
     let since = q.since.unwrap_or_else(|| perf_protocol::unix_ms().saturating_sub(3_600_000));
-    let limit = q.limit.unwrap_or(1000).min(20_000);
-    Ok(Json(serde_json::Value::Array(hub.metrics.history(&id, since, limit).await?)))
+    let rows = hub.metrics.history_page(&id, since, after, limit + 1).await?;
+    let base = format!("/api/processes/{id}/metrics?since={since}&");
+    paging::page(rows, limit, |(k, _)| *k, |(_, sample)| sample, &base)
 }
 
 /// Body of `POST /api/processes/{id}/commands`.
@@ -223,6 +303,24 @@ pub struct CommandRequest {
     pub force: bool,
 }
 
+/// CPU profiler sampling interval (µs): V8 takes any positive value; below 10 µs the profiler
+/// costs more than the program, above 1 s a profile has almost no samples.
+pub const INTERVAL_US: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+/// Heap sampling interval (bytes): V8's default is 32 KiB; 1 byte would record every allocation.
+pub const INTERVAL_BYTES: std::ops::RangeInclusive<u32> = 1024..=(1 << 30);
+/// `perf record -F` frequency (Hz).
+pub const FREQUENCY: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+/// `value` if absent or within `range`, else a message naming the parameter and its bounds.
+fn bounded(name: &str, value: Option<u32>, range: std::ops::RangeInclusive<u32>) -> Result<Option<u32>, String> {
+    match value {
+        Some(v) if !range.contains(&v) => {
+            Err(format!("{name} must be between {} and {}, got {v}", range.start(), range.end()))
+        }
+        v => Ok(v),
+    }
+}
+
 /// Validates a request into a protocol command kind, with a message a human can act on.
 pub fn command_kind(req: &CommandRequest) -> Result<CommandKind, String> {
     let seconds = || -> Result<u32, String> {
@@ -235,9 +333,18 @@ pub fn command_kind(req: &CommandRequest) -> Result<CommandKind, String> {
     };
     match req.kind.as_str() {
         "heap_snapshot" => Ok(CommandKind::HeapSnapshot),
-        "cpu_profile" => Ok(CommandKind::CpuProfile { seconds: seconds()?, interval_us: req.interval_us }),
-        "perf_flamegraph" => Ok(CommandKind::PerfFlamegraph { seconds: seconds()?, frequency: req.frequency }),
-        "heap_sampling" => Ok(CommandKind::HeapSampling { seconds: seconds()?, interval_bytes: req.interval_bytes }),
+        "cpu_profile" => Ok(CommandKind::CpuProfile {
+            seconds: seconds()?,
+            interval_us: bounded("interval_us", req.interval_us, INTERVAL_US)?,
+        }),
+        "perf_flamegraph" => Ok(CommandKind::PerfFlamegraph {
+            seconds: seconds()?,
+            frequency: bounded("frequency", req.frequency, FREQUENCY)?,
+        }),
+        "heap_sampling" => Ok(CommandKind::HeapSampling {
+            seconds: seconds()?,
+            interval_bytes: bounded("interval_bytes", req.interval_bytes, INTERVAL_BYTES)?,
+        }),
         other => Err(format!(
             "unknown command kind '{other}' (expected heap_snapshot, cpu_profile, perf_flamegraph or heap_sampling)"
         )),
@@ -246,21 +353,23 @@ pub fn command_kind(req: &CommandRequest) -> Result<CommandKind, String> {
 
 async fn post_command(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     body: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    valid_id(&id)?;
+    visible_process(&hub, &p, &id).await?;
+    let actor = p.actor(remote.ip());
     // Refused requests are on the audit trail too: someone tried.
     let parsed = body.map_err(|e| e.body_text()).and_then(|Json(req)| Ok((command_kind(&req)?, req.force)));
     let (kind, force) = match parsed {
         Ok(v) => v,
         Err(msg) => {
-            hub.audit.record(&actor(&remote), "command.request", &id, json!({}), &format!("rejected: {msg}")).await;
+            hub.audit.record(&actor, "command.request", &id, json!({}), &format!("rejected: {msg}")).await;
             return Err(bad_request(msg));
         }
     };
-    match hub.request_command(&id, kind, force, &actor(&remote)).await {
+    match hub.request_command(&id, kind, force, &actor).await {
         Ok((artifact, None)) => Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": artifact }))).into_response()),
         Ok((artifact, Some(refusal))) => {
             Ok((StatusCode::CONFLICT, Json(json!({ "error": refusal, "artifact": artifact }))).into_response())
@@ -273,42 +382,59 @@ async fn post_command(
 pub struct ArtifactQuery {
     pub process_id: Option<String>,
     pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
+/// Artifacts newest first.
 async fn list_artifacts(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     Query(q): Query<ArtifactQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(p) = &q.process_id {
-        valid_id(p)?;
+) -> Result<Response, ApiError> {
+    if let Some(id) = &q.process_id {
+        valid_id(id)?;
     }
-    let limit = q.limit.unwrap_or(200).min(1000);
-    Ok(Json(serde_json::to_value(hub.artifacts.list(q.process_id.as_deref(), false, limit).await?)?))
+    let limit = paging::limit(q.limit)?;
+    let after: Option<ArtifactCursor> = paging::decode_cursor(q.cursor.as_deref())?;
+    let rows = hub.artifacts.page(q.process_id.clone(), p.app_scope(), after, limit + 1).await?;
+    let base = match &q.process_id {
+        Some(id) => format!("/api/artifacts?process_id={id}&"),
+        None => "/api/artifacts?".to_string(),
+    };
+    paging::page(rows, limit, |a| (a.created_at.clone(), a.id.clone()), |a| a, &base)
 }
 
 async fn get_artifact(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_id(&id)?;
-    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
-    Ok(Json(serde_json::to_value(a)?))
+    Ok(Json(serde_json::to_value(visible_artifact(&hub, &p, &id).await?)?))
 }
 
 async fn download_artifact(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    valid_id(&id)?;
-    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
+    let a = visible_artifact(&hub, &p, &id).await?;
+    // Heap snapshots hold the app's secrets (passwords, keys): admins only.
+    if a.kind == "heap_snapshot" {
+        if let Err(e) = auth::require(&p, Role::Admin, "downloading a raw heap snapshot") {
+            let detail = json!({"kind": a.kind});
+            hub.audit.record(&p.actor(remote.ip()), "artifact.download", &id, detail, "forbidden").await;
+            return Err(e);
+        }
+    }
     if a.status != ArtifactStatus::Ready {
         return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
     }
     let path = hub.artifacts.blobs().final_path(&a.file_name);
     let file = tokio::fs::File::open(&path).await.map_err(|e| gone(format!("artifact file missing: {e}")))?;
     // Heap snapshots can hold secrets: every download is on the audit trail.
-    hub.audit.record(&actor(&remote), "artifact.download", &id, json!({"kind": a.kind, "size": a.size}), "ok").await;
+    let detail = json!({"kind": a.kind, "size": a.size});
+    hub.audit.record(&p.actor(remote.ip()), "artifact.download", &id, detail, "ok").await;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
     let disposition = format!(
         "attachment; filename=\"{}-{}\"",
@@ -327,9 +453,8 @@ async fn download_artifact(
     Ok(resp)
 }
 
-async fn snapshot_artifact(hub: &Hub, id: &str) -> Result<crate::store::ArtifactRecord, ApiError> {
-    valid_id(id)?;
-    let a = hub.artifacts.get(id).await?.ok_or_else(|| not_found(format!("no such artifact {id}")))?;
+async fn snapshot_artifact(hub: &Hub, p: &Principal, id: &str) -> Result<ArtifactRecord, ApiError> {
+    let a = visible_artifact(hub, p, id).await?;
     crate::analysis::check_snapshot(&a).map_err(unprocessable)?;
     Ok(a)
 }
@@ -345,17 +470,22 @@ fn lookup_response(l: crate::analysis::Lookup) -> Response {
 
 /// Summary by constructor, largest objects with retainer paths, leak suspects. `202` with
 /// progress while the background job runs; the result is cached per artifact.
-async fn artifact_analysis(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let a = snapshot_artifact(&hub, &id).await?;
+async fn artifact_analysis(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = snapshot_artifact(&hub, &p, &id).await?;
     Ok(lookup_response(crate::analysis::analysis(&hub, &a).await))
 }
 
 /// What grew between snapshot `a` and a later snapshot `b` of the same process.
 async fn artifacts_diff(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     Path((a, b)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (a, b) = (snapshot_artifact(&hub, &a).await?, snapshot_artifact(&hub, &b).await?);
+    let (a, b) = (snapshot_artifact(&hub, &p, &a).await?, snapshot_artifact(&hub, &p, &b).await?);
     if a.process_id != b.process_id {
         return Err(unprocessable(
             "the snapshots are of different processes: object ids only match within one process",
@@ -364,12 +494,26 @@ async fn artifacts_diff(
     Ok(lookup_response(crate::analysis::diff(&hub, &a, &b).await))
 }
 
+/// The flame graph's own policy: it is a standalone document with inferno's inline script and
+/// styles (zoom, search), shown in a frame of the console only, and sandboxed — an opaque
+/// origin that can't reach the hub's API with the operator's cookie.
+const FLAMEGRAPH_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     img-src data:; sandbox allow-scripts; frame-ancestors 'self'";
+
 /// SVG flame graph of a profile artifact, rendered once (off the async threads) and cached.
-async fn artifact_flamegraph(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    valid_id(&id)?;
-    let a = hub.artifacts.get(&id).await?.ok_or_else(|| not_found("no such artifact"))?;
+async fn artifact_flamegraph(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = visible_artifact(&hub, &p, &id).await?;
     let svg = hub.renders.flamegraph_svg(hub.artifacts.blobs(), &a).await?;
-    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+    let headers = [
+        (header::CONTENT_TYPE, "image/svg+xml"),
+        (header::CONTENT_SECURITY_POLICY, FLAMEGRAPH_CSP),
+        (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+    ];
+    Ok((headers, svg).into_response())
 }
 
 /// The capture kinds and what the hub can show of each (the console builds its buttons from it).
@@ -380,18 +524,28 @@ async fn capture_kinds() -> Json<&'static [perf_protocol::CaptureKind]> {
 #[derive(Debug, Deserialize)]
 pub struct AuditQuery {
     pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
+/// The audit, newest first. Entries name processes and artifacts of every app: an app-scoped
+/// admin token can't read it.
 async fn list_audit(
     State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(hub.audit.list(q.limit.unwrap_or(200).min(5000)).await?)?))
+) -> Result<Response, ApiError> {
+    if p.apps.is_some() {
+        return Err(ApiError::Forbidden("the audit needs role admin without an app scope".into()));
+    }
+    let limit = paging::limit(q.limit)?;
+    let before: Option<i64> = paging::decode_cursor(q.cursor.as_deref())?;
+    let rows = hub.audit.page(before, limit + 1).await?;
+    paging::page(rows, limit, |(seq, _)| *seq, |(_, entry)| entry, "/api/audit?")
 }
 
-/// Prometheus text format: every known process with its latest sample.
-async fn prometheus(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
-    let out = hub.metrics.prometheus_text().await?;
+/// Prometheus text format: every process the token may see with its latest sample.
+async fn prometheus(State(hub): State<Arc<Hub>>, Extension(p): Extension<Principal>) -> Result<Response, ApiError> {
+    let out = hub.metrics.prometheus_text(|proc| p.sees_app(&proc.app)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
@@ -428,5 +582,21 @@ mod tests {
         assert!(command_kind(&req("cpu_profile", Some(0))).is_err());
         assert!(command_kind(&req("perf_flamegraph", Some(601))).unwrap_err().contains("between 1 and 600"));
         assert!(command_kind(&req("rm -rf", None)).unwrap_err().contains("unknown command kind"));
+    }
+
+    #[test]
+    fn sampling_parameters_are_bounded() {
+        let with = |kind: &str, f: &dyn Fn(&mut CommandRequest)| {
+            let mut r = req(kind, Some(1));
+            f(&mut r);
+            command_kind(&r)
+        };
+        assert!(with("heap_sampling", &|r| r.interval_bytes = Some(1)).unwrap_err().contains("interval_bytes"));
+        assert!(with("heap_sampling", &|r| r.interval_bytes = Some(32768)).is_ok());
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(0)).unwrap_err().contains("interval_us"));
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(1_000_001)).is_err());
+        assert!(with("cpu_profile", &|r| r.interval_us = Some(100)).is_ok());
+        assert!(with("perf_flamegraph", &|r| r.frequency = Some(0)).unwrap_err().contains("frequency"));
+        assert!(with("perf_flamegraph", &|r| r.frequency = Some(99)).is_ok());
     }
 }
