@@ -118,6 +118,26 @@ test('roles: viewer reads but may not command or download; operator commands and
   assert.ok(!/[0-9a-f]{64}/.test(list), 'no hashes either');
 });
 
+test('heap contents are admin-only in analyses: a viewer sees structure and sizes, not string values', async () => {
+  const viewer = createToken('viewer-strings', 'viewer');
+  const admin = createToken('admin-strings', 'admin');
+  const password = 'hunter2-s3cr3t-db-password';
+  orders.send(`secret ${password}`);
+  await orders.waitLine(/^secret-set/);
+  const snap = await readyArtifact(TOKEN, ordersProc.id, { kind: 'heap_snapshot' });
+  const analysis = async (token) => waitFor('analysis', async () => {
+    const res = await api(hub, 'GET', `/api/artifacts/${snap.id}/analysis`, undefined, { token });
+    return res.status === 200 && res;
+  }, { timeout: 60000 });
+  const asAdmin = await analysis(admin);
+  assert.ok(JSON.stringify(asAdmin.body).includes(password), 'the admin sees the string (so the test can fail)');
+  const asViewer = await analysis(viewer);
+  const text = JSON.stringify(asViewer.body);
+  assert.ok(!text.includes(password), 'no string value for a viewer');
+  assert.match(text, /string value hidden: needs role admin/);
+  assert.equal(asViewer.body.summary?.length ?? asViewer.body.classes?.length, (asAdmin.body.summary ?? asAdmin.body.classes)?.length, 'same structure');
+});
+
 test('an app-scoped token: other apps\' processes, artifacts and series do not exist for it', async () => {
   const scoped = createToken('orders-ops', 'operator', '--apps', APP);
   const admin = createToken('admin-scope-check', 'admin');

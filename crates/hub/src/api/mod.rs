@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod failures;
 pub mod paging;
+pub mod redact;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
@@ -459,9 +460,15 @@ async fn snapshot_artifact(hub: &Hub, p: &Principal, id: &str) -> Result<Artifac
     Ok(a)
 }
 
-fn lookup_response(l: crate::analysis::Lookup) -> Response {
+/// A cached report as the caller may see it: string values only for admins (they are heap
+/// contents, see [`redact`]).
+fn lookup_response(l: crate::analysis::Lookup, p: &Principal) -> Response {
     use crate::analysis::Lookup;
     match l {
+        Lookup::Ready(bytes) if p.role < Role::Admin => match redact::hide_string_values(&bytes) {
+            Ok(hidden) => ([(header::CONTENT_TYPE, "application/json")], hidden).into_response(),
+            Err(e) => ApiError::Internal(format!("cached report is not JSON: {e}")).into_response(),
+        },
         Lookup::Ready(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Lookup::Pending(state) => (StatusCode::ACCEPTED, Json(state)).into_response(),
         Lookup::Failed(e) => unprocessable(format!("analysis failed: {e}")).into_response(),
@@ -476,7 +483,7 @@ async fn artifact_analysis(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let a = snapshot_artifact(&hub, &p, &id).await?;
-    Ok(lookup_response(crate::analysis::analysis(&hub, &a).await))
+    Ok(lookup_response(crate::analysis::analysis(&hub, &a).await, &p))
 }
 
 /// What grew between snapshot `a` and a later snapshot `b` of the same process.
@@ -491,7 +498,7 @@ async fn artifacts_diff(
             "the snapshots are of different processes: object ids only match within one process",
         ));
     }
-    Ok(lookup_response(crate::analysis::diff(&hub, &a, &b).await))
+    Ok(lookup_response(crate::analysis::diff(&hub, &a, &b).await, &p))
 }
 
 /// The flame graph's own policy: it is a standalone document with inferno's inline script and
