@@ -289,11 +289,87 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: Option<bool>,
     pub app_secrets_file: Option<PathBuf>,
+    /// Admission and intake limits (defaults in [`HubConfig::defaults`]).
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// The `limits` object of the config file: each one given replaces its default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_agent_connections: Option<usize>,
+    pub max_unauthenticated: Option<usize>,
+    pub max_unauthenticated_per_addr: Option<usize>,
+    pub max_processes_per_app: Option<usize>,
+    pub max_sample_bytes: Option<usize>,
+    pub samples_per_sec: Option<f64>,
+    pub sample_burst: Option<f64>,
+    pub http_max_connections: Option<usize>,
+    pub auth_failures_per_window: Option<u32>,
+}
+
+impl FileLimits {
+    /// Applies the limits given; a zero (or a non-positive rate) would lock everyone out, so it
+    /// is an error.
+    pub fn apply(&self, c: &mut HubConfig) -> Result<(), String> {
+        let positive = |name: &str, v: Option<usize>| match v {
+            Some(0) => Err(format!("limits.{name} must be at least 1")),
+            _ => Ok(v),
+        };
+        if let Some(v) = positive("max_agent_connections", self.max_agent_connections)? {
+            c.max_agent_connections = Some(v);
+        }
+        let sizes = [
+            ("max_unauthenticated", self.max_unauthenticated, &mut c.max_unauthenticated),
+            ("max_unauthenticated_per_addr", self.max_unauthenticated_per_addr, &mut c.max_unauthenticated_per_addr),
+            ("max_processes_per_app", self.max_processes_per_app, &mut c.max_processes_per_app),
+            ("max_sample_bytes", self.max_sample_bytes, &mut c.max_sample_bytes),
+            ("http_max_connections", self.http_max_connections, &mut c.http_max_connections),
+        ];
+        for (name, given, field) in sizes {
+            if let Some(v) = positive(name, given)? {
+                *field = v;
+            }
+        }
+        for (name, given, field) in [
+            ("samples_per_sec", self.samples_per_sec, &mut c.samples_per_sec),
+            ("sample_burst", self.sample_burst, &mut c.sample_burst),
+        ] {
+            match given {
+                Some(v) if !(v.is_finite() && v > 0.0) => {
+                    return Err(format!("limits.{name} must be a positive number"))
+                }
+                Some(v) => *field = v,
+                None => {}
+            }
+        }
+        match self.auth_failures_per_window {
+            Some(0) => return Err("limits.auth_failures_per_window must be at least 1".into()),
+            Some(v) => c.auth_failures_per_window = v,
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_limits_replace_defaults_and_refuse_zero() {
+        let mut c = HubConfig::defaults(PathBuf::from("/tmp/x"));
+        let f: FileConfig =
+            serde_json::from_str(r#"{"limits": {"max_processes_per_app": 10, "samples_per_sec": 2.5}}"#)
+                .expect("parse");
+        f.limits.apply(&mut c).expect("apply");
+        assert_eq!((c.max_processes_per_app, c.samples_per_sec), (10, 2.5));
+        assert_eq!(c.max_unauthenticated_per_addr, 1024, "others keep their defaults");
+        let zero: FileConfig = serde_json::from_str(r#"{"limits": {"max_unauthenticated": 0}}"#).expect("parse");
+        assert!(zero.limits.apply(&mut c).unwrap_err().contains("max_unauthenticated"));
+        assert!(serde_json::from_str::<FileConfig>(r#"{"limits": {"typo": 1}}"#).is_err());
+    }
 
     #[test]
     fn app_specs() {
