@@ -12,7 +12,7 @@
 //! the record is left as it was: a late upload can't revive a failed artifact, a second
 //! result can't overwrite a stored one, and a message from another process changes nothing.
 
-use crate::blobs::BlobStore;
+use crate::storage::Storage;
 use crate::store::{ArtifactRecord, ArtifactStatus, Db, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -140,24 +140,23 @@ impl Transition {
 }
 
 /// The artifacts: their records (every state change through a [`Transition`]) and their bytes
-/// ([`BlobStore`]). Only this module writes artifact records.
+/// ([`Storage`]). Only this module writes artifact records.
 pub struct Artifacts {
     db: Db,
-    blobs: BlobStore,
+    storage: Storage,
     /// Upload streams in progress, one per artifact.
     pub uploads: UploadSlots,
 }
 
 impl Artifacts {
-    pub fn new(db: Db, blobs: BlobStore) -> Self {
-        Self { db, blobs, uploads: UploadSlots::default() }
+    pub fn new(db: Db, storage: Storage) -> Self {
+        Self { db, storage, uploads: UploadSlots::default() }
     }
 
     /// [`Artifacts::new`] after making the stored state safe: upload tokens an older hub kept
     /// in plain text are replaced by their hash (their uploads keep working: the agent still
-    /// presents the token), and partial uploads of artifacts that ended (or are unknown) are
-    /// removed.
-    pub fn open(db: Db, blobs: BlobStore) -> Result<Self, StoreError> {
+    /// presents the token). Partial uploads are cleaned by [`Artifacts::discard_stale_uploads`].
+    pub fn open(db: Db, storage: Storage) -> Result<Self, StoreError> {
         let store = db.blocking();
         for a in store.list_artifacts(None, false, u32::MAX)? {
             if !a.upload_token.is_empty() && !a.upload_token.starts_with(TOKEN_HASH_PREFIX) {
@@ -167,18 +166,40 @@ impl Artifacts {
                 })?;
             }
         }
-        for id in blobs.part_ids() {
-            let ended = store.get_artifact(&id)?.is_none_or(|a| a.status.is_final());
-            if ended {
-                blobs.discard_part_now(&id);
-            }
-        }
-        Ok(Self::new(db, blobs))
+        Ok(Self::new(db, storage))
     }
 
-    /// Where artifact bytes live (partial uploads, stored files, renders beside them).
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// Removes the partial uploads (`.part` files, S3 multipart uploads) of artifacts that
+    /// ended or are unknown: run at start, before agents are served.
+    pub async fn discard_stale_uploads(&self) -> Result<(), StoreError> {
+        for id in self.storage.upload_ids() {
+            let ended = self.get(&id).await?.is_none_or(|a| a.status.is_final());
+            if ended {
+                self.storage.discard_upload(&id).await;
+                tracing::info!(artifact = %id, "removed the partial upload of an artifact that ended");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where artifact bytes live (partial uploads, stored objects, renders beside them).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Writes the sidecar of `a` (`ID.json`, its record without the upload token) beside its
+    /// bytes, so that the store alone can rebuild the index (`perf-hub reindex`). A sidecar
+    /// that can't be written is logged: the artifact itself is fine.
+    pub async fn write_sidecar(&self, a: &ArtifactRecord) {
+        let mut record = a.clone();
+        record.upload_token = String::new();
+        let bytes = match serde_json::to_vec(&record) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(artifact = %a.id, error = %e, "cannot encode the sidecar"),
+        };
+        if let Err(e) = self.storage.write_small(&crate::storage::sidecar_name(&a.id), bytes).await {
+            tracing::warn!(artifact = %a.id, error = %e, "cannot write the sidecar");
+        }
     }
 
     /// Records a new artifact (status `pending`).
@@ -271,7 +292,7 @@ impl Artifacts {
         if self.transition_or_log(id, None, failed).await.is_some() {
             tracing::warn!(artifact = %id, error, "artifact failed");
             if self.uploads.is_free(id) {
-                self.blobs.discard_part(id).await;
+                self.storage.discard_upload(id).await;
             }
         }
     }
@@ -330,8 +351,8 @@ mod tests {
         let mut a = artifact("a1", "p1");
         a.status = status;
         store.insert_artifact(&a).expect("insert");
-        let blobs = BlobStore::open(dir.path()).expect("blobs");
-        (dir, Artifacts::new(Db::new(store), blobs))
+        let storage = Storage::open(dir.path(), None).expect("storage");
+        (dir, Artifacts::new(Db::new(store), storage))
     }
 
     async fn status(arts: &Artifacts) -> ArtifactStatus {

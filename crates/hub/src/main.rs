@@ -184,6 +184,25 @@ struct ServeArgs {
     /// one sample per minute).
     #[arg(long, default_value_t = 168)]
     metrics_retention_hours: u64,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Where artifact bytes live and how long (docs/storage.md).
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// s3://BUCKET[/PREFIX]: keep artifact bytes in that S3-compatible store (credentials,
+    /// region, endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP; SSE from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID).
+    /// Default: local disk under --data-dir.
+    #[arg(long, env = "PERF_HUB_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    storage: Option<String>,
+    /// Delete ready, unpinned artifacts older than this many days (0: never).
+    #[arg(long, default_value_t = 30)]
+    retain_days: u64,
+    /// Delete ready, unpinned artifacts, oldest first, while they take more than this many GB.
+    #[arg(long, value_name = "GB")]
+    retain_max_gb: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -345,6 +364,9 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .map(|mb| mb.saturating_mul(1 << 20))
             .or(file.max_artifact_bytes)
             .unwrap_or(defaults.max_artifact_bytes),
+        storage: args.storage.storage,
+        retain_days: args.storage.retain_days,
+        retain_max_bytes: args.storage.retain_max_gb.map(|gb| (gb.max(0.0) * 1e9) as u64),
         ..defaults
     })
 }
