@@ -6,6 +6,9 @@
 //!    │                     │                     ▲   │
 //!    │                     └──upload_started─────┘   │
 //!    └──refused──▶ failed ◀──failed (from any unfinished state)
+//!
+//! ready | failed ──deleted──▶ deleted      (admin or retention: the bytes go, the record stays)
+//! pin / unpin: any state but deleted (retention keeps pinned artifacts)
 //! ```
 //!
 //! A transition that doesn't fit the current state is refused with a [`TransitionError`] and
@@ -55,6 +58,10 @@ pub enum Transition {
     Stored { size: u64 },
     /// The artifact will not complete.
     Failed { error: String },
+    /// Retention keeps it however old (`true`), or may delete it again (`false`).
+    Pin { pinned: bool },
+    /// Its bytes are being deleted, by `by` (a token's name, `retention`) for `reason`.
+    Delete { by: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,9 @@ impl Transition {
             Transition::UploadProgress { .. } => "record upload progress on",
             Transition::Stored { .. } => "store",
             Transition::Failed { .. } => "fail",
+            Transition::Pin { pinned: true } => "pin",
+            Transition::Pin { pinned: false } => "unpin",
+            Transition::Delete { .. } => "delete",
         }
     }
 
@@ -98,6 +108,9 @@ impl Transition {
             Transition::UploadStarted { .. } => matches!(status, Pending | Running | Uploading),
             Transition::UploadProgress { .. } | Transition::Stored { .. } => status == Uploading,
             Transition::Failed { .. } => !status.is_final(),
+            Transition::Pin { .. } => status != Deleted,
+            // An artifact in flight is the agent's until it ends (then it can be deleted).
+            Transition::Delete { .. } => matches!(status, Ready | Failed),
         }
     }
 
@@ -134,6 +147,12 @@ impl Transition {
             Transition::Failed { error } => {
                 a.status = ArtifactStatus::Failed;
                 a.error = Some(error);
+            }
+            Transition::Pin { pinned } => a.pinned = pinned,
+            Transition::Delete { by, reason } => {
+                a.status = ArtifactStatus::Deleted;
+                a.deleted_by = Some(by);
+                a.deleted_reason = Some(reason);
             }
         }
     }
@@ -200,6 +219,13 @@ impl Artifacts {
         if let Err(e) = self.storage.write_small(&crate::storage::sidecar_name(&a.id), bytes).await {
             tracing::warn!(artifact = %a.id, error = %e, "cannot write the sidecar");
         }
+    }
+
+    /// When this hub first applied retention (recorded now if never; see [`crate::retention`]).
+    pub async fn retention_since(&self) -> Result<std::time::SystemTime, StoreError> {
+        let now = crate::store::now_rfc3339();
+        let since = self.db.run(move |s| s.setting_or_insert("retention_since", &now)).await?;
+        Ok(humantime::parse_rfc3339_weak(&since).unwrap_or_else(|_| std::time::SystemTime::now()))
     }
 
     /// Records a new artifact (status `pending`).
@@ -295,6 +321,22 @@ impl Artifacts {
                 self.storage.discard_upload(id).await;
             }
         }
+    }
+
+    /// Deletes artifact `id` (see [`Transition::Delete`]): the record turns `deleted` first, then
+    /// its bytes, renders and analysis go; its sidecar stays, saying it was deleted (so a
+    /// reindex doesn't bring it back). Bytes that can't be removed are logged; the record
+    /// already says the artifact is gone.
+    pub async fn delete(&self, id: &str, by: &str, reason: &str) -> Result<ArtifactRecord, TransitionError> {
+        let t = Transition::Delete { by: by.to_string(), reason: reason.to_string() };
+        let a = self.transition(id, None, t).await?;
+        for name in [a.file_name.clone(), format!("{id}.svg"), format!("{id}.analysis.json")] {
+            if let Err(e) = self.storage.delete(&name).await {
+                tracing::warn!(artifact = %id, error = %e, "cannot delete the bytes of a deleted artifact");
+            }
+        }
+        self.write_sidecar(&a).await;
+        Ok(a)
     }
 
     /// Fails the unfinished artifacts of a process that `which` selects.
@@ -430,6 +472,20 @@ mod tests {
         assert!(!upload_token_matches(&stored, &stored), "the hash itself is no token");
         assert!(upload_token_matches("legacy-plain", "legacy-plain"));
         assert!(!upload_token_matches("", ""));
+    }
+
+    #[tokio::test]
+    async fn only_an_ended_artifact_can_be_deleted_and_a_deleted_one_stays_deleted() {
+        let (_d, s) = with(ArtifactStatus::Uploading).await;
+        let delete = || Transition::Delete { by: "token:ops".into(), reason: "r".into() };
+        assert!(s.transition("a1", None, delete()).await.is_err(), "an upload in flight is the agent's");
+        s.transition("a1", None, Transition::Stored { size: 5 }).await.expect("stored");
+        s.transition("a1", None, Transition::Pin { pinned: true }).await.expect("pin");
+        let a = s.transition("a1", None, delete()).await.expect("delete");
+        assert_eq!((a.status, a.deleted_by.as_deref(), a.pinned), (ArtifactStatus::Deleted, Some("token:ops"), true));
+        assert!(s.transition("a1", None, Transition::Pin { pinned: false }).await.is_err());
+        assert!(s.transition("a1", None, delete()).await.is_err());
+        assert!(s.transition("a1", None, Transition::Failed { error: "x".into() }).await.is_err());
     }
 
     #[tokio::test]

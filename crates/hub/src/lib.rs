@@ -27,6 +27,7 @@ pub mod private_files;
 pub mod processes;
 pub mod prometheus;
 pub mod renders;
+pub mod retention;
 pub mod sample_limits;
 pub mod sessions;
 pub mod storage;
@@ -88,6 +89,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         tokio::spawn(sweep_after_restart(hub.clone())),
         tokio::spawn(housekeeping(hub.clone())),
         tokio::spawn(flush_metrics(hub.clone())),
+        tokio::spawn(retention::sweep_forever(hub.clone())),
     ];
     Ok(RunningHub { hub, agent_addr, http_addr, tasks })
 }

@@ -4,6 +4,11 @@
 //! - `GET /api/artifacts/{id}/download` (operator; a raw heap snapshot: admin) → `200` the
 //!   whole artifact or `206` one byte range (`Content-Range`), `416` for a range outside it;
 //!   every download is audited.
+//! - `POST`/`DELETE /api/artifacts/{id}/pin` (operator): retention keeps a pinned artifact.
+//! - `DELETE /api/artifacts/{id}[?reason=…]` (admin): the bytes go, the record stays as
+//!   `deleted` with `deleted_by` and `deleted_reason`.
+//!
+//! Each answers the artifact's record; `409` when its state doesn't allow it. All audited.
 
 use super::{auth, conflict, gone, visible_artifact, ApiError};
 use crate::hub::Hub;
@@ -14,8 +19,8 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::routing::{delete, get};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +28,82 @@ use std::sync::Arc;
 /// The storage routes, each behind the role it needs (merged into [`super::router`] before
 /// authentication).
 pub fn router() -> Router<Arc<Hub>> {
-    Router::new()
+    let operator = Router::new()
         .route("/api/artifacts/{id}/download", get(download_artifact))
-        .route_layer(middleware::from_fn_with_state(Role::Operator, auth::require_role))
+        .route("/api/artifacts/{id}/pin", delete(unpin).post(pin))
+        .route_layer(middleware::from_fn_with_state(Role::Operator, auth::require_role));
+    let admin = Router::new()
+        .route("/api/artifacts/{id}", delete(delete_artifact))
+        .route_layer(middleware::from_fn_with_state(Role::Admin, auth::require_role));
+    operator.merge(admin)
+}
+
+impl From<crate::artifacts::TransitionError> for ApiError {
+    fn from(e: crate::artifacts::TransitionError) -> Self {
+        use crate::artifacts::TransitionError as E;
+        match e {
+            E::NotFound | E::WrongProcess => ApiError::NotFound(e.to_string()),
+            E::NotAllowed { .. } => ApiError::Conflict(e.to_string()),
+            E::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+async fn pin(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_pin(&hub, &p, remote, &id, true).await
+}
+
+async fn unpin(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_pin(&hub, &p, remote, &id, false).await
+}
+
+async fn set_pin(
+    hub: &Hub,
+    p: &Principal,
+    remote: SocketAddr,
+    id: &str,
+    pinned: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    visible_artifact(hub, p, id).await?;
+    let action = if pinned { "artifact.pin" } else { "artifact.unpin" };
+    let result = hub.artifacts.transition(id, None, crate::artifacts::Transition::Pin { pinned }).await;
+    let outcome = if result.is_ok() { "ok" } else { "refused" };
+    hub.audit.record(&p.actor(remote.ip()), action, id, json!({}), outcome).await;
+    Ok(Json(serde_json::to_value(result?)?))
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteQuery {
+    reason: Option<String>,
+}
+
+/// Longest reason kept with a deleted artifact.
+const MAX_REASON_LEN: usize = 500;
+
+async fn delete_artifact(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeleteQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    visible_artifact(&hub, &p, &id).await?;
+    let reason: String =
+        q.reason.unwrap_or_else(|| "deleted by an admin".into()).chars().take(MAX_REASON_LEN).collect();
+    let result = hub.artifacts.delete(&id, &p.name, &reason).await;
+    let outcome = if result.is_ok() { "ok" } else { "refused" };
+    hub.audit.record(&p.actor(remote.ip()), "artifact.delete", &id, json!({"reason": reason}), outcome).await;
+    Ok(Json(serde_json::to_value(result?)?))
 }
 
 impl From<crate::storage::StorageError> for ApiError {

@@ -148,6 +148,14 @@ impl PartWriter {
         self.offset
     }
 
+    /// Lets the last write land (tokio writes in the background), so the part's length is
+    /// what the agent resumes from.
+    pub async fn flush(&mut self) {
+        if let Err(e) = self.file.flush().await {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot flush a partial upload");
+        }
+    }
+
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.file.write_all(data).await.map_err(io_err(&self.path))?;
         self.offset += data.len() as u64;
@@ -189,6 +197,7 @@ mod tests {
         }
         let mut part = store.begin("aa11", 5).await.expect("begin");
         part.write(b"hel").await.expect("write");
+        part.flush().await;
         drop(part);
         let mut part = store.begin("aa11", 5).await.expect("resume");
         assert_eq!(part.offset(), 3, "an interrupted upload resumes from its length");

@@ -241,8 +241,9 @@ impl Upload {
     /// Ends an upload that broke off: a `.part` stays (the agent resumes from its length), a
     /// multipart is aborted (the agent starts over; S3 can't resume the hash).
     pub async fn suspend(self) {
-        if let Upload::S3(w) = self {
-            w.abort().await;
+        match self {
+            Upload::Local(mut p) => p.flush().await,
+            Upload::S3(w) => w.abort().await,
         }
     }
 }
