@@ -228,6 +228,39 @@ impl Artifacts {
         Ok(humantime::parse_rfc3339_weak(&since).unwrap_or_else(|_| std::time::SystemTime::now()))
     }
 
+    /// Why a capture of about `bytes` (`None`: not known yet) can't be stored now, if it can't:
+    /// the local store's free space (less `reserve`, kept for `hub.db` and the audit log) or
+    /// the retention cap, which pinned artifacts alone may already fill.
+    pub async fn capacity_refusal(&self, bytes: Option<u64>, reserve: u64, cap: Option<u64>) -> Option<String> {
+        let need = bytes.unwrap_or(0);
+        let mb = |b: u64| b / (1 << 20);
+        if let Some(free) = self.storage.free_bytes() {
+            if free < need.saturating_add(reserve) {
+                return Some(format!(
+                    "no space: the hub's storage has {} MiB free, the capture needs about {} MiB (+{} MiB kept free)",
+                    mb(free),
+                    mb(need),
+                    mb(reserve)
+                ));
+            }
+        }
+        let cap = cap?;
+        let pinned: u64 = match self.list(None, false, u32::MAX).await {
+            Ok(all) => {
+                all.iter().filter(|a| a.pinned && a.status == ArtifactStatus::Ready).filter_map(|a| a.size).sum()
+            }
+            Err(_) => 0,
+        };
+        (pinned.saturating_add(need) > cap).then(|| {
+            format!(
+                "over the retention cap: {} MiB pinned + about {} MiB for this capture exceed --retain-max-gb ({} MiB)",
+                mb(pinned),
+                mb(need),
+                mb(cap)
+            )
+        })
+    }
+
     /// Records a new artifact (status `pending`).
     pub async fn create(&self, a: ArtifactRecord) -> Result<(), StoreError> {
         self.db.run(move |s| s.insert_artifact(&a)).await

@@ -80,6 +80,9 @@ pub struct HubConfig {
     pub retain_days: u64,
     /// Ready unpinned artifacts beyond this many bytes in total are deleted, oldest first.
     pub retain_max_bytes: Option<u64>,
+    /// Free space kept on the local store for `hub.db` and the audit log: a capture or an upload
+    /// that would leave less is refused with the reason.
+    pub min_free_bytes: u64,
     /// How often retention is swept.
     pub retention_sweep_ms: u64,
     /// A hub that applies retention for the first time only logs what it would delete for this
@@ -129,6 +132,7 @@ impl HubConfig {
             storage: None,
             retain_days: 30,
             retain_max_bytes: None,
+            min_free_bytes: 64 << 20,
             retention_sweep_ms: 10 * 60_000,
             retention_grace_ms: 24 * 3_600_000,
         }

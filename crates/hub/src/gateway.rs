@@ -461,9 +461,17 @@ async fn upload_session(
         return send_error(&mut writer, ErrorCode::Busy, "another upload of this artifact is in progress").await;
     };
     let storage = hub.artifacts.storage();
+    let have = match storage.local() {
+        Some(l) => l.part_len(&id).await.min(up.size),
+        None => 0,
+    };
+    let reserve = hub.config.min_free_bytes;
+    if let Some(reason) = hub.artifacts.capacity_refusal(Some(up.size - have), reserve, None).await {
+        return fail_upload(&hub, &mut writer, &id, &reason).await;
+    }
     let mut upload = match storage.begin_upload(&id, &artifact.file_name, up.size).await {
         Ok(u) => u,
-        Err(e) => return fail_upload(&hub, &mut writer, &id, &e).await,
+        Err(e) => return fail_upload(&hub, &mut writer, &id, &e.reason()).await,
     };
     let offset = upload.offset();
     let started = Transition::UploadStarted { size: up.size, sha256: up.sha256.clone(), offset };
@@ -482,23 +490,17 @@ async fn upload_session(
         }
         Err(UploadFailure::Storage(e)) => {
             upload.suspend().await;
-            fail_upload(&hub, &mut writer, &id, &e).await
+            fail_upload(&hub, &mut writer, &id, &e.reason()).await
         }
     }
 }
 
 /// The hub's storage failed: the artifact fails with the reason (retrying the same bytes won't
 /// help), its partial data goes, and the agent is told (it drops its spool).
-async fn fail_upload(
-    hub: &Hub,
-    writer: &mut Writer,
-    id: &str,
-    e: &crate::storage::StorageError,
-) -> Result<(), ProtocolError> {
-    let reason = e.reason();
+async fn fail_upload(hub: &Hub, writer: &mut Writer, id: &str, reason: &str) -> Result<(), ProtocolError> {
     hub.artifacts.storage().discard_upload(id).await;
-    hub.artifacts.fail(id, &reason).await;
-    send_error(writer, ErrorCode::Internal, &reason).await
+    hub.artifacts.fail(id, reason).await;
+    send_error(writer, ErrorCode::Internal, reason).await
 }
 
 /// Why an upload stopped: the agent's link (worth resuming) or the hub's own storage (not).
@@ -645,7 +647,7 @@ async fn finish_upload(
             tracing::warn!(artifact = %id, error = %e, "upload rejected");
             writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
         }
-        Err(e) => fail_upload(hub, writer, id, &e).await,
+        Err(e) => fail_upload(hub, writer, id, &e.reason()).await,
     }
 }
 

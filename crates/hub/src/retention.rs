@@ -39,9 +39,14 @@ pub fn plan(
     victims
 }
 
-/// Sweeps at start and then every `retention_sweep_ms`.
+/// Sweeps every `retention_sweep_ms`, the first time one period after the start (the hub
+/// serves first); the first-run marker is set at start.
 pub async fn sweep_forever(hub: std::sync::Arc<Hub>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(hub.config.retention_sweep_ms.max(100)));
+    if let Err(e) = hub.artifacts.retention_since().await {
+        tracing::warn!(error = %e, "cannot record the first retention run");
+    }
+    let period = Duration::from_millis(hub.config.retention_sweep_ms.max(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tick.tick().await;
         if let Err(e) = sweep(&hub).await {

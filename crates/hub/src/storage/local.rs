@@ -35,6 +35,16 @@ impl LocalStore {
         self.artifacts.join(name)
     }
 
+    /// Bytes free for the hub on the file system of the data directory (statvfs).
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.artifacts.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a valid C string and `st` a writable statvfs for the call to fill.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+
     /// Bytes of a partial upload already on disk (0 if none).
     pub async fn part_len(&self, id: &str) -> u64 {
         tokio::fs::metadata(self.part_path(id)).await.map(|m| m.len()).unwrap_or(0)

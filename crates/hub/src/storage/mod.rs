@@ -104,6 +104,15 @@ impl Storage {
         }
     }
 
+    /// Bytes the store can still take: free space of the data dir's file system on local disk;
+    /// `None` (unknown, unbounded) for an object store.
+    pub fn free_bytes(&self) -> Option<u64> {
+        match self {
+            Storage::Local(l) => l.free_bytes(),
+            Storage::S3(_) => None,
+        }
+    }
+
     /// Where the bytes go, for log lines.
     pub fn describe(&self) -> String {
         match self {
