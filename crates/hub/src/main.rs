@@ -33,6 +33,18 @@ enum Cmd {
     /// Operators' API tokens: create, list, revoke (also while the hub runs).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Rebuild the artifact index of a lost hub.db from the store's sidecars (ID.json).
+    Reindex(ReindexArgs),
+}
+
+#[derive(clap::Args)]
+struct ReindexArgs {
+    /// The hub's data directory (hub.db is created there if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The store the hub serves from (default: local disk under --data-dir).
+    #[arg(long, env = "PERF_HUB_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    storage: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +228,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Analyze(a) => std::process::exit(heap_cli("analyze", vec![a.file], a.heap)),
         Cmd::Diff(a) => std::process::exit(heap_cli("diff", vec![a.before, a.after], a.heap)),
         Cmd::Token(t) => token(t),
+        Cmd::Reindex(a) => reindex(a),
     }
 }
 
@@ -260,6 +273,28 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             println!("Revoked token '{}'.", a.name);
         }
     }
+    Ok(())
+}
+
+/// `perf-hub reindex`: puts back the records of the artifacts in the store that hub.db lacks.
+fn reindex(a: ReindexArgs) -> anyhow::Result<()> {
+    perf_hub::private_files::prepare_data_dir(&a.data_dir)?;
+    let path = a.data_dir.join("hub.db");
+    create_private_if_missing(&path)?;
+    let store = perf_hub::store::Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let storage = perf_hub::storage::Storage::open(&a.data_dir, a.storage.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        storage.probe().await.map_err(|e| anyhow::anyhow!("the artifact store {} refused: {e}", storage.describe()))?;
+        anyhow::Ok(perf_hub::storage::reindex::reindex(&storage, &store).await?)
+    })?;
+    println!(
+        "Reindexed {}: {} artifacts restored, {} already known, {} skipped (see the log).",
+        storage.describe(),
+        report.restored,
+        report.known,
+        report.skipped
+    );
     Ok(())
 }
 

@@ -401,4 +401,28 @@ async fn artifacts_live_in_the_bucket_across_kills_and_restarts() {
     }
     assert_eq!(big_files(data.path(), MIB as u64), Vec::<PathBuf>::new(), "still nothing on the hub's disk");
     hub.stop();
+
+    // hub.db is lost: `perf-hub reindex` rebuilds the index from the sidecars in the bucket.
+    for f in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        let _ = std::fs::remove_file(data.path().join(f));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_perf-hub"))
+        .args(["reindex", "--storage", &storage])
+        .arg("--data-dir")
+        .arg(data.path())
+        .envs(
+            hub_command(data.path(), &storage, &weed.endpoint(), SECRET).get_envs().filter_map(|(k, v)| Some((k, v?))),
+        )
+        .output()
+        .expect("reindex");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 artifacts restored"), "{stdout}");
+    let hub = HubProc::start(data.path(), &storage, &weed);
+    for (id, bytes) in [("a0000001", &first), ("a0000002", &second), ("a0000003", &third)] {
+        let a = artifact(&hub, id).await;
+        assert_eq!((a["status"].as_str(), a["sha256"].as_str()), (Some("ready"), Some(sha(bytes).as_str())), "{a}");
+        assert_eq!(sha(&download(&hub, id).await), sha(bytes), "{id} after reindex");
+    }
+    hub.stop();
 }

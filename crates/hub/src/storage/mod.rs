@@ -8,6 +8,7 @@
 //! as small objects beside the artifact.
 
 pub mod local;
+pub mod reindex;
 pub mod s3;
 
 use futures_util::Stream;
