@@ -31,7 +31,8 @@ fn start_weed(bin: &Path, dir: &Path) -> (Child, u16) {
     cmd.arg("mini").arg(format!("-dir={}", dir.display()));
     cmd.args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false"]);
     cmd.args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-bucket=bench"]).arg(format!("-s3.port={s3}"));
-    for name in ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc"] {
+    for name in ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc"]
+    {
         cmd.arg(format!("-{name}={}", free_port()));
     }
     for name in ["s3.port.grpc", "admin.port", "admin.port.grpc", "metricsPort"] {
@@ -45,6 +46,16 @@ fn start_weed(bin: &Path, dir: &Path) -> (Child, u16) {
         .spawn()
         .expect("start weed");
     (child, s3)
+}
+
+/// Kills a child process when dropped (also when the benchmark panics).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn hub_binary() -> PathBuf {
@@ -82,7 +93,9 @@ fn start_hub(data: &Path, storage: Option<&str>, s3_port: u16) -> (Child, Socket
             }
         }
         // Keep draining the hub's log (its warnings matter; a closed pipe would not).
-        std::thread::spawn(move || lines.filter(|l| l.contains("WARN") || l.contains("ERROR")).for_each(|l| eprintln!("hub: {l}")));
+        std::thread::spawn(move || {
+            lines.filter(|l| l.contains("WARN") || l.contains("ERROR")).for_each(|l| eprintln!("hub: {l}"))
+        });
         match agent {
             Some(a) => return (child, a),
             None if t0.elapsed() < Duration::from_secs(90) => {
@@ -114,12 +127,14 @@ async fn run(name: &str, storage: Option<&str>, s3_port: u16, blocks: usize, bas
     {
         let store = Store::open(&data.path().join("hub.db")).expect("store");
         let token = perf_hub::artifacts::hash_upload_token(TOKEN);
-        let mut a = ArtifactRecord::pending("f0000001", ("feedface", "orders"), "heap_snapshot", "heapsnapshot", "b", token);
+        let mut a =
+            ArtifactRecord::pending("f0000001", ("feedface", "orders"), "heap_snapshot", "heapsnapshot", "b", token);
         a.status = ArtifactStatus::Running;
         store.insert_artifact(&a).expect("insert");
     }
-    let (mut hub, agent) = start_hub(data.path(), storage, s3_port);
-    let idle = rss_kib(hub.id(), "VmRSS:");
+    let (hub, agent) = start_hub(data.path(), storage, s3_port);
+    let hub = KillOnDrop(hub);
+    let idle = rss_kib(hub.0.id(), "VmRSS:");
     let size = (blocks * BLOCK) as u64;
     let (r, w) = TcpStream::connect(agent).await.expect("connect").into_split();
     let (mut reader, mut writer) = (FrameReader::new(r), FrameWriter::new(w));
@@ -143,7 +158,7 @@ async fn run(name: &str, storage: Option<&str>, s3_port: u16, blocks: usize, bas
     let ack = reader.read_message().await.expect("ack");
     let secs = t0.elapsed().as_secs_f64();
     assert!(matches!(ack, Message::UploadAck { ok: true, .. }), "{ack:?}");
-    let peak = rss_kib(hub.id(), "VmHWM:");
+    let peak = rss_kib(hub.0.id(), "VmHWM:");
     let mib = size as f64 / (1 << 20) as f64;
     println!(
         "| {name:<10} | {mib:>6.0} MiB | {secs:>6.1} s | {:>6.0} MiB/s | {:>5.1} MiB | {:>5.1} MiB |",
@@ -151,8 +166,6 @@ async fn run(name: &str, storage: Option<&str>, s3_port: u16, blocks: usize, bas
         idle as f64 / 1024.0,
         peak as f64 / 1024.0
     );
-    let _ = hub.kill();
-    let _ = hub.wait();
 }
 
 #[tokio::main]
@@ -175,11 +188,10 @@ async fn main() {
     }
     let sha = hex::encode(hasher.finalize());
     let weed_dir = tempfile::tempdir().expect("tempdir");
-    let (mut weed, s3_port) = start_weed(&weed, weed_dir.path());
+    let (weed, s3_port) = start_weed(&weed, weed_dir.path());
+    let _weed = KillOnDrop(weed);
     println!("| store      |   size     | time     | throughput  | hub RSS idle | hub RSS peak |");
     println!("|---|---|---|---|---|---|");
     run("local disk", None, s3_port, blocks, &base, &sha).await;
     run("SeaweedFS", Some("s3://bench/hub"), s3_port, blocks, &base, &sha).await;
-    let _ = weed.kill();
-    let _ = weed.wait();
 }
