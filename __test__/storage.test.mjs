@@ -143,3 +143,36 @@ test('a hub SIGKILLed while a snapshot is in flight: the artifact ends ready or 
   assert.deepEqual(bigFiles(ctx.dataDir, 256 * 1024), [], 'nothing big on the hub\'s disk');
   await a.kill();
 });
+
+/** GETs `path` until the background job answers 200. */
+async function result(path) {
+  return waitFor(`result of ${path}`, async () => {
+    const r = await api(ctx.hub, 'GET', path);
+    if (r.status === 202) return null;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r;
+  }, { timeout: 60000, interval: 100 });
+}
+
+test('analyses, diffs and flame graphs read from the bucket and cache there', { skip }, async () => {
+  const a = await startApp('app.js', { env: hubEnv(ctx.hub, { LEAK_COUNT: '250' }) });
+  const p = await processByPid(ctx.hub, a.child.pid);
+  const before = await waitArtifact(ctx.hub, await snapshot(ctx.hub, p.id));
+  a.send('leak 120');
+  await a.waitLine(/^leaked 370/);
+  const after = await waitArtifact(ctx.hub, await snapshot(ctx.hub, p.id));
+  assert.equal(after.status, 'ready', after.error);
+  const analysis = (await result(`/api/artifacts/${before.id}/analysis`)).body;
+  assert.equal(analysis.classes.find((c) => c.name === 'PerfAgentTestLeak').count, 250);
+  const diff = (await result(`/api/artifacts/${before.id}/diff/${after.id}`)).body;
+  assert.equal(diff.classes.find((c) => c.name === 'PerfAgentTestLeak').count_delta, 120);
+  const prof = await api(ctx.hub, 'POST', `/api/processes/${p.id}/commands`, { kind: 'cpu_profile', seconds: 1 });
+  assert.equal((await waitArtifact(ctx.hub, prof.body.artifact.id)).status, 'ready');
+  const svg = await result(`/api/artifacts/${prof.body.artifact.id}/flamegraph.svg`);
+  assert.match(svg.body, /<svg/);
+  // Nothing of it on the hub's disk: the caches are in the bucket, the diff's copies are gone.
+  const local = (d) => (existsSync(d) ? readdirSync(d) : []);
+  assert.deepEqual([...local(join(ctx.dataDir, 'artifacts')), ...local(join(ctx.dataDir, 'cache'))], []);
+  assert.equal((await api(ctx.hub, 'GET', `/api/artifacts/${before.id}/analysis`)).status, 200, 'cached');
+  await a.kill();
+});
