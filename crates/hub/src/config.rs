@@ -312,6 +312,10 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: Option<bool>,
     pub app_secrets_file: Option<PathBuf>,
+    /// Artifact storage and retention (see [`HubConfig::storage`]).
+    pub storage: Option<String>,
+    pub retain_days: Option<u64>,
+    pub retain_max_gb: Option<f64>,
 }
 
 #[cfg(test)]

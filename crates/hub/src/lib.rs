@@ -78,7 +78,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     let hub = Arc::new(Hub::open(config)?);
     // Wrong credentials or a missing bucket show now, in one line, not at the first upload.
     let storage = hub.artifacts.storage();
-    storage.probe().await.map_err(|e| anyhow::anyhow!("the artifact store {} refused: {e}", storage.describe()))?;
+    storage.probe().await.map_err(|e| anyhow::anyhow!("cannot use the artifact store {}: {e}", storage.describe()))?;
     hub.artifacts.discard_stale_uploads().await?;
     let router = api::router(hub.clone());
     let http_hub = hub.clone();

@@ -209,9 +209,9 @@ struct StorageArgs {
     /// Default: local disk under --data-dir.
     #[arg(long, env = "PERF_HUB_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
     storage: Option<String>,
-    /// Delete ready, unpinned artifacts older than this many days (0: never).
-    #[arg(long, default_value_t = 30)]
-    retain_days: u64,
+    /// Delete ready, unpinned artifacts older than this many days (0: never) [default: 30].
+    #[arg(long)]
+    retain_days: Option<u64>,
     /// Delete ready, unpinned artifacts, oldest first, while they take more than this many GB.
     #[arg(long, value_name = "GB")]
     retain_max_gb: Option<f64>,
@@ -285,7 +285,10 @@ fn reindex(a: ReindexArgs) -> anyhow::Result<()> {
     let storage = perf_hub::storage::Storage::open(&a.data_dir, a.storage.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(async {
-        storage.probe().await.map_err(|e| anyhow::anyhow!("the artifact store {} refused: {e}", storage.describe()))?;
+        storage
+            .probe()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use the artifact store {}: {e}", storage.describe()))?;
         anyhow::Ok(perf_hub::storage::reindex::reindex(&storage, &store).await?)
     })?;
     println!(
@@ -399,9 +402,9 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .map(|mb| mb.saturating_mul(1 << 20))
             .or(file.max_artifact_bytes)
             .unwrap_or(defaults.max_artifact_bytes),
-        storage: args.storage.storage,
-        retain_days: args.storage.retain_days,
-        retain_max_bytes: args.storage.retain_max_gb.map(|gb| (gb.max(0.0) * 1e9) as u64),
+        storage: args.storage.storage.or(file.storage),
+        retain_days: args.storage.retain_days.or(file.retain_days).unwrap_or(defaults.retain_days),
+        retain_max_bytes: args.storage.retain_max_gb.or(file.retain_max_gb).map(|gb| (gb.max(0.0) * 1e9) as u64),
         ..defaults
     })
 }

@@ -334,7 +334,7 @@ async fn artifacts_live_in_the_bucket_across_kills_and_restarts() {
         assert!(!out.status.success(), "{what}: the hub started anyway: {stderr}");
         let lines: Vec<_> = stderr.lines().filter(|l| l.contains("artifact store")).collect();
         assert_eq!(lines.len(), 1, "{what}: one clear line: {stderr}");
-        assert!(lines[0].contains(url) && lines[0].contains("refused"), "{what}: {stderr}");
+        assert!(lines[0].contains(url) && lines[0].contains("cannot use the artifact store"), "{what}: {stderr}");
     }
 
     insert_artifacts(data.path(), &["a0000001", "a0000002", "a0000003"]);
