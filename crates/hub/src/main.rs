@@ -215,6 +215,10 @@ struct StorageArgs {
     /// Delete ready, unpinned artifacts, oldest first, while they take more than this many GB.
     #[arg(long, value_name = "GB")]
     retain_max_gb: Option<f64>,
+    /// Local disk: refuse captures and uploads that would leave less than this many MiB free
+    /// (kept for hub.db and the audit log) [default: 64].
+    #[arg(long, value_name = "MIB")]
+    min_free_mb: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -404,6 +408,11 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .unwrap_or(defaults.max_artifact_bytes),
         storage: args.storage.storage.or(file.storage),
         retain_days: args.storage.retain_days.or(file.retain_days).unwrap_or(defaults.retain_days),
+        min_free_bytes: args
+            .storage
+            .min_free_mb
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .unwrap_or(defaults.min_free_bytes),
         retain_max_bytes: args.storage.retain_max_gb.or(file.retain_max_gb).map(|gb| (gb.max(0.0) * 1e9) as u64),
         ..defaults
     })
