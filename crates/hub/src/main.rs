@@ -19,6 +19,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once at start: the size of the largest variant doesn't matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the hub: agent gateway, HTTP API and console.
