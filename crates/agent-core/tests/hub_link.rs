@@ -138,7 +138,8 @@ async fn snapshot_end_to_end_and_busy() {
 
     let a = wait_ready(&running.hub, &first.id).await;
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
-    let stored = std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("artifact file");
+    let stored = std::fs::read(running.hub.artifacts.storage().local().expect("local store").path(&a.file_name))
+        .expect("artifact file");
     assert_eq!(stored, payload);
     assert_eq!(a.sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&payload)).as_str()));
     // The spool is removed once the hub confirmed the checksum.
@@ -164,7 +165,11 @@ async fn snapshot_written_into_the_spool_file_is_checksummed_and_uploaded() {
     assert_eq!(refusal, None);
     let a = wait_ready(&running.hub, &art.id).await;
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
-    assert_eq!(std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("artifact file"), payload);
+    assert_eq!(
+        std::fs::read(running.hub.artifacts.storage().local().expect("local store").path(&a.file_name))
+            .expect("artifact file"),
+        payload
+    );
     assert_eq!(a.sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&payload)).as_str()));
 }
 
@@ -244,7 +249,8 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
     );
     rec.status = ArtifactStatus::Uploading;
     running.hub.artifacts.create(rec.clone()).await.expect("insert");
-    std::fs::write(running.hub.artifacts.blobs().part_path(id), &payload[..400_000]).expect("part");
+    std::fs::write(running.hub.artifacts.storage().local().expect("local store").part_path(id), &payload[..400_000])
+        .expect("part");
 
     perf_agent_core::spool_dir::prepare(&dir.path().join("spool")).expect("spool dir");
     let mut w = SpoolWriter::create(&dir.path().join("spool"), "x.heapsnapshot", 1 << 30).expect("spool");
@@ -264,7 +270,10 @@ async fn upload_resumes_from_the_hubs_offset_and_bad_tokens_are_refused() {
     upload_with_retry(&job, quick(), cancel).await.expect("upload");
     let a = running.hub.artifacts.get(id).await.expect("store").expect("artifact");
     assert_eq!(a.status, ArtifactStatus::Ready);
-    assert_eq!(std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("file"), payload);
+    assert_eq!(
+        std::fs::read(running.hub.artifacts.storage().local().expect("local store").path(&a.file_name)).expect("file"),
+        payload
+    );
     // Had the agent sent from zero instead of the hub's offset, the hub would have refused the
     // excess bytes and the file would not match.
     assert_eq!(a.uploaded_bytes, payload.len() as u64);

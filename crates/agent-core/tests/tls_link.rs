@@ -149,7 +149,10 @@ async fn a_snapshot_and_its_upload_travel_over_tls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(a.status, ArtifactStatus::Ready, "{:?}", a.error);
-    assert_eq!(std::fs::read(running.hub.artifacts.blobs().final_path(&a.file_name)).expect("file"), payload);
+    assert_eq!(
+        std::fs::read(running.hub.artifacts.storage().local().expect("local store").path(&a.file_name)).expect("file"),
+        payload
+    );
     // Dropping the last handle shuts the agent's runtime down in the background.
     slot.lock().expect("lock").take();
     drop(agent);

@@ -3,13 +3,14 @@
 //! Analysis runs off the request path, one at a time (a 1 GB snapshot needs ~1.5 GB of memory),
 //! on a blocking thread. The first request starts it and gets `202` with progress; later ones
 //! get the progress, then the result, which is cached next to the artifact as JSON so it is
-//! computed once per artifact (and survives restarts).
+//! computed once per artifact (and survives restarts), in the artifact's store. A snapshot
+//! streams from its store into the analyser; a diff reads two files, so from S3 both are first
+//! copied to private temporary files in `DATA_DIR/cache/` (removed when the job ends).
 
 use crate::hub::Hub;
 use crate::store::{ArtifactRecord, ArtifactStatus};
 use perf_heap_analysis::{AnalyzeOptions, Progress};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Where a job stands, as the API reports it.
@@ -71,29 +72,21 @@ pub fn check_snapshot(a: &ArtifactRecord) -> Result<(), String> {
 
 /// The analysis of one snapshot: cached result, or progress of the job (started if needed).
 pub async fn analysis(hub: &Arc<Hub>, a: &ArtifactRecord) -> Lookup {
-    let key = a.id.clone();
-    let out = hub.artifacts.blobs().final_path(&format!("{}.analysis.json", a.id));
-    let input = hub.artifacts.blobs().final_path(&a.file_name);
-    lookup_or_start(hub, key, out, move |progress| {
-        let r = perf_heap_analysis::analyze_path(&input, &AnalyzeOptions::default(), progress)?;
-        Ok(serde_json::to_vec(&r)?)
-    })
-    .await
+    lookup_or_start(hub, a.id.clone(), format!("{}.analysis.json", a.id), Job::Analyze(Box::new(a.clone()))).await
 }
 
 /// The diff of two snapshots of one process (`a` taken before `b`).
 pub async fn diff(hub: &Arc<Hub>, a: &ArtifactRecord, b: &ArtifactRecord) -> Lookup {
     let key = format!("{}-{}", a.id, b.id);
-    let out = hub.artifacts.blobs().final_path(&format!("diff-{key}.json"));
-    let (pa, pb) = (hub.artifacts.blobs().final_path(&a.file_name), hub.artifacts.blobs().final_path(&b.file_name));
-    lookup_or_start(hub, key, out, move |progress| {
-        let r = perf_heap_analysis::diff_paths(&pa, &pb, &AnalyzeOptions::default(), progress)?;
-        Ok(serde_json::to_vec(&r)?)
-    })
-    .await
+    let out = format!("diff-{key}.json");
+    lookup_or_start(hub, key, out, Job::Diff(Box::new((a.clone(), b.clone())))).await
 }
 
-type Work = Box<dyn FnOnce(&mut dyn FnMut(Progress)) -> Result<Vec<u8>, AnalysisError> + Send>;
+/// What a job computes.
+enum Job {
+    Analyze(Box<ArtifactRecord>),
+    Diff(Box<(ArtifactRecord, ArtifactRecord)>),
+}
 
 #[derive(Debug, thiserror::Error)]
 enum AnalysisError {
@@ -101,17 +94,14 @@ enum AnalysisError {
     Heap(#[from] perf_heap_analysis::HeapError),
     #[error("encoding the result: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("writing the result: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("analysis crashed: {0}")]
+    Crashed(String),
 }
 
-async fn lookup_or_start(
-    hub: &Arc<Hub>,
-    key: String,
-    out: PathBuf,
-    work: impl FnOnce(&mut dyn FnMut(Progress)) -> Result<Vec<u8>, AnalysisError> + Send + 'static,
-) -> Lookup {
-    if let Ok(bytes) = tokio::fs::read(&out).await {
+async fn lookup_or_start(hub: &Arc<Hub>, key: String, out: String, job: Job) -> Lookup {
+    if let Some(bytes) = hub.artifacts.storage().read_small(&out).await {
         return Lookup::Ready(bytes);
     }
     match hub.renders.analyses.get(&key) {
@@ -120,50 +110,66 @@ async fn lookup_or_start(
         None => {}
     }
     hub.renders.analyses.set(&key, JobState::Queued);
-    tokio::spawn(run_job(hub.clone(), key, out, Box::new(work)));
+    tokio::spawn(run_job(hub.clone(), key, out, job));
     Lookup::Pending(JobState::Queued)
 }
 
-async fn run_job(hub: Arc<Hub>, key: String, out: PathBuf, work: Work) {
+async fn run_job(hub: Arc<Hub>, key: String, out: String, job: Job) {
     let Ok(_permit) = hub.renders.analyses.slot.acquire().await else { return };
-    let h = hub.clone();
-    let k = key.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
-        let mut progress = |p: Progress| {
-            // Progress arrives per chunk read: record it a few times a second.
-            if last.elapsed().as_millis() >= 200 || p.done == p.total {
-                last = std::time::Instant::now();
-                let stage =
-                    serde_json::to_value(p.stage).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                h.renders
-                    .analyses
-                    .set(&k, JobState::Running { stage, snapshot: p.snapshot, done: p.done, total: p.total });
-            }
-        };
-        let bytes = work(&mut progress)?;
-        write_atomically(&out, &bytes)?;
-        Ok::<(), AnalysisError>(())
-    })
-    .await;
+    let result = compute(&hub, &key, job).await;
+    let result = match result {
+        Ok(bytes) => hub.artifacts.storage().write_small(&out, bytes).await.map_err(AnalysisError::from),
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(Ok(())) => {
+        Ok(()) => {
             if let Ok(mut j) = hub.renders.analyses.jobs.lock() {
                 j.remove(&key);
             }
             tracing::info!(key, "heap analysis done");
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(key, error = %e, "heap analysis failed");
             hub.renders.analyses.set(&key, JobState::Failed { error: e.to_string() });
         }
-        Err(e) => hub.renders.analyses.set(&key, JobState::Failed { error: format!("analysis crashed: {e}") }),
     }
 }
 
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    // 0600: an analysis shows what the heap held (issue 11, finding 3).
-    crate::private_files::create_private(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
+/// Runs `job` on a blocking thread, reporting progress a few times a second.
+async fn compute(hub: &Arc<Hub>, key: &str, job: Job) -> Result<Vec<u8>, AnalysisError> {
+    let storage = hub.artifacts.storage();
+    let (h, k) = (hub.clone(), key.to_string());
+    let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let progress = move |p: Progress| {
+        // Progress arrives per chunk read: record it a few times a second.
+        if last.elapsed().as_millis() >= 200 || p.done == p.total {
+            last = std::time::Instant::now();
+            let stage =
+                serde_json::to_value(p.stage).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            h.renders.analyses.set(&k, JobState::Running { stage, snapshot: p.snapshot, done: p.done, total: p.total });
+        }
+    };
+    let opts = AnalyzeOptions::default();
+    let task = match job {
+        Job::Analyze(a) => {
+            let size = storage.size(&a.file_name).await?;
+            let body = tokio_util::io::StreamReader::new(storage.read(&a.file_name, 0, size).await?);
+            let reader = std::io::BufReader::with_capacity(1 << 20, tokio_util::io::SyncIoBridge::new(body));
+            tokio::task::spawn_blocking(move || {
+                let mut progress = progress;
+                let r = perf_heap_analysis::analyze_reader(reader, size, &opts, &mut progress)?;
+                Ok(serde_json::to_vec(&r)?)
+            })
+        }
+        Job::Diff(pair) => {
+            let (a, b) = *pair;
+            let (fa, fb) = (storage.local_file(&a.file_name).await?, storage.local_file(&b.file_name).await?);
+            tokio::task::spawn_blocking(move || {
+                let mut progress = progress;
+                let r = perf_heap_analysis::diff_paths(fa.path(), fb.path(), &opts, &mut progress)?;
+                Ok(serde_json::to_vec(&r)?)
+            })
+        }
+    };
+    task.await.map_err(|e| AnalysisError::Crashed(e.to_string()))?
 }

@@ -6,13 +6,16 @@
 //!    │                     │                     ▲   │
 //!    │                     └──upload_started─────┘   │
 //!    └──refused──▶ failed ◀──failed (from any unfinished state)
+//!
+//! ready | failed ──deleted──▶ deleted      (admin or retention: the bytes go, the record stays)
+//! pin / unpin: any state but deleted (retention keeps pinned artifacts)
 //! ```
 //!
 //! A transition that doesn't fit the current state is refused with a [`TransitionError`] and
 //! the record is left as it was: a late upload can't revive a failed artifact, a second
 //! result can't overwrite a stored one, and a message from another process changes nothing.
 
-use crate::blobs::BlobStore;
+use crate::storage::Storage;
 use crate::store::{ArtifactRecord, ArtifactStatus, Db, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -55,6 +58,10 @@ pub enum Transition {
     Stored { size: u64 },
     /// The artifact will not complete.
     Failed { error: String },
+    /// Retention keeps it however old (`true`), or may delete it again (`false`).
+    Pin { pinned: bool },
+    /// Its bytes are being deleted, by `by` (a token's name, `retention`) for `reason`.
+    Delete { by: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,9 @@ impl Transition {
             Transition::UploadProgress { .. } => "record upload progress on",
             Transition::Stored { .. } => "store",
             Transition::Failed { .. } => "fail",
+            Transition::Pin { pinned: true } => "pin",
+            Transition::Pin { pinned: false } => "unpin",
+            Transition::Delete { .. } => "delete",
         }
     }
 
@@ -98,6 +108,9 @@ impl Transition {
             Transition::UploadStarted { .. } => matches!(status, Pending | Running | Uploading),
             Transition::UploadProgress { .. } | Transition::Stored { .. } => status == Uploading,
             Transition::Failed { .. } => !status.is_final(),
+            Transition::Pin { .. } => status != Deleted,
+            // An artifact in flight is the agent's until it ends (then it can be deleted).
+            Transition::Delete { .. } => matches!(status, Ready | Failed),
         }
     }
 
@@ -135,29 +148,34 @@ impl Transition {
                 a.status = ArtifactStatus::Failed;
                 a.error = Some(error);
             }
+            Transition::Pin { pinned } => a.pinned = pinned,
+            Transition::Delete { by, reason } => {
+                a.status = ArtifactStatus::Deleted;
+                a.deleted_by = Some(by);
+                a.deleted_reason = Some(reason);
+            }
         }
     }
 }
 
 /// The artifacts: their records (every state change through a [`Transition`]) and their bytes
-/// ([`BlobStore`]). Only this module writes artifact records.
+/// ([`Storage`]). Only this module writes artifact records.
 pub struct Artifacts {
     db: Db,
-    blobs: BlobStore,
+    storage: Storage,
     /// Upload streams in progress, one per artifact.
     pub uploads: UploadSlots,
 }
 
 impl Artifacts {
-    pub fn new(db: Db, blobs: BlobStore) -> Self {
-        Self { db, blobs, uploads: UploadSlots::default() }
+    pub fn new(db: Db, storage: Storage) -> Self {
+        Self { db, storage, uploads: UploadSlots::default() }
     }
 
     /// [`Artifacts::new`] after making the stored state safe: upload tokens an older hub kept
     /// in plain text are replaced by their hash (their uploads keep working: the agent still
-    /// presents the token), and partial uploads of artifacts that ended (or are unknown) are
-    /// removed.
-    pub fn open(db: Db, blobs: BlobStore) -> Result<Self, StoreError> {
+    /// presents the token). Partial uploads are cleaned by [`Artifacts::discard_stale_uploads`].
+    pub fn open(db: Db, storage: Storage) -> Result<Self, StoreError> {
         let store = db.blocking();
         for a in store.list_artifacts(None, false, u32::MAX)? {
             if !a.upload_token.is_empty() && !a.upload_token.starts_with(TOKEN_HASH_PREFIX) {
@@ -167,18 +185,80 @@ impl Artifacts {
                 })?;
             }
         }
-        for id in blobs.part_ids() {
-            let ended = store.get_artifact(&id)?.is_none_or(|a| a.status.is_final());
-            if ended {
-                blobs.discard_part_now(&id);
-            }
-        }
-        Ok(Self::new(db, blobs))
+        Ok(Self::new(db, storage))
     }
 
-    /// Where artifact bytes live (partial uploads, stored files, renders beside them).
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// Removes the partial uploads (`.part` files, S3 multipart uploads) of artifacts that
+    /// ended or are unknown: run at start, before agents are served.
+    pub async fn discard_stale_uploads(&self) -> Result<(), StoreError> {
+        for id in self.storage.upload_ids() {
+            let ended = self.get(&id).await?.is_none_or(|a| a.status.is_final());
+            if ended {
+                self.storage.discard_upload(&id).await;
+                tracing::info!(artifact = %id, "removed the partial upload of an artifact that ended");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where artifact bytes live (partial uploads, stored objects, renders beside them).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Writes the sidecar of `a` (`ID.json`, its record without the upload token) beside its
+    /// bytes, so that the store alone can rebuild the index (`perf-hub reindex`). A sidecar
+    /// that can't be written is logged: the artifact itself is fine.
+    pub async fn write_sidecar(&self, a: &ArtifactRecord) {
+        let mut record = a.clone();
+        record.upload_token = String::new();
+        let bytes = match serde_json::to_vec(&record) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(artifact = %a.id, error = %e, "cannot encode the sidecar"),
+        };
+        if let Err(e) = self.storage.write_small(&crate::storage::sidecar_name(&a.id), bytes).await {
+            tracing::warn!(artifact = %a.id, error = %e, "cannot write the sidecar");
+        }
+    }
+
+    /// When this hub first applied retention (recorded now if never; see [`crate::retention`]).
+    pub async fn retention_since(&self) -> Result<std::time::SystemTime, StoreError> {
+        let now = crate::store::now_rfc3339();
+        let since = self.db.run(move |s| s.setting_or_insert("retention_since", &now)).await?;
+        Ok(humantime::parse_rfc3339_weak(&since).unwrap_or_else(|_| std::time::SystemTime::now()))
+    }
+
+    /// Why a capture of about `bytes` (`None`: not known yet) can't be stored now, if it can't:
+    /// the local store's free space (less `reserve`, kept for `hub.db` and the audit log) or
+    /// the retention cap, which pinned artifacts alone may already fill.
+    pub async fn capacity_refusal(&self, bytes: Option<u64>, reserve: u64, cap: Option<u64>) -> Option<String> {
+        let need = bytes.unwrap_or(0);
+        let mb = |b: u64| b / (1 << 20);
+        if let Some(free) = self.storage.free_bytes() {
+            if free < need.saturating_add(reserve) {
+                return Some(format!(
+                    "no space: the hub's storage has {} MiB free, the capture needs about {} MiB (+{} MiB kept free)",
+                    mb(free),
+                    mb(need),
+                    mb(reserve)
+                ));
+            }
+        }
+        let cap = cap?;
+        let pinned: u64 = match self.list(None, false, u32::MAX).await {
+            Ok(all) => {
+                all.iter().filter(|a| a.pinned && a.status == ArtifactStatus::Ready).filter_map(|a| a.size).sum()
+            }
+            Err(_) => 0,
+        };
+        (pinned.saturating_add(need) > cap).then(|| {
+            format!(
+                "over the retention cap: {} MiB pinned + about {} MiB for this capture exceed --retain-max-gb ({} MiB)",
+                mb(pinned),
+                mb(need),
+                mb(cap)
+            )
+        })
     }
 
     /// Records a new artifact (status `pending`).
@@ -271,9 +351,25 @@ impl Artifacts {
         if self.transition_or_log(id, None, failed).await.is_some() {
             tracing::warn!(artifact = %id, error, "artifact failed");
             if self.uploads.is_free(id) {
-                self.blobs.discard_part(id).await;
+                self.storage.discard_upload(id).await;
             }
         }
+    }
+
+    /// Deletes artifact `id` (see [`Transition::Delete`]): the record turns `deleted` first, then
+    /// its bytes, renders and analysis go; its sidecar stays, saying it was deleted (so a
+    /// reindex doesn't bring it back). Bytes that can't be removed are logged; the record
+    /// already says the artifact is gone.
+    pub async fn delete(&self, id: &str, by: &str, reason: &str) -> Result<ArtifactRecord, TransitionError> {
+        let t = Transition::Delete { by: by.to_string(), reason: reason.to_string() };
+        let a = self.transition(id, None, t).await?;
+        for name in [a.file_name.clone(), format!("{id}.svg"), format!("{id}.analysis.json")] {
+            if let Err(e) = self.storage.delete(&name).await {
+                tracing::warn!(artifact = %id, error = %e, "cannot delete the bytes of a deleted artifact");
+            }
+        }
+        self.write_sidecar(&a).await;
+        Ok(a)
     }
 
     /// Fails the unfinished artifacts of a process that `which` selects.
@@ -330,8 +426,8 @@ mod tests {
         let mut a = artifact("a1", "p1");
         a.status = status;
         store.insert_artifact(&a).expect("insert");
-        let blobs = BlobStore::open(dir.path()).expect("blobs");
-        (dir, Artifacts::new(Db::new(store), blobs))
+        let storage = Storage::open(dir.path(), None).expect("storage");
+        (dir, Artifacts::new(Db::new(store), storage))
     }
 
     async fn status(arts: &Artifacts) -> ArtifactStatus {
@@ -409,6 +505,20 @@ mod tests {
         assert!(!upload_token_matches(&stored, &stored), "the hash itself is no token");
         assert!(upload_token_matches("legacy-plain", "legacy-plain"));
         assert!(!upload_token_matches("", ""));
+    }
+
+    #[tokio::test]
+    async fn only_an_ended_artifact_can_be_deleted_and_a_deleted_one_stays_deleted() {
+        let (_d, s) = with(ArtifactStatus::Uploading).await;
+        let delete = || Transition::Delete { by: "token:ops".into(), reason: "r".into() };
+        assert!(s.transition("a1", None, delete()).await.is_err(), "an upload in flight is the agent's");
+        s.transition("a1", None, Transition::Stored { size: 5 }).await.expect("stored");
+        s.transition("a1", None, Transition::Pin { pinned: true }).await.expect("pin");
+        let a = s.transition("a1", None, delete()).await.expect("delete");
+        assert_eq!((a.status, a.deleted_by.as_deref(), a.pinned), (ArtifactStatus::Deleted, Some("token:ops"), true));
+        assert!(s.transition("a1", None, Transition::Pin { pinned: false }).await.is_err());
+        assert!(s.transition("a1", None, delete()).await.is_err());
+        assert!(s.transition("a1", None, Transition::Failed { error: "x".into() }).await.is_err());
     }
 
     #[tokio::test]

@@ -51,6 +51,11 @@ impl Hub {
         let artifact = new_artifact(&process, &kind, force, actor, &upload_token).map_err(|e| internal(&e))?;
         self.artifacts.create(artifact.clone()).await.map_err(|e| internal(&e))?;
         let detail = serde_json::json!({"kind": kind.name(), "force": force, "artifact": artifact.id});
+        // Storage (issue 12): a capture the store can't take is refused before it starts.
+        if let Some(why) = self.capacity_refusal(None).await {
+            self.audit.record(actor, "command.request", process_id, detail, &why).await;
+            return Ok(self.refuse_for_capacity(artifact, why).await);
+        }
         let command = Command { id: artifact.id.clone(), kind, upload_token, force };
         let ack = self.processes.await_ack(&artifact.id);
         if let Err(e) = self.processes.send(process_id, Message::Command(command)) {
@@ -64,17 +69,40 @@ impl Hub {
         }
         let outcome = tokio::time::timeout(Duration::from_millis(self.config.ack_timeout_ms), ack).await;
         self.processes.forget_ack(&artifact.id);
+        // An accepted heap snapshot's estimate says how big its file will be: one the store
+        // can't take is refused now rather than failing halfway through its upload.
+        let mut too_big = None;
         let (refusal, result) = match outcome {
             Ok(Ok(a)) if !a.accepted => {
                 let why = a.error.unwrap_or_else(|| "refused by the agent".into());
                 (Some(why.clone()), why)
             }
-            Ok(Ok(_)) => (None, "accepted".to_string()),
+            Ok(Ok(a)) => {
+                too_big = self.capacity_refusal(a.estimate.as_ref().map(|e| e.file_bytes)).await;
+                (too_big.clone(), too_big.clone().unwrap_or_else(|| "accepted".to_string()))
+            }
             _ => (None, "sent (no ack yet)".to_string()),
         };
         self.audit.record(actor, "command.request", process_id, detail, &result).await;
+        if let Some(why) = too_big {
+            return Ok(self.refuse_for_capacity(artifact, why).await);
+        }
         let current = self.artifacts.get(&artifact.id).await.ok().flatten().unwrap_or(artifact);
         Ok((current, refusal))
+    }
+
+    /// Why the store can't take a capture of about `bytes` now (see
+    /// [`crate::artifacts::Artifacts::capacity_refusal`]).
+    async fn capacity_refusal(&self, bytes: Option<u64>) -> Option<String> {
+        let c = &self.config;
+        self.artifacts.capacity_refusal(bytes, c.min_free_bytes, c.retain_max_bytes).await
+    }
+
+    /// Fails `artifact` with `why` (its upload, if the agent still sends one, is refused).
+    async fn refuse_for_capacity(&self, artifact: ArtifactRecord, why: String) -> (ArtifactRecord, Option<String>) {
+        self.artifacts.fail(&artifact.id, &why).await;
+        let current = self.artifacts.get(&artifact.id).await.ok().flatten().unwrap_or(artifact);
+        (current, Some(why))
     }
 }
 

@@ -71,6 +71,23 @@ pub struct HubConfig {
     /// (one previous file, `audit.log.1`, is kept).
     pub audit_keep_rows: i64,
     pub audit_log_max_bytes: u64,
+
+    // ---- Artifact storage and retention (issue 12; see docs/storage.md) ----
+    /// `s3://BUCKET[/PREFIX]`: artifact bytes in that S3-compatible store (credentials and
+    /// endpoint from the `AWS_*` environment); `None`: local disk under `data_dir`.
+    pub storage: Option<String>,
+    /// Ready artifacts older than this many days are deleted (pinned ones are kept); 0: never.
+    pub retain_days: u64,
+    /// Ready unpinned artifacts beyond this many bytes in total are deleted, oldest first.
+    pub retain_max_bytes: Option<u64>,
+    /// Free space kept on the local store for `hub.db` and the audit log: a capture or an upload
+    /// that would leave less is refused with the reason.
+    pub min_free_bytes: u64,
+    /// How often retention is swept.
+    pub retention_sweep_ms: u64,
+    /// A hub that applies retention for the first time only logs what it would delete for this
+    /// long (an upgrade must not delete months of artifacts unannounced).
+    pub retention_grace_ms: u64,
 }
 
 impl HubConfig {
@@ -112,6 +129,12 @@ impl HubConfig {
             auth_failure_window_ms: 60_000,
             audit_keep_rows: crate::store::AUDIT_KEEP_ROWS,
             audit_log_max_bytes: 64 << 20,
+            storage: None,
+            retain_days: 30,
+            retain_max_bytes: None,
+            min_free_bytes: 64 << 20,
+            retention_sweep_ms: 10 * 60_000,
+            retention_grace_ms: 24 * 3_600_000,
         }
     }
 
@@ -292,6 +315,10 @@ pub struct FileConfig {
     /// Admission and intake limits (defaults in [`HubConfig::defaults`]).
     #[serde(default)]
     pub limits: FileLimits,
+    /// Artifact storage and retention (see [`HubConfig::storage`]).
+    pub storage: Option<String>,
+    pub retain_days: Option<u64>,
+    pub retain_max_gb: Option<f64>,
 }
 
 /// The `limits` object of the config file: each one given replaces its default.

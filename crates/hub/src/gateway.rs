@@ -20,7 +20,7 @@ use perf_protocol::{
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -460,48 +460,58 @@ async fn upload_session(
         tracing::warn!(%remote, artifact = %id, "second concurrent upload refused");
         return send_error(&mut writer, ErrorCode::Busy, "another upload of this artifact is in progress").await;
     };
-    let blobs = hub.artifacts.blobs();
-    let mut offset = blobs.part_len(&id).await;
-    if offset > up.size {
-        blobs.discard_part(&id).await;
-        offset = 0;
+    let storage = hub.artifacts.storage();
+    let have = match storage.local() {
+        Some(l) => l.part_len(&id).await.min(up.size),
+        None => 0,
+    };
+    let reserve = hub.config.min_free_bytes;
+    if let Some(reason) = hub.artifacts.capacity_refusal(Some(up.size - have), reserve, None).await {
+        return fail_upload(&hub, &mut writer, &id, &reason).await;
     }
+    let mut upload = match storage.begin_upload(&id, &artifact.file_name, up.size).await {
+        Ok(u) => u,
+        Err(e) => return fail_upload(&hub, &mut writer, &id, &e.reason()).await,
+    };
+    let offset = upload.offset();
     let started = Transition::UploadStarted { size: up.size, sha256: up.sha256.clone(), offset };
     if let Err(e) = hub.artifacts.transition(&id, None, started).await {
         tracing::warn!(%remote, artifact = %id, reason = %e, "upload refused");
+        upload.suspend().await;
         return send_error(&mut writer, ErrorCode::AuthFailed, &e.to_string()).await;
     }
     writer.send(&Message::UploadOffset { offset }).await?;
-    match receive_data(&hub, &mut reader, &id, offset, up.size).await {
-        Ok(()) => finish_upload(&hub, &mut writer, &artifact.file_name, &up).await,
-        // The link broke: keep the part, the agent resumes from its length.
-        Err(UploadFailure::Link(e)) => Err(e),
+    match receive_data(&hub, &mut reader, &id, &mut upload, up.size).await {
+        Ok(()) => finish_upload(&hub, &mut writer, upload, &artifact, &up).await,
+        // The link broke: a `.part` stays for the agent to resume; a multipart is aborted.
+        Err(UploadFailure::Link(e)) => {
+            upload.suspend().await;
+            Err(e)
+        }
         Err(UploadFailure::Storage(e)) => {
-            let reason = storage_failure(&e);
-            blobs.discard_part(&id).await;
-            hub.artifacts.fail(&id, &reason).await;
-            send_error(&mut writer, ErrorCode::Internal, &reason).await
+            upload.suspend().await;
+            fail_upload(&hub, &mut writer, &id, &e.reason()).await
         }
     }
+}
+
+/// The hub's storage failed: the artifact fails with the reason (retrying the same bytes won't
+/// help), its partial data goes, and the agent is told (it drops its spool).
+async fn fail_upload(hub: &Hub, writer: &mut Writer, id: &str, reason: &str) -> Result<(), ProtocolError> {
+    hub.artifacts.storage().discard_upload(id).await;
+    hub.artifacts.fail(id, reason).await;
+    send_error(writer, ErrorCode::Internal, reason).await
 }
 
 /// Why an upload stopped: the agent's link (worth resuming) or the hub's own storage (not).
 enum UploadFailure {
     Link(ProtocolError),
-    Storage(std::io::Error),
+    Storage(crate::storage::StorageError),
 }
 
 impl From<ProtocolError> for UploadFailure {
     fn from(e: ProtocolError) -> Self {
         UploadFailure::Link(e)
-    }
-}
-
-fn storage_failure(e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        "the hub's storage has no space left for this artifact".into()
-    } else {
-        format!("the hub could not write the artifact: {e}")
     }
 }
 
@@ -566,16 +576,15 @@ async fn check_upload(hub: &Hub, up: &UploadHello) -> Result<crate::store::Artif
     Ok(a)
 }
 
-/// Appends data frames to the partial file until `UploadDone`.
+/// Streams data frames into the store until `UploadDone`.
 async fn receive_data(
     hub: &Hub,
     reader: &mut Reader,
     id: &str,
-    mut offset: u64,
+    upload: &mut crate::storage::Upload,
     size: u64,
 ) -> Result<(), UploadFailure> {
-    let path = hub.artifacts.blobs().part_path(id);
-    let mut file = crate::private_files::append_private_async(&path).await.map_err(UploadFailure::Storage)?;
+    let mut offset = upload.offset();
     let mut next_report = offset + UPLOAD_PROGRESS_STEP;
     loop {
         let frame = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, reader.read_frame())
@@ -591,58 +600,54 @@ async fn receive_data(
                     }
                     .into());
                 }
-                file.write_all(&d).await.map_err(UploadFailure::Storage)?;
+                upload.write(&d).await.map_err(UploadFailure::Storage)?;
                 offset += d.len() as u64;
                 if offset >= next_report {
                     next_report = offset + UPLOAD_PROGRESS_STEP;
                     hub.artifacts.transition_or_log(id, None, Transition::UploadProgress { offset }).await;
                 }
             }
-            Frame::Message(Message::UploadDone) => break,
+            Frame::Message(Message::UploadDone) => return Ok(()),
             Frame::Message(m) => {
                 return Err(ProtocolError::Unexpected { expected: "data or upload_done", got: m.name().into() }.into())
             }
         }
     }
-    file.flush().await.map_err(UploadFailure::Storage)?;
-    file.sync_all().await.map_err(UploadFailure::Storage)?;
-    Ok(())
 }
 
-async fn finish_upload(hub: &Hub, writer: &mut Writer, file_name: &str, up: &UploadHello) -> Result<(), ProtocolError> {
+async fn finish_upload(
+    hub: &Hub,
+    writer: &mut Writer,
+    upload: crate::storage::Upload,
+    artifact: &crate::store::ArtifactRecord,
+    up: &UploadHello,
+) -> Result<(), ProtocolError> {
     let id = &up.command_id;
-    let blobs = hub.artifacts.blobs();
-    match blobs.commit(id, file_name, up.size, &up.sha256).await {
-        Ok(()) => {
-            if let Err(e) = hub.artifacts.transition(id, None, Transition::Stored { size: up.size }).await {
-                // The file is in place but the record can't say so: fail it with the reason
+    let storage = hub.artifacts.storage();
+    match storage.commit_upload(upload, &artifact.file_name, up.size, &up.sha256).await {
+        Ok(()) => match hub.artifacts.transition(id, None, Transition::Stored { size: up.size }).await {
+            Ok(stored) => {
+                hub.artifacts.write_sidecar(&stored).await;
+                let detail = serde_json::json!({"size": up.size, "sha256": up.sha256});
+                hub.audit.record("agent", "artifact.stored", id, detail, "ok").await;
+                writer.send(&Message::UploadAck { ok: true, error: None }).await
+            }
+            Err(e) => {
+                // The object is in place but the record can't say so: fail it with the reason
                 // rather than leave it "uploading" forever.
                 tracing::error!(artifact = %id, error = %e, "artifact stored but its record could not be updated");
                 hub.artifacts.fail(id, &format!("the hub could not record the stored artifact: {e}")).await;
-                return writer
-                    .send(&Message::UploadAck {
-                        ok: false,
-                        error: Some("the hub could not record the artifact".into()),
-                    })
-                    .await;
+                let error = Some("the hub could not record the artifact".into());
+                writer.send(&Message::UploadAck { ok: false, error }).await
             }
-            let detail = serde_json::json!({"size": up.size, "sha256": up.sha256});
-            hub.audit.record("agent", "artifact.stored", id, detail, "ok").await;
-            writer.send(&Message::UploadAck { ok: true, error: None }).await
-        }
-        Err(e @ crate::blobs::BlobError::Io { .. }) => {
-            // The hub's own storage failed: retrying the same bytes won't help.
-            blobs.discard_part(id).await;
-            let reason = format!("the hub could not store the artifact: {e}");
-            hub.artifacts.fail(id, &reason).await;
-            send_error(writer, ErrorCode::Internal, &reason).await
-        }
-        Err(e) => {
-            // A corrupt part can't be resumed; the agent retries from zero.
-            blobs.discard_part(id).await;
+        },
+        Err(e) if e.is_integrity() => {
+            // A corrupt upload (already removed by the store) can't be resumed; the agent
+            // retries from zero.
             tracing::warn!(artifact = %id, error = %e, "upload rejected");
             writer.send(&Message::UploadAck { ok: false, error: Some(e.to_string()) }).await
         }
+        Err(e) => fail_upload(hub, writer, id, &e.reason()).await,
     }
 }
 

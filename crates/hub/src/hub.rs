@@ -12,12 +12,12 @@
 use crate::admission::{Admission, Limits};
 use crate::artifacts::Artifacts;
 use crate::audit::Audit;
-use crate::blobs::BlobStore;
 use crate::config::HubConfig;
 use crate::metrics::Metrics;
 use crate::operators::Operators;
 use crate::processes::Processes;
 use crate::renders::Renders;
+use crate::storage::Storage;
 use crate::store::{Db, Store};
 
 pub use crate::commands::CommandError;
@@ -44,14 +44,14 @@ impl Hub {
         // Before anything is created in it: the data dir is private (issue 11, finding 3).
         crate::private_files::prepare_data_dir(&config.data_dir)?;
         let db = Db::new(Store::open(&config.data_dir.join("hub.db"))?);
-        let blobs = BlobStore::open(&config.data_dir)?;
+        let storage = Storage::open(&config.data_dir, config.storage.as_deref())?;
         let admission = Admission::new(Limits::from_config(&config));
         Ok(Self {
             metrics: Metrics::new(db.clone(), Some(admission.clone())),
             admission,
             agent_refusals: crate::throttle::Throttle::new(std::time::Duration::from_secs(60)),
             processes: Processes::open(db.clone())?,
-            artifacts: Artifacts::open(db.clone(), blobs)?,
+            artifacts: Artifacts::open(db.clone(), storage)?,
             operators: Operators::new(db.clone(), &config.token),
             audit: Audit::open(db, &config.data_dir)?
                 .with_retention(config.audit_keep_rows, config.audit_log_max_bytes),

@@ -8,14 +8,13 @@
 //! Domains, each owning its storage ([`hub::Hub`] holds them): [`processes`], [`artifacts`],
 //! [`metrics`], [`audit`], [`renders`] (with [`analysis`]), and [`commands`] across them.
 //! Underneath: [`store`] (SQLite metadata, reached through [`store::Db`] off the async threads)
-//! and [`blobs`] (artifact files).
+//! and [`storage`] (artifact bytes: local disk or an S3-compatible store).
 
 pub mod admission;
 pub mod analysis;
 pub mod api;
 pub mod artifacts;
 pub mod audit;
-pub mod blobs;
 pub mod commands;
 pub mod config;
 pub mod gateway;
@@ -28,8 +27,10 @@ pub mod private_files;
 pub mod processes;
 pub mod prometheus;
 pub mod renders;
+pub mod retention;
 pub mod sample_limits;
 pub mod sessions;
+pub mod storage;
 pub mod store;
 pub mod throttle;
 pub mod tls;
@@ -75,6 +76,10 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     let agent_addr = agent_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let hub = Arc::new(Hub::open(config)?);
+    // Wrong credentials or a missing bucket show now, in one line, not at the first upload.
+    let storage = hub.artifacts.storage();
+    storage.probe().await.map_err(|e| anyhow::anyhow!("cannot use the artifact store {}: {e}", storage.describe()))?;
+    hub.artifacts.discard_stale_uploads().await?;
     let router = api::router(hub.clone());
     let http_hub = hub.clone();
     let http_tls = tls.clone();
@@ -84,6 +89,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         tokio::spawn(sweep_after_restart(hub.clone())),
         tokio::spawn(housekeeping(hub.clone())),
         tokio::spawn(flush_metrics(hub.clone())),
+        tokio::spawn(retention::sweep_forever(hub.clone())),
     ];
     Ok(RunningHub { hub, agent_addr, http_addr, tasks })
 }

@@ -19,6 +19,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once at start: the size of the largest variant doesn't matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the hub: agent gateway, HTTP API and console.
@@ -33,6 +35,18 @@ enum Cmd {
     /// Operators' API tokens: create, list, revoke (also while the hub runs).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Rebuild the artifact index of a lost hub.db from the store's sidecars (ID.json).
+    Reindex(ReindexArgs),
+}
+
+#[derive(clap::Args)]
+struct ReindexArgs {
+    /// The hub's data directory (hub.db is created there if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The store the hub serves from (default: local disk under --data-dir).
+    #[arg(long, env = "PERF_HUB_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    storage: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +198,29 @@ struct ServeArgs {
     /// one sample per minute).
     #[arg(long, default_value_t = 168)]
     metrics_retention_hours: u64,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Where artifact bytes live and how long (docs/storage.md).
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// s3://BUCKET[/PREFIX]: keep artifact bytes in that S3-compatible store (credentials,
+    /// region, endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP; SSE from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID).
+    /// Default: local disk under --data-dir.
+    #[arg(long, env = "PERF_HUB_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    storage: Option<String>,
+    /// Delete ready, unpinned artifacts older than this many days (0: never) [default: 30].
+    #[arg(long)]
+    retain_days: Option<u64>,
+    /// Delete ready, unpinned artifacts, oldest first, while they take more than this many GB.
+    #[arg(long, value_name = "GB")]
+    retain_max_gb: Option<f64>,
+    /// Local disk: refuse captures and uploads that would leave less than this many MiB free
+    /// (kept for hub.db and the audit log) [default: 64].
+    #[arg(long, value_name = "MIB")]
+    min_free_mb: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -197,6 +234,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Analyze(a) => std::process::exit(heap_cli("analyze", vec![a.file], a.heap)),
         Cmd::Diff(a) => std::process::exit(heap_cli("diff", vec![a.before, a.after], a.heap)),
         Cmd::Token(t) => token(t),
+        Cmd::Reindex(a) => reindex(a),
     }
 }
 
@@ -241,6 +279,31 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             println!("Revoked token '{}'.", a.name);
         }
     }
+    Ok(())
+}
+
+/// `perf-hub reindex`: puts back the records of the artifacts in the store that hub.db lacks.
+fn reindex(a: ReindexArgs) -> anyhow::Result<()> {
+    perf_hub::private_files::prepare_data_dir(&a.data_dir)?;
+    let path = a.data_dir.join("hub.db");
+    create_private_if_missing(&path)?;
+    let store = perf_hub::store::Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let storage = perf_hub::storage::Storage::open(&a.data_dir, a.storage.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        storage
+            .probe()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use the artifact store {}: {e}", storage.describe()))?;
+        anyhow::Ok(perf_hub::storage::reindex::reindex(&storage, &store).await?)
+    })?;
+    println!(
+        "Reindexed {}: {} artifacts restored, {} already known, {} skipped (see the log).",
+        storage.describe(),
+        report.restored,
+        report.known,
+        report.skipped
+    );
     Ok(())
 }
 
@@ -345,6 +408,14 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .map(|mb| mb.saturating_mul(1 << 20))
             .or(file.max_artifact_bytes)
             .unwrap_or(defaults.max_artifact_bytes),
+        storage: args.storage.storage.or(file.storage),
+        retain_days: args.storage.retain_days.or(file.retain_days).unwrap_or(defaults.retain_days),
+        min_free_bytes: args
+            .storage
+            .min_free_mb
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .unwrap_or(defaults.min_free_bytes),
+        retain_max_bytes: args.storage.retain_max_gb.or(file.retain_max_gb).map(|gb| (gb.max(0.0) * 1e9) as u64),
         ..defaults
     };
     file.limits.apply(&mut config).map_err(anyhow::Error::msg)?;

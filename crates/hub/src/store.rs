@@ -56,6 +56,8 @@ pub enum ArtifactStatus {
     Uploading,
     Ready,
     Failed,
+    /// Its bytes were deleted (by an admin or retention); the record stays, with who and why.
+    Deleted,
 }
 
 impl ArtifactStatus {
@@ -66,11 +68,12 @@ impl ArtifactStatus {
             ArtifactStatus::Uploading => "uploading",
             ArtifactStatus::Ready => "ready",
             ArtifactStatus::Failed => "failed",
+            ArtifactStatus::Deleted => "deleted",
         }
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, ArtifactStatus::Ready | ArtifactStatus::Failed)
+        matches!(self, ArtifactStatus::Ready | ArtifactStatus::Failed | ArtifactStatus::Deleted)
     }
 }
 
@@ -104,6 +107,14 @@ pub struct ArtifactRecord {
     /// Authorises the upload stream; never shown by the API.
     #[serde(skip_serializing, default)]
     pub upload_token: String,
+    /// Storage (issue 12): a pinned artifact is kept by retention however old; a deleted one
+    /// says who deleted it (`token:NAME`, `retention`) and why.
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_reason: Option<String>,
 }
 
 impl ArtifactRecord {
@@ -137,6 +148,9 @@ impl ArtifactRecord {
             notes: vec![],
             uploaded_bytes: 0,
             upload_token,
+            pinned: false,
+            deleted_by: None,
+            deleted_reason: None,
         }
     }
 }
@@ -233,7 +247,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 2: operators' API tokens (only their SHA-256 is kept) and the keyset-pagination index of
     // the artifact list.
     (2, SCHEMA_V2),
+    // 3: the autopilot's (issue 13). 4: the hub's own settings (storage: when retention first
+    // ran, issue 12).
+    (4, SCHEMA_V4),
 ];
+
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS processes (
@@ -357,6 +378,21 @@ impl Store {
         })
     }
 
+    /// A setting of the hub (table `settings`, v4), `None` if never set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+        })
+    }
+
+    /// The setting `key`, set to `value` first if it has none; returns the value it has.
+    pub fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.with(|c| {
+            c.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))?)
+        })
+    }
+
     pub fn get_artifact(&self, id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
         self.with(|c| get_artifact_in(c, id))
     }
@@ -396,7 +432,7 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT id, doc FROM artifacts
                  WHERE (?1 IS NULL OR process_id = ?1)
-                   AND (?2 = 0 OR status NOT IN ('ready', 'failed'))
+                   AND (?2 = 0 OR status NOT IN ('ready', 'failed', 'deleted'))
                  ORDER BY created_at DESC, id LIMIT ?3",
             )?;
             let rows = st

@@ -399,8 +399,11 @@ async fn the_data_dir_and_every_file_the_hub_writes_are_private() {
     for d in [data.clone(), data.join("artifacts"), data.join("uploads")] {
         assert_eq!(mode(&d), 0o700, "{}", d.display());
     }
-    let mut files =
-        vec![data.join("hub.db"), data.join("audit.log"), hub.hub.artifacts.blobs().final_path(&a.file_name)];
+    let mut files = vec![
+        data.join("hub.db"),
+        data.join("audit.log"),
+        hub.hub.artifacts.storage().local().expect("local").path(&a.file_name),
+    ];
     files.extend(["hub.db-wal", "hub.db-shm"].iter().map(|f| data.join(f)).filter(|p| p.exists()));
     for f in files {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
@@ -481,7 +484,7 @@ async fn the_part_of_an_upload_that_can_no_longer_complete_is_removed() {
     let (mut up, reply) = upload(&hub, "c0000004", token, &payload).await;
     assert!(matches!(reply, Message::UploadOffset { .. }), "{reply:?}");
     up.writer.send_data(&payload[..1000]).await.expect("half");
-    let blobs = hub.hub.artifacts.blobs();
+    let blobs = hub.hub.artifacts.storage().local().expect("local");
     eventually("the partial upload", async || (blobs.part_len("c0000004").await == 1000).then_some(())).await;
     drop(up);
     // The process goes away: its artifact fails and the part can never complete.
@@ -514,7 +517,7 @@ async fn parts_of_artifacts_that_ended_are_removed_at_start() {
         std::fs::write(dir.path().join("uploads/c0000005.part"), b"stale").expect("part");
     }
     let hub = start(config(dir.path())).await;
-    assert!(!hub.hub.artifacts.blobs().part_path("c0000005").exists());
+    assert!(!hub.hub.artifacts.storage().local().expect("local").part_path("c0000005").exists());
 }
 
 #[tokio::test]

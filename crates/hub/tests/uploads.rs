@@ -16,6 +16,10 @@ async fn hub(dir: &std::path::Path) -> RunningHub {
     perf_hub::start(HubConfig::for_test(dir.to_path_buf())).await.expect("hub")
 }
 
+fn local(hub: &RunningHub) -> &perf_hub::storage::local::LocalStore {
+    hub.hub.artifacts.storage().local().expect("local disk")
+}
+
 async fn insert(hub: &RunningHub, id: &str, status: ArtifactStatus) -> ArtifactRecord {
     let mut a =
         ArtifactRecord::pending(id, ("feedface", "orders"), "heap_snapshot", "heapsnapshot", "test", TOKEN.into());
@@ -88,7 +92,7 @@ async fn a_late_upload_cannot_revive_a_failed_artifact() {
     assert!(matches!(reply, Message::Error { code: ErrorCode::AuthFailed, .. }), "{reply:?}");
     let a = hub.hub.artifacts.get("a0000002").await.expect("store").expect("artifact");
     assert_eq!(a.status, ArtifactStatus::Failed);
-    assert!(!hub.hub.artifacts.blobs().final_path(&a.file_name).exists());
+    assert!(!local(&hub).path(&a.file_name).exists());
 }
 
 #[tokio::test]
@@ -104,7 +108,7 @@ async fn a_second_concurrent_upload_with_the_same_token_is_refused() {
     assert!(matches!(send_all(&mut first, payload).await, Message::UploadAck { ok: true, .. }));
     let a = final_state(&hub, "a0000003").await;
     assert_eq!(a.status, ArtifactStatus::Ready);
-    assert_eq!(std::fs::read(hub.hub.artifacts.blobs().final_path(&a.file_name)).expect("stored"), payload);
+    assert_eq!(std::fs::read(local(&hub).path(&a.file_name)).expect("stored"), payload);
 }
 
 #[tokio::test]
@@ -113,14 +117,14 @@ async fn a_storage_error_on_commit_fails_the_artifact_with_the_reason() {
     let hub = hub(dir.path()).await;
     let a = insert(&hub, "a0000004", ArtifactStatus::Running).await;
     // A non-empty directory where the artifact should go: the final rename fails.
-    std::fs::create_dir_all(hub.hub.artifacts.blobs().final_path(&a.file_name).join("occupied")).expect("obstacle");
+    std::fs::create_dir_all(local(&hub).path(&a.file_name).join("occupied")).expect("obstacle");
     let (mut up, _) = open(&hub, "a0000004", b"{}").await;
     let answer = send_all(&mut up, b"{}").await;
     assert!(matches!(answer, Message::Error { code: ErrorCode::Internal, .. }), "{answer:?}");
     let a = final_state(&hub, "a0000004").await;
     assert_eq!(a.status, ArtifactStatus::Failed);
     assert!(a.error.as_deref().unwrap_or("").contains("could not store"), "{:?}", a.error);
-    assert_eq!(hub.hub.artifacts.blobs().part_len("a0000004").await, 0, "the partial upload is removed");
+    assert_eq!(local(&hub).part_len("a0000004").await, 0, "the partial upload is removed");
 }
 
 #[tokio::test]
@@ -129,12 +133,10 @@ async fn a_write_error_during_the_upload_fails_the_artifact() {
     let hub = hub(dir.path()).await;
     insert(&hub, "a0000005", ArtifactStatus::Running).await;
     // The partial file can't be opened for appending (a directory is in its place).
-    std::fs::create_dir_all(hub.hub.artifacts.blobs().part_path("a0000005").join("x")).expect("obstacle");
-    let (mut up, reply) = open(&hub, "a0000005", b"{}").await;
-    assert!(matches!(reply, Message::UploadOffset { .. }), "{reply:?}");
-    up.writer.send_data(b"{}").await.ok();
-    let _ = up.writer.send(&Message::UploadDone).await;
+    std::fs::create_dir_all(local(&hub).part_path("a0000005").join("x")).expect("obstacle");
+    let (_up, reply) = open(&hub, "a0000005", b"{}").await;
+    assert!(matches!(reply, Message::Error { code: ErrorCode::Internal, .. }), "the agent is told: {reply:?}");
     let a = final_state(&hub, "a0000005").await;
     assert_eq!(a.status, ArtifactStatus::Failed);
-    assert!(a.error.as_deref().unwrap_or("").contains("could not write"), "{:?}", a.error);
+    assert!(a.error.as_deref().unwrap_or("").contains("could not store"), "{:?}", a.error);
 }

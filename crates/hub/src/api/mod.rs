@@ -10,14 +10,14 @@ pub mod auth;
 pub mod failures;
 pub mod paging;
 pub mod redact;
+pub mod storage;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
 use crate::operators::{Principal, Role};
 use crate::renders::RenderError;
-use crate::store::{ArtifactCursor, ArtifactRecord, ArtifactStatus, MetricCursor, ProcessRecord};
+use crate::store::{ArtifactCursor, ArtifactRecord, MetricCursor, ProcessRecord};
 use auth::AuthState;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -47,10 +47,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/capture-kinds", get(capture_kinds))
         .route("/metrics", get(prometheus));
-    // Downloads: operator; a raw heap snapshot also needs admin (checked by kind).
+    // Commands: operator. Downloads, pins and deletes: `storage::router`.
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
-        .route("/api/artifacts/{id}/download", get(download_artifact))
         .route_layer(middleware::from_fn_with_state(Role::Operator, auth::require_role));
     let admin = Router::new()
         .route("/api/audit", get(list_audit))
@@ -58,6 +57,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let api = viewer
         .merge(operator)
         .merge(admin)
+        .merge(storage::router())
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
@@ -178,6 +178,7 @@ impl From<RenderError> for ApiError {
             RenderError::NoFlamegraph(_) | RenderError::Render(_) => ApiError::Unprocessable(e.to_string()),
             RenderError::NotReady(_) => ApiError::Conflict(e.to_string()),
             RenderError::Io(e) => ApiError::Internal(e.to_string()),
+            RenderError::Storage(e) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -413,47 +414,6 @@ async fn get_artifact(
     Ok(Json(serde_json::to_value(visible_artifact(&hub, &p, &id).await?)?))
 }
 
-async fn download_artifact(
-    State(hub): State<Arc<Hub>>,
-    Extension(p): Extension<Principal>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let a = visible_artifact(&hub, &p, &id).await?;
-    // Heap snapshots hold the app's secrets (passwords, keys): admins only.
-    if a.kind == "heap_snapshot" {
-        if let Err(e) = auth::require(&p, Role::Admin, "downloading a raw heap snapshot") {
-            let detail = json!({"kind": a.kind});
-            hub.audit.record(&p.actor(remote.ip()), "artifact.download", &id, detail, "forbidden").await;
-            return Err(e);
-        }
-    }
-    if a.status != ArtifactStatus::Ready {
-        return Err(conflict(format!("artifact is {}, not ready", a.status.as_str())));
-    }
-    let path = hub.artifacts.blobs().final_path(&a.file_name);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| gone(format!("artifact file missing: {e}")))?;
-    // Heap snapshots can hold secrets: every download is on the audit trail.
-    let detail = json!({"kind": a.kind, "size": a.size});
-    hub.audit.record(&p.actor(remote.ip()), "artifact.download", &id, detail, "ok").await;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-    let disposition = format!(
-        "attachment; filename=\"{}-{}\"",
-        a.app.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
-        a.file_name
-    );
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Some(size) = a.size {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    }
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
-}
-
 async fn snapshot_artifact(hub: &Hub, p: &Principal, id: &str) -> Result<ArtifactRecord, ApiError> {
     let a = visible_artifact(hub, p, id).await?;
     crate::analysis::check_snapshot(&a).map_err(unprocessable)?;
@@ -514,7 +474,7 @@ async fn artifact_flamegraph(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let a = visible_artifact(&hub, &p, &id).await?;
-    let svg = hub.renders.flamegraph_svg(hub.artifacts.blobs(), &a).await?;
+    let svg = hub.renders.flamegraph_svg(hub.artifacts.storage(), &a).await?;
     let headers = [
         (header::CONTENT_TYPE, "image/svg+xml"),
         (header::CONTENT_SECURITY_POLICY, FLAMEGRAPH_CSP),
