@@ -331,6 +331,14 @@ impl Inner {
         format!("{}-{}.{}", self.config.pid, spec.id, spec.kind.file_extension())
     }
 
+    /// The heavy command capturing now if it pauses the JS thread (a heap snapshot): a stall
+    /// meanwhile is the agent's own doing, and is reported so (no rule fires on it).
+    pub(crate) fn pausing_capture(&self) -> Option<String> {
+        let id = self.busy.lock().ok()?.clone()?;
+        let job = self.job(&id)?;
+        matches!(job.spec.kind, CommandKind::HeapSnapshot).then_some(id)
+    }
+
     fn release_busy(&self, id: &str) {
         if let Ok(mut busy) = self.busy.lock() {
             if busy.as_deref() == Some(id) {

@@ -65,6 +65,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     let mut last_sent: Option<Instant> = None;
     let mut was_blocked = false;
+    // The agent's own pausing capture seen during the current stall (see `MetricsSample::agent_capture`).
+    let mut own_pause: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -73,11 +75,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let now = Instant::now();
         let stall = inner.metrics.stall_state(now);
         let blocked = matches!(stall, StallState::Blocked { .. });
+        own_pause = match (blocked, inner.pausing_capture()) {
+            (true, Some(id)) => Some(id),
+            (true, None) => own_pause,
+            (false, now) => now,
+        };
         let due = last_sent.is_none_or(|t| now.duration_since(t) >= interval);
         if !(due || blocked != was_blocked) || !inner.is_connected() {
             continue;
         }
-        let sample = compose(&mut sampler, &stall, inner.metrics.fresh_js_sample(interval * 2));
+        let mut sample = compose(&mut sampler, &stall, inner.metrics.fresh_js_sample(interval * 2));
+        sample.agent_capture = own_pause.clone();
         inner.send(Message::Metrics { sample: Box::new(sample) });
         last_sent = Some(now);
         was_blocked = blocked;
@@ -95,6 +103,7 @@ fn compose(sampler: &mut NativeSampler, stall: &StallState, js: Option<JsSample>
         blocked_ms: Some(blocked_ms),
         native: Some(native(sampler.sample())),
         js,
+        agent_capture: None,
         extra: Default::default(),
     }
 }

@@ -71,6 +71,14 @@ pub struct HubConfig {
     /// (one previous file, `audit.log.1`, is kept).
     pub audit_keep_rows: i64,
     pub audit_log_max_bytes: u64,
+
+    // ---- Autopilot: capture rules (issue 13, see `crate::rules`) ----
+    /// Rules of the config file (`rules`), beside those stored through the API.
+    pub rules: Vec<crate::rules::Rule>,
+    /// Most automatic captures the hub takes in any hour, across every rule and process.
+    pub autopilot_max_captures_per_hour: u32,
+    /// A rule's cooldown per process when it gives none.
+    pub autopilot_default_cooldown_secs: u64,
 }
 
 impl HubConfig {
@@ -112,6 +120,9 @@ impl HubConfig {
             auth_failure_window_ms: 60_000,
             audit_keep_rows: crate::store::AUDIT_KEEP_ROWS,
             audit_log_max_bytes: 64 << 20,
+            rules: vec![],
+            autopilot_max_captures_per_hour: 20,
+            autopilot_default_cooldown_secs: 300,
         }
     }
 
@@ -289,6 +300,46 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: Option<bool>,
     pub app_secrets_file: Option<PathBuf>,
+    /// Autopilot capture rules (the body of `POST /api/rules`, each), and its guards.
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RuleSpec>,
+    #[serde(default)]
+    pub autopilot: AutopilotFile,
+}
+
+/// The config file's `autopilot` block.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutopilotFile {
+    pub max_captures_per_hour: Option<u32>,
+    pub default_cooldown_secs: Option<u64>,
+}
+
+/// The config file's rules, validated (an error names the rule), with its autopilot guards.
+pub fn file_rules(file: Vec<crate::rules::RuleSpec>, c: &mut HubConfig, guards: &AutopilotFile) -> Result<(), String> {
+    if let Some(n) = guards.max_captures_per_hour {
+        c.autopilot_max_captures_per_hour = n;
+    }
+    if let Some(s) = guards.default_cooldown_secs {
+        if !crate::rules::spec::COOLDOWN_SECS.contains(&s) {
+            return Err(format!(
+                "autopilot.default_cooldown_secs must be 1-{}",
+                crate::rules::spec::COOLDOWN_SECS.end()
+            ));
+        }
+        c.autopilot_default_cooldown_secs = s;
+    }
+    for spec in file {
+        let name = spec.name.clone();
+        let rule = spec
+            .validate(c.autopilot_default_cooldown_secs, "config", crate::rules::RuleSource::Config)
+            .map_err(|e| format!("rule '{name}': {e}"))?;
+        if c.rules.iter().any(|r| r.name == rule.name) {
+            return Err(format!("rule '{name}' is defined twice"));
+        }
+        c.rules.push(rule);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod private_files;
 pub mod processes;
 pub mod prometheus;
 pub mod renders;
+pub mod rules;
 pub mod sample_limits;
 pub mod sessions;
 pub mod store;

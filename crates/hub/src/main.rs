@@ -330,7 +330,7 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         (None, None) => (file.tls_cert, file.tls_key),
         flags => flags,
     };
-    Ok(HubConfig {
+    let mut config = HubConfig {
         tls_cert,
         tls_key,
         insecure_plaintext: args.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
@@ -346,7 +346,9 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
             .or(file.max_artifact_bytes)
             .unwrap_or(defaults.max_artifact_bytes),
         ..defaults
-    })
+    };
+    perf_hub::config::file_rules(file.rules, &mut config, &file.autopilot).map_err(anyhow::Error::msg)?;
+    Ok(config)
 }
 
 /// Apps and their secrets from the config file, --app-secrets-file, --app flags and

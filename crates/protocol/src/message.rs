@@ -60,6 +60,22 @@ pub enum Message {
         sample: Box<crate::MetricsSample>,
     },
 
+    // ---- autopilot (only with agents whose hello lists the `rules` capability) ----
+    /// Hub → agent: the stall rules that apply to this process, whole (sent after the welcome
+    /// and on every change; an empty list clears them). The agent's stall watcher fires them
+    /// itself, without a round trip to the hub.
+    Rules {
+        rules: Vec<AgentRule>,
+    },
+    /// Agent → hub: a rule fired and the agent already started its capture under an id and an
+    /// upload token it chose; the hub records the artifact (or answers `cancel`).
+    AutoCapture(AutoCapture),
+    /// Hub → agent: drop this command's capture (the hub did not take it: hourly cap, rule gone).
+    Cancel {
+        command_id: String,
+        reason: String,
+    },
+
     // ---- upload stream ----
     /// Agent → hub, first frame of an upload connection.
     UploadHello(UploadHello),
@@ -92,6 +108,9 @@ impl Message {
             Message::Progress(_) => "progress",
             Message::CommandResult(_) => "command_result",
             Message::Metrics { .. } => "metrics",
+            Message::Rules { .. } => "rules",
+            Message::AutoCapture(_) => "auto_capture",
+            Message::Cancel { .. } => "cancel",
             Message::UploadHello(_) => "upload_hello",
             Message::UploadOffset { .. } => "upload_offset",
             Message::UploadDone => "upload_done",
@@ -124,6 +143,40 @@ pub struct Hello {
     /// agents don't send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_nonce: Option<String>,
+}
+
+/// The hello capability of an agent that understands `rules`, `auto_capture` and `cancel`
+/// (older agents treat an unknown message as a protocol error, so they are never sent one).
+pub const RULES_CAPABILITY: &str = "rules";
+
+/// Most stall rules the hub pushes to one agent.
+pub const MAX_AGENT_RULES: usize = 64;
+
+/// A stall rule as the agent runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRule {
+    pub name: String,
+    /// Fire once the event loop has been blocked this long.
+    pub blocked_ms: u64,
+    /// The capture to start (a CPU profile, typically).
+    pub capture: CommandKind,
+    /// At most one firing per this many seconds (the hub applies it too, with its hourly cap).
+    pub cooldown_secs: u64,
+}
+
+/// An agent-initiated capture, announced right after it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoCapture {
+    /// The artifact id, chosen by the agent (the hub's id form: 32 hex characters).
+    pub command_id: String,
+    pub rule: String,
+    /// What fired it, for the artifact's `trigger.reason`.
+    pub reason: String,
+    pub blocked_ms: u64,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+    /// The one-time secret the agent's upload stream will present (the hub keeps its hash).
+    pub upload_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

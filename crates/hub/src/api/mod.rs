@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod failures;
 pub mod paging;
+pub mod rules;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
@@ -57,6 +58,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let api = viewer
         .merge(operator)
         .merge(admin)
+        .merge(rules::router())
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
