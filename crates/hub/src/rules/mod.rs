@@ -67,6 +67,9 @@ pub enum Decision {
     Held(Firing, String),
 }
 
+/// See [`Rules::admit_agent_firing`].
+const AGENT_COOLDOWN_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Rules {
     db: Db,
     /// Every rule, config file's first; swapped whole on a change (readers never wait long).
@@ -203,7 +206,9 @@ impl Rules {
     /// An agent-initiated capture (the agent's own stall watcher fired `rule`): passes the same
     /// cooldown and cap as a hub-side firing.
     pub fn admit_agent_firing(&self, rule: &Rule, process_id: &str) -> Result<(), String> {
-        let cooldown = std::time::Duration::from_secs(rule.cooldown_secs);
+        // The agent keeps the cooldown exactly; the hub's record of the last firing is a link's
+        // latency later, so the next firing at the agent's cooldown edge must not look early.
+        let cooldown = std::time::Duration::from_secs(rule.cooldown_secs).saturating_sub(AGENT_COOLDOWN_SLACK);
         let mut guards = self.guards.lock().map_err(|_| "rule state poisoned".to_string())?;
         match guards.admit(&rule.name, process_id, cooldown, self.max_per_hour, Instant::now()) {
             Ok(()) => Ok(()),

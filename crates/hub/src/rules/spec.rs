@@ -13,7 +13,8 @@ pub const MAX_RULES: usize = 256;
 const MAX_NAME_LEN: usize = 64;
 const MAX_APPS: usize = 64;
 const MAX_LABELS: usize = 16;
-pub const BLOCKED_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// From 500 ms: JS beats every 250 ms, so shorter gaps are the loop's normal rhythm.
+pub const BLOCKED_MS: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 pub const FOR_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
 pub const COOLDOWN_SECS: std::ops::RangeInclusive<u64> = 1..=7 * 86_400;
 /// Below this an RSS rule would fire on every process.
