@@ -197,3 +197,60 @@ test('the hourly cap holds across stalls (config-file rule and cap)', async () =
   const audit = (await api(hub, 'GET', '/api/audit')).body;
   assert.ok(audit.some((e) => e.actor === 'rule:capped' && /hourly cap of 2/.test(e.result)), JSON.stringify(audit.filter((e) => e.actor === 'rule:capped')));
 });
+
+test('leak hunt: the leaking class is the first suspect, held by the variable that holds it', async () => {
+  const hub = await hubWith();
+  const a = await app(hub);
+  a.send('leak 300');
+  await a.waitLine(/^leaking/);
+  const bad = await api(hub, 'POST', `/api/processes/${a.proc.id}/commands`, { kind: 'leak_hunt', snapshots: 11, interval_secs: 1 });
+  assert.equal(bad.status, 400);
+  const cmd = await api(hub, 'POST', `/api/processes/${a.proc.id}/commands`, { kind: 'leak_hunt', snapshots: 3, interval_secs: 2 });
+  assert.equal(cmd.status, 202, JSON.stringify(cmd.body));
+  const report = cmd.body.artifact;
+  assert.equal(report.kind, 'leak_report');
+  assert.equal(report.status, 'running');
+  const done = await waitArtifact(hub, report.id, { timeout: 120000 });
+  assert.equal(done.status, 'ready', done.error);
+  const body = JSON.parse((await download(hub, report.id)).toString());
+  assert.equal(body.snapshots.length, 3);
+  for (const id of body.snapshots) {
+    const snap = (await api(hub, 'GET', `/api/artifacts/${id}`)).body;
+    assert.equal(snap.kind, 'heap_snapshot');
+    assert.equal(snap.status, 'ready');
+  }
+  const [first] = body.suspects;
+  assert.equal(first.name, 'AutopilotLeakyEntry', JSON.stringify(body.suspects.slice(0, 3).map((s) => [s.name, s.counts])));
+  assert.equal(first.counts.length, 3);
+  assert.ok(first.counts[0] < first.counts[1] && first.counts[1] < first.counts[2], JSON.stringify(first.counts));
+  assert.ok(first.retained[0] < first.retained[2]);
+  assert.ok(first.retainer_path.some((s) => s.startsWith('autopilotLeakHolder in ')), JSON.stringify(first.retainer_path));
+  assert.ok(first.retainer_path.at(-1).startsWith('AutopilotLeakyEntry @'), JSON.stringify(first.retainer_path));
+  for (const s of body.suspects) assert.ok(!s.name.startsWith('(') && !s.name.startsWith('system / '), s.name);
+  assert.ok(!body.suspects.some((s) => s.name === 'AutopilotChurn'), 'churn is no suspect');
+});
+
+test('leak hunt: cancel keeps the snapshots; a disconnect mid-hunt ends the report failed with the snapshots kept', async () => {
+  const hub = await hubWith();
+  const a = await app(hub);
+  const start = () => api(hub, 'POST', `/api/processes/${a.proc.id}/commands`, { kind: 'leak_hunt', snapshots: 5, interval_secs: 30 });
+  const snapshotsOf = async (id) => (await api(hub, 'GET', `/api/artifacts/${id}`)).body.progress?.snapshots || [];
+  let hunt = (await start()).body.artifact;
+  await waitFor('first snapshot', async () => (await snapshotsOf(hunt.id)).length === 1, { timeout: 30000 });
+  const cancelled = await api(hub, 'POST', `/api/artifacts/${hunt.id}/cancel`);
+  assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+  assert.equal(cancelled.body.artifact.status, 'failed');
+  assert.match(cancelled.body.artifact.error, /cancelled/);
+  assert.equal((await api(hub, 'POST', `/api/artifacts/${hunt.id}/cancel`)).status, 409);
+  const [kept] = await snapshotsOf(hunt.id);
+  assert.equal((await api(hub, 'GET', `/api/artifacts/${kept}`)).body.status, 'ready');
+
+  hunt = (await start()).body.artifact;
+  await waitFor('first snapshot', async () => (await snapshotsOf(hunt.id)).length === 1, { timeout: 30000 });
+  await a.kill();
+  const failed = await waitArtifact(hub, hunt.id, { timeout: 30000 });
+  assert.equal(failed.status, 'failed');
+  assert.match(failed.error, /disconnect/);
+  const [snap] = failed.progress.snapshots;
+  assert.equal((await api(hub, 'GET', `/api/artifacts/${snap}`)).body.status, 'ready', 'the snapshot taken is kept');
+});

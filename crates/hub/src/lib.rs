@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http_server;
 pub mod hub;
 pub mod ids;
+pub mod leak_hunt;
 pub mod metrics;
 pub mod operators;
 pub mod private_files;

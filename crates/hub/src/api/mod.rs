@@ -303,6 +303,9 @@ pub struct CommandRequest {
     pub interval_bytes: Option<u32>,
     #[serde(default)]
     pub force: bool,
+    /// `leak_hunt` only (see [`crate::leak_hunt`]).
+    pub snapshots: Option<u32>,
+    pub interval_secs: Option<u32>,
 }
 
 /// CPU profiler sampling interval (µs): V8 takes any positive value; below 10 µs the profiler
@@ -362,6 +365,10 @@ async fn post_command(
 ) -> Result<Response, ApiError> {
     visible_process(&hub, &p, &id).await?;
     let actor = p.actor(remote.ip());
+    let body = match body {
+        Ok(Json(req)) if req.kind == "leak_hunt" => return rules::leak_hunt(&hub, &id, &req, &actor).await,
+        other => other,
+    };
     // Refused requests are on the audit trail too: someone tried.
     let parsed = body.map_err(|e| e.body_text()).and_then(|Json(req)| Ok((command_kind(&req)?, req.force)));
     let (kind, force) = match parsed {
@@ -563,6 +570,8 @@ mod tests {
             frequency: None,
             interval_bytes: None,
             force: false,
+            snapshots: None,
+            interval_secs: None,
         }
     }
 

@@ -1,5 +1,7 @@
-//! `POST/GET /api/rules`, `DELETE /api/rules/{name}` (operator): the autopilot's capture rules
-//! ([`crate::rules`]).
+//! The autopilot's routes (operator): `POST/GET /api/rules`, `DELETE /api/rules/{name}` — the
+//! capture rules ([`crate::rules`]) — and the leak hunt's: `{"kind": "leak_hunt"}` on
+//! `POST /api/processes/{id}/commands` (dispatched here from the command route) and
+//! `POST /api/artifacts/{id}/cancel` for a hunt's report ([`crate::leak_hunt`]).
 //!
 //! App scope: a token limited to some apps sees and deletes only rules limited to those apps
 //! (a rule for every app, or naming another app, doesn't exist for it); a rule it creates
@@ -14,7 +16,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ pub fn router() -> Router<Arc<Hub>> {
     Router::new()
         .route("/api/rules", get(list_rules).post(create_rule))
         .route("/api/rules/{name}", delete(delete_rule))
+        .route("/api/artifacts/{id}/cancel", post(cancel_hunt))
         .route_layer(middleware::from_fn_with_state(Role::Operator, super::auth::require_role))
 }
 
@@ -109,4 +112,53 @@ async fn delete_rule(
     let rule = result?;
     crate::rules::fire::push_to_agents(&hub).await;
     Ok(Json(json!({ "deleted": rule })))
+}
+
+/// `{"kind": "leak_hunt", "snapshots": N, "interval_secs": S}`: answers `202 {"artifact": report}`.
+pub(super) async fn leak_hunt(
+    hub: &Arc<Hub>,
+    id: &str,
+    req: &super::CommandRequest,
+    actor: &str,
+) -> Result<Response, ApiError> {
+    let others = [req.seconds, req.interval_us, req.frequency, req.interval_bytes];
+    let params = match (
+        others.iter().any(Option::is_some) || req.force,
+        crate::leak_hunt::validate(req.snapshots, req.interval_secs),
+    ) {
+        (true, _) => Err("a leak hunt takes only snapshots and interval_secs".to_string()),
+        (false, v) => v,
+    };
+    let (n, s) = match params {
+        Ok(v) => v,
+        Err(msg) => {
+            hub.audit
+                .record(actor, "command.request", id, json!({"kind": "leak_hunt"}), &format!("rejected: {msg}"))
+                .await;
+            return Err(bad_request(msg));
+        }
+    };
+    let report = hub.start_leak_hunt(id, n, s, actor).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "artifact": report }))).into_response())
+}
+
+/// Cancels a running leak hunt: its report ends `failed` ("cancelled"), the snapshots taken stay.
+async fn cancel_hunt(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let a = super::visible_artifact(&hub, &p, &id).await?;
+    if a.kind != "leak_report" {
+        return Err(bad_request(format!("artifact {id} is a {}, not a leak hunt's report", a.kind)));
+    }
+    if a.status != crate::store::ArtifactStatus::Running {
+        return Err(ApiError::Conflict(format!("the hunt is {} already", a.status.as_str())));
+    }
+    let actor = p.actor(remote.ip());
+    hub.artifacts.fail(&id, &format!("cancelled by {}", p.name)).await;
+    hub.audit.record(&actor, "leak_hunt.cancel", &id, json!({}), "cancelled").await;
+    let a = super::visible_artifact(&hub, &p, &id).await?;
+    Ok(Json(json!({ "artifact": a })))
 }

@@ -64,7 +64,9 @@ async fn capture(hub: &Hub, process_id: &str, f: Firing) {
 /// A capture of the process still in its capture phase (uploads may overlap a new one).
 async fn capturing(hub: &Hub, process_id: &str) -> Option<crate::store::ArtifactRecord> {
     let open = hub.artifacts.list(Some(process_id), true, 100).await.ok()?;
-    open.into_iter().find(|a| matches!(a.status, ArtifactStatus::Pending | ArtifactStatus::Running))
+    // A leak hunt's report is `running` for the whole hunt; only its snapshots hold the slot.
+    open.into_iter()
+        .find(|a| matches!(a.status, ArtifactStatus::Pending | ArtifactStatus::Running) && a.kind != "leak_report")
 }
 
 /// Why the hub did not take an agent-initiated capture (sent back as a `cancel`).

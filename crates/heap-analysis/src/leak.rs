@@ -1,0 +1,265 @@
+//! Leak hunt: N snapshots of one process, taken in order, reduced to the classes that grew at
+//! *every* step — in count and in retained size — ranked steadiest first, each with the retainer
+//! path of one of its new objects (present in the last snapshot, not in the first, by V8 id).
+//!
+//! What is left out of the ranking, and why:
+//! - V8-internal node kinds (`(string)`, `(concatenated string)`, `(array)`, `(system)`,
+//!   `(compiled code)`, `(object shape)`…, and `system / …` objects): they belong to the objects
+//!   that hold them — a leaked object's own strings grow with it;
+//! - a class whose count does not grow (the container holding the leak): it is not a new object
+//!   of its own, it shows up on the suspects' retainer paths;
+//! - a class that grew in one step and fell in another (churn, a cache that is trimmed).
+//!
+//! Memory: one snapshot loaded at a time; of the earlier ones only class totals are kept, and of
+//! the first its sorted object ids.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::diff::Side;
+use crate::summary::Reporter;
+use crate::{AnalyzeOptions, HeapError, Progress};
+
+/// Most suspects reported.
+pub const MAX_SUSPECTS: usize = 20;
+
+/// One class that grew at every step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeakSuspect {
+    /// The bare constructor name, as DevTools shows it.
+    pub name: String,
+    /// Instances in each snapshot, in order.
+    pub counts: Vec<u64>,
+    /// Retained size of the class in each snapshot (DevTools' model).
+    pub retained: Vec<u64>,
+    /// Objects of the class in the last snapshot that were not in the first.
+    pub new_objects: u64,
+    /// From a GC root down to a representative new object, each step as DevTools' Retainers view
+    /// names it: `EDGE in CLASS @ID` (the holder of the edge), the object itself last.
+    pub retainer_path: Vec<String>,
+}
+
+/// The answer of a hunt (the hub adds the snapshots' artifact ids).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeakReport {
+    /// Steadiest grower first.
+    pub suspects: Vec<LeakSuspect>,
+    /// Total reachable heap size in each snapshot.
+    pub total_sizes: Vec<u64>,
+}
+
+/// V8's own node kinds, never a suspect of their own.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with('(') || name.starts_with("system / ") || name.is_empty()
+}
+
+/// Runs the hunt over `paths` (at least two, in the order they were taken).
+pub fn hunt_paths(
+    paths: &[impl AsRef<Path>],
+    opts: &AnalyzeOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<LeakReport, HeapError> {
+    if paths.len() < 2 {
+        return Err(HeapError::Invalid("a leak hunt needs at least two snapshots".into()));
+    }
+    let mut per_class: HashMap<String, (Vec<u64>, Vec<u64>)> = HashMap::new();
+    let mut total_sizes = Vec::new();
+    let mut first: Option<Side> = None;
+    let mut shapes = None;
+    let n = paths.len();
+    for (i, path) in paths.iter().enumerate() {
+        let path = path.as_ref();
+        let (file, size) = crate::open(path)?;
+        let snapshot = u8::try_from(i).unwrap_or(u8::MAX);
+        let loaded = crate::load(file, size, snapshot, opts.model, shapes.as_deref(), progress)
+            .map_err(|e| crate::with_path(e, path))?;
+        if shapes.is_none() {
+            // The first snapshot's object shapes name plain objects in all, so rows line up.
+            shapes = Some(loaded.shapes.clone());
+        }
+        let side = Side::new(&loaded.graph, &loaded.table, loaded.info.clone());
+        total_sizes.push(side.info.total_size);
+        for (slot, name) in side.names.iter().enumerate() {
+            let row = per_class.entry(name.clone()).or_insert_with(|| (vec![0; n], vec![0; n]));
+            row.0[i] += side.count[slot];
+            row.1[i] += side.retained[slot];
+        }
+        if i + 1 == n {
+            let first = first.take().unwrap_or(side);
+            return Ok(report(per_class, total_sizes, &first, &loaded, opts));
+        }
+        if first.is_none() {
+            first = Some(side);
+        }
+    }
+    Err(HeapError::Invalid("no snapshot read".into()))
+}
+
+/// Growth at every step, in count and retained size.
+fn steady(counts: &[u64], retained: &[u64]) -> bool {
+    counts.windows(2).all(|w| w[1] > w[0]) && retained.windows(2).all(|w| w[1] > w[0])
+}
+
+/// Smallest growth of any step relative to the first count: how steady the growth is.
+fn steadiness(counts: &[u64]) -> (u64, u64) {
+    let min_step = counts.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(0);
+    (min_step, counts.last().copied().unwrap_or(0) - counts.first().copied().unwrap_or(0))
+}
+
+fn report(
+    per_class: HashMap<String, (Vec<u64>, Vec<u64>)>,
+    total_sizes: Vec<u64>,
+    first: &Side,
+    last: &crate::Loaded,
+    opts: &AnalyzeOptions,
+) -> LeakReport {
+    let mut suspects: Vec<LeakSuspect> = per_class
+        .into_iter()
+        .filter(|(name, (c, r))| !is_internal(name) && steady(c, r))
+        .map(|(name, (counts, retained))| LeakSuspect { name, counts, retained, new_objects: 0, retainer_path: vec![] })
+        .collect();
+    suspects.sort_by(|a, b| {
+        let (sa, sb) = (steadiness(&a.counts), steadiness(&b.counts));
+        sb.cmp(&sa).then_with(|| growth(&b.retained).cmp(&growth(&a.retained))).then_with(|| a.name.cmp(&b.name))
+    });
+    suspects.truncate(MAX_SUSPECTS);
+    let g = &last.graph;
+    let reporter = Reporter {
+        g,
+        d: &last.dom,
+        parent_edge: Some(crate::summary::bfs_parents(g)),
+        max_path: opts.max_path_len.max(10),
+    };
+    let wanted: HashMap<&str, usize> = suspects.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
+    let mut new_counts = vec![0u64; suspects.len()];
+    for v in 0..g.node_count() as u32 {
+        if last.table.slot(g, v).is_none() {
+            continue;
+        }
+        let Some(&i) = wanted.get(g.class_name(g.class_key(v)).as_str()) else { continue };
+        let id = g.node_id[v as usize];
+        if first.ids.binary_search_by_key(&id, |e| e.id).is_err() {
+            new_counts[i] += 1;
+            representative[i].get_or_insert(v);
+        }
+    }
+    for (i, s) in suspects.iter_mut().enumerate() {
+        s.new_objects = new_counts[i];
+        if let Some(v) = representative[i] {
+            s.retainer_path = devtools_path(&reporter, v);
+        }
+    }
+    LeakReport { suspects, total_sizes }
+}
+
+fn growth(xs: &[u64]) -> u64 {
+    xs.last().copied().unwrap_or(0).saturating_sub(xs.first().copied().unwrap_or(0))
+}
+
+/// The path as DevTools' Retainers view names its steps: `EDGE in HOLDER @ID`, from the GC root
+/// down, then the object (`CLASS @ID`). Names of string values are never shown (they may hold
+/// secrets): only classes, edge names and ids.
+fn devtools_path(r: &Reporter<'_>, v: u32) -> Vec<String> {
+    let report = r.object(v);
+    let mut holder = "(GC roots)".to_string();
+    let mut out = Vec::with_capacity(report.path.len() + 1);
+    for step in &report.path {
+        // Element edges are labelled `[N]` already, property and context edges by their name.
+        out.push(format!("{} in {holder}", step.edge));
+        holder = format!("{} @{}", step.class, step.id);
+    }
+    out.push(holder);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::tests::snapshot_json;
+
+    fn write_tmp(name: &str, body: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("perf-leak-{}-{name}", std::process::id()));
+        std::fs::write(&p, body).expect("write temp file");
+        p
+    }
+
+    /// root -> global (object "global") -holder-> Array "Array" holding `leaks` Leak objects
+    /// (each with a string), plus `churn` Churn objects held by the global.
+    fn snapshot(leaks: u32, churn: u32, first_churn_id: u32) -> String {
+        // strings: 0 "", 1 "global", 2 "Array", 3 "Leak", 4 "holder", 5 "s", 6 "Churn", 7 "c", 8 "payload"
+        let mut nodes = vec![(9, 0, 1, 0, 1), (3, 1, 3, 10, 1 + churn), (3, 2, 5, 16, leaks)];
+        let mut edges = vec![(5, 0, 1), (2, 4, 2)];
+        for i in 0..churn {
+            edges.push((2, 7, 3 + i));
+        }
+        let churn_at = nodes.len() as u32;
+        for i in 0..churn {
+            nodes.push((3, 6, first_churn_id + 2 * i, 24, 0));
+        }
+        // The holder's elements come after the global's edges (edges are listed per node, in order).
+        let mut holder_edges = vec![];
+        for i in 0..leaks {
+            let leak_index = churn_at + churn + 2 * i;
+            holder_edges.push((1, i, leak_index));
+        }
+        // Fix the global's churn edges to point at the churn nodes.
+        for i in 0..churn {
+            edges[2 + i as usize] = (2, 7, churn_at + i);
+        }
+        edges.extend(holder_edges);
+        for i in 0..leaks {
+            nodes.push((3, 3, 1001 + 2 * i, 32, 1));
+            nodes.push((2, 8, 5001 + 2 * i, 40, 0));
+            edges.push((2, 5, churn_at + churn + 2 * i + 1));
+        }
+        snapshot_json(&nodes, &edges, &["", "global", "Array", "Leak", "holder", "s", "Churn", "c", "payload"])
+    }
+
+    #[test]
+    fn the_steady_grower_comes_first_with_its_holder_on_the_path() {
+        let paths = [
+            write_tmp("1.heapsnapshot", &snapshot(2, 5, 100_001)),
+            write_tmp("2.heapsnapshot", &snapshot(4, 1, 200_001)),
+            write_tmp("3.heapsnapshot", &snapshot(6, 7, 300_001)),
+        ];
+        let r = hunt_paths(&paths, &AnalyzeOptions::default(), &mut |_| {}).expect("hunt");
+        let names: Vec<&str> = r.suspects.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Leak"], "churn fell in a step; the holder and the strings are no suspects");
+        let leak = &r.suspects[0];
+        assert_eq!(leak.counts, [2, 4, 6]);
+        assert!(leak.retained.windows(2).all(|w| w[1] > w[0]), "{:?}", leak.retained);
+        assert_eq!(leak.new_objects, 4);
+        assert!(leak.retainer_path.first().is_some_and(|s| s.ends_with(" in (GC roots)")), "{:?}", leak.retainer_path);
+        assert!(leak.retainer_path.iter().any(|s| s.starts_with("holder in global @3")), "{:?}", leak.retainer_path);
+        assert!(
+            leak.retainer_path.iter().any(|s| s.starts_with("[") && s.contains("in Array @5")),
+            "{:?}",
+            leak.retainer_path
+        );
+        assert!(leak.retainer_path.last().is_some_and(|s| s.starts_with("Leak @")), "{:?}", leak.retainer_path);
+        assert_eq!(r.total_sizes.len(), 3);
+        assert!(hunt_paths(&paths[..1], &AnalyzeOptions::default(), &mut |_| {}).is_err());
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn internal_kinds_are_no_suspects() {
+        for name in [
+            "(string)",
+            "(concatenated string)",
+            "(array)",
+            "(system)",
+            "(compiled code)",
+            "(object shape)",
+            "system / Context",
+        ] {
+            assert!(is_internal(name), "{name}");
+        }
+        assert!(!is_internal("Array") && !is_internal("BarsLeakyEntry"));
+    }
+}
