@@ -187,35 +187,52 @@ mod tests {
     }
 
     /// root -> global (object "global") -holder-> Array "Array" holding `leaks` Leak objects
-    /// (each with a string), plus `churn` Churn objects held by the global.
-    fn snapshot(leaks: u32, churn: u32, first_churn_id: u32) -> String {
+    /// (each with a string "payload"), plus `churn` Churn objects and `arrays` extra small
+    /// Arrays held by the global.
+    fn snapshot_with(leaks: u32, churn: u32, first_churn_id: u32, arrays: u32) -> String {
         // strings: 0 "", 1 "global", 2 "Array", 3 "Leak", 4 "holder", 5 "s", 6 "Churn", 7 "c", 8 "payload"
-        let mut nodes = vec![(9, 0, 1, 0, 1), (3, 1, 3, 10, 1 + churn), (3, 2, 5, 16, leaks)];
+        let mut nodes = vec![(9, 0, 1, 0, 1), (3, 1, 3, 10, 1 + churn + arrays), (3, 2, 5, 16, leaks)];
         let mut edges = vec![(5, 0, 1), (2, 4, 2)];
-        for i in 0..churn {
-            edges.push((2, 7, 3 + i));
-        }
         let churn_at = nodes.len() as u32;
         for i in 0..churn {
             nodes.push((3, 6, first_churn_id + 2 * i, 24, 0));
+            edges.push((2, 7, churn_at + i));
         }
-        // The holder's elements come after the global's edges (edges are listed per node, in order).
-        let mut holder_edges = vec![];
+        let arrays_at = nodes.len() as u32;
+        for i in 0..arrays {
+            nodes.push((3, 2, 900_001 + 2 * i, 16, 0));
+            edges.push((2, 7, arrays_at + i));
+        }
+        let leaks_at = nodes.len() as u32;
         for i in 0..leaks {
-            let leak_index = churn_at + churn + 2 * i;
-            holder_edges.push((1, i, leak_index));
+            edges.push((1, i, leaks_at + 2 * i));
         }
-        // Fix the global's churn edges to point at the churn nodes.
-        for i in 0..churn {
-            edges[2 + i as usize] = (2, 7, churn_at + i);
-        }
-        edges.extend(holder_edges);
         for i in 0..leaks {
             nodes.push((3, 3, 1001 + 2 * i, 32, 1));
-            nodes.push((2, 8, 5001 + 2 * i, 40, 0));
-            edges.push((2, 5, churn_at + churn + 2 * i + 1));
+            // A big string per leaked object: the holder's retained size grows most.
+            nodes.push((10, 8, 5001 + 2 * i, 400, 0));
+            edges.push((2, 5, leaks_at + 2 * i + 1));
         }
         snapshot_json(&nodes, &edges, &["", "global", "Array", "Leak", "holder", "s", "Churn", "c", "payload"])
+    }
+
+    fn snapshot(leaks: u32, churn: u32, first_churn_id: u32) -> String {
+        snapshot_with(leaks, churn, first_churn_id, 0)
+    }
+
+    #[test]
+    fn the_diff_ranks_the_leaking_class_above_its_holder_and_its_strings() {
+        let a = write_tmp("d1.heapsnapshot", &snapshot_with(2, 0, 1, 0));
+        let b = write_tmp("d2.heapsnapshot", &snapshot_with(10, 0, 1, 1));
+        let d = crate::diff_paths(&a, &b, &AnalyzeOptions::default(), &mut |_| {}).expect("diff");
+        let names: Vec<&str> = d.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"Leak"), "{names:?}");
+        let array = names.iter().position(|n| *n == "Array").expect("array row");
+        let strings = names.iter().position(|n| n.starts_with('(')).expect("string row");
+        assert!(array < strings, "internal kinds come last: {names:?}");
+        for p in [a, b] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     #[test]
