@@ -172,13 +172,16 @@ test('the agent\'s own heap snapshot pause never fires a stall rule', async () =
 
 test('cooldown: a process that stalls again and again gets one capture per cooldown', async () => {
   const hub = await hubWith();
+  const a = await app(hub);
+  // Made after the process connected: it reaches the agent pushed down its link.
   const rule = { name: 'once', when: { blocked_ms: 1000 }, capture: { kind: 'cpu_profile', seconds: 1 }, cooldown_secs: 3600 };
   assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
-  const a = await app(hub);
   a.send('stalls 5 1500 1000');
   await a.waitLine(/^stalls-done/, 60000);
   await sleep(1000);
-  assert.equal((await ruleArtifacts(hub, a.proc.id, 'once')).length, 1);
+  const taken = await ruleArtifacts(hub, a.proc.id, 'once');
+  assert.equal(taken.length, 1);
+  assert.match(taken[0].trigger.reason, /the agent started the capture/);
 });
 
 test('the hourly cap holds across stalls (config-file rule and cap)', async () => {

@@ -346,4 +346,39 @@ mod tests {
         let Message::Hello(hello) = hello else { panic!("hello") };
         assert_eq!(hello.hub_nonce, None);
     }
+
+    #[test]
+    fn autopilot_messages_wire_shape() {
+        let rules = Message::Rules {
+            rules: vec![AgentRule {
+                name: "stall".into(),
+                blocked_ms: 1000,
+                capture: CommandKind::CpuProfile { seconds: 5, interval_us: None },
+                cooldown_secs: 300,
+            }],
+        };
+        let v = serde_json::to_value(&rules).expect("json");
+        assert_eq!(v["type"], "rules");
+        assert_eq!(v["rules"][0]["capture"]["kind"], "cpu_profile");
+        assert_eq!(serde_json::from_value::<Message>(v).expect("back"), rules);
+        let auto = Message::AutoCapture(AutoCapture {
+            command_id: "ab".repeat(16),
+            rule: "stall".into(),
+            reason: "blocked".into(),
+            blocked_ms: 1020,
+            kind: CommandKind::CpuProfile { seconds: 5, interval_us: None },
+            upload_token: "cd".repeat(32),
+        });
+        let v = serde_json::to_value(&auto).expect("json");
+        assert_eq!(
+            (v["type"].as_str(), v["kind"].as_str(), v["seconds"].as_u64()),
+            (Some("auto_capture"), Some("cpu_profile"), Some(5))
+        );
+        assert_eq!(serde_json::from_value::<Message>(v).expect("back"), auto);
+        let cancel: Message =
+            serde_json::from_str(r#"{"type":"cancel","command_id":"x","reason":"cap"}"#).expect("cancel");
+        assert_eq!(cancel.name(), "cancel");
+        // An agent without the `rules` capability would refuse these: the hub never sends them one.
+        assert_eq!(RULES_CAPABILITY, "rules");
+    }
 }
