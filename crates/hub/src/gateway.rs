@@ -418,7 +418,11 @@ async fn on_metrics(hub: &Arc<Hub>, process: &ProcessRecord, sample: perf_protoc
 async fn on_auto_capture(hub: &Hub, process: &ProcessRecord, a: perf_protocol::AutoCapture) {
     let id = a.command_id.clone();
     if let Err(reason) = crate::rules::fire::on_agent_capture(hub, process, a).await {
-        tracing::info!(process = %process.id, command = %loggable_id(&id), reason, "agent-initiated capture not taken");
+        // At most one line a minute per process: a broken agent must not flood the log.
+        if let Some(earlier) = hub.agent_refusals.hit(&format!("auto-capture {}", process.id)) {
+            let command = loggable_id(&id);
+            tracing::info!(process = %process.id, %command, reason, refused_since_last_report = earlier, "agent-initiated capture not taken");
+        }
         if perf_protocol::is_valid_id(&id) {
             let _ = hub.processes.send(&process.id, crate::rules::fire::cancel(&id, reason));
         }
