@@ -257,3 +257,21 @@ test('leak hunt: cancel keeps the snapshots; a disconnect mid-hunt ends the repo
   const [snap] = failed.progress.snapshots;
   assert.equal((await api(hub, 'GET', `/api/artifacts/${snap}`)).body.status, 'ready', 'the snapshot taken is kept');
 });
+
+test('leak hunt: same-named classes from two scripts stay apart, the leaking one with its location', async () => {
+  const hub = await hubWith();
+  const a = await app(hub);
+  a.send('dups 300');
+  await a.waitLine(/^leaking/);
+  const cmd = await api(hub, 'POST', `/api/processes/${a.proc.id}/commands`, { kind: 'leak_hunt', snapshots: 3, interval_secs: 1 });
+  assert.equal(cmd.status, 202, JSON.stringify(cmd.body));
+  const done = await waitArtifact(hub, cmd.body.artifact.id, { timeout: 120000 });
+  assert.equal(done.status, 'ready', done.error);
+  const { suspects } = JSON.parse((await download(hub, done.id)).toString());
+  const dups = suspects.filter((s) => s.name === 'AutopilotDup');
+  assert.equal(dups.length, 1, 'only the leaking one grows: ' + JSON.stringify(suspects.map((s) => [s.name, s.location, s.counts])));
+  const [leak] = dups;
+  assert.equal(suspects[0], leak);
+  assert.ok(leak.location && leak.location.line === 2 && leak.location.script_id > 0, JSON.stringify(leak.location));
+  assert.ok(leak.counts.every((c) => c < 2000 + 10000) && leak.counts[0] < 2000, 'b\'s 2000 instances are not in its counts: ' + JSON.stringify(leak.counts));
+});

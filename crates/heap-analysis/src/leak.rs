@@ -25,11 +25,27 @@ use crate::{AnalyzeOptions, HeapError, Progress};
 /// Most suspects reported.
 pub const MAX_SUSPECTS: usize = 20;
 
+/// Where a class's constructor was defined (1-based line and column, as DevTools shows them).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub script_id: u32,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// Per class of one snapshot: (count, retained).
+type Totals = HashMap<(String, Option<Location>), (u64, u64)>;
+/// Per class: counts and retained sizes across the snapshots.
+type Rows = HashMap<(String, Option<Location>), (Vec<u64>, Vec<u64>)>;
+
 /// One class that grew at every step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LeakSuspect {
     /// The bare constructor name, as DevTools shows it.
     pub name: String,
+    /// Set when constructors of this name were defined in more than one place: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     /// Instances in each snapshot, in order.
     pub counts: Vec<u64>,
     /// Retained size of the class in each snapshot (DevTools' model).
@@ -64,7 +80,8 @@ pub fn hunt_paths(
     if paths.len() < 2 {
         return Err(HeapError::Invalid("a leak hunt needs at least two snapshots".into()));
     }
-    let mut per_class: HashMap<String, (Vec<u64>, Vec<u64>)> = HashMap::new();
+    let mut by_name: Vec<Totals> = Vec::new();
+    let mut by_ctor: Vec<Totals> = Vec::new();
     let mut total_sizes = Vec::new();
     let mut first: Option<Side> = None;
     let mut shapes = None;
@@ -81,20 +98,84 @@ pub fn hunt_paths(
         }
         let side = Side::new(&loaded.graph, &loaded.table, loaded.info.clone());
         total_sizes.push(side.info.total_size);
+        let mut names = Totals::new();
         for (slot, name) in side.names.iter().enumerate() {
-            let row = per_class.entry(name.clone()).or_insert_with(|| (vec![0; n], vec![0; n]));
-            row.0[i] += side.count[slot];
-            row.1[i] += side.retained[slot];
+            let t = names.entry((name.clone(), None)).or_default();
+            t.0 += side.count[slot];
+            t.1 += side.retained[slot];
         }
+        by_name.push(names);
+        by_ctor.push(per_constructor(&loaded, &side));
         if i + 1 == n {
             let first = first.take().unwrap_or(side);
-            return Ok(report(per_class, total_sizes, &first, &loaded, opts));
+            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, opts));
         }
         if first.is_none() {
             first = Some(side);
         }
     }
     Err(HeapError::Invalid("no snapshot read".into()))
+}
+
+/// Where the constructor of object `v` was defined, in DevTools' 1-based numbering.
+fn constructor_of(g: &crate::graph::HeapGraph, v: u32) -> Option<Location> {
+    g.constructor_location(v).map(|(script_id, line, column)| Location {
+        script_id,
+        line: line.saturating_add(1),
+        column: column.saturating_add(1),
+    })
+}
+
+/// Counts and retained sizes per (class, constructor location). An instance's retained size
+/// counts unless its immediate dominator is an instance of the same class and constructor (the
+/// nesting DevTools' class totals leave out, one level deep).
+fn per_constructor(l: &crate::Loaded, side: &Side) -> Totals {
+    let g = &l.graph;
+    let mut of_map: HashMap<u32, Option<Location>> = HashMap::new();
+    let mut key_of = |v: u32| -> Option<(u32, Option<Location>)> {
+        let slot = l.table.slot(g, v)?;
+        // Objects of one map share their constructor: look it up once per map.
+        let loc = g.edge_named(v, "map").and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v)));
+        Some((slot, loc))
+    };
+    let mut out = Totals::new();
+    for v in 0..g.node_count() as u32 {
+        let Some((slot, loc @ Some(_))) = key_of(v) else { continue };
+        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, loc));
+        let t = out.entry((side.names[slot as usize].clone(), loc)).or_default();
+        t.0 += 1;
+        if !nested {
+            t.1 += l.dom.retained[v as usize];
+        }
+    }
+    out
+}
+
+/// The rows of the hunt: per class name, or per (name, constructor location) for a name whose
+/// constructors were defined in more than one place in any snapshot (DevTools shows them apart).
+fn rows(by_name: &[Totals], by_ctor: &[Totals]) -> Rows {
+    let mut places: HashMap<&str, std::collections::BTreeSet<Location>> = HashMap::new();
+    for t in by_ctor {
+        for (name, loc) in t.keys() {
+            if let Some(loc) = loc {
+                places.entry(name.as_str()).or_default().insert(*loc);
+            }
+        }
+    }
+    let split: std::collections::HashSet<&str> =
+        places.into_iter().filter(|(_, p)| p.len() > 1).map(|(name, _)| name).collect();
+    let n = by_name.len();
+    let mut rows = Rows::new();
+    for (i, (names, ctors)) in by_name.iter().zip(by_ctor).enumerate() {
+        let kept = names.iter().filter(|((name, _), _)| !split.contains(name.as_str()));
+        let parted = ctors.iter().filter(|((name, _), _)| split.contains(name.as_str()));
+        for (key, (count, retained)) in kept.chain(parted) {
+            let row = rows.entry(key.clone()).or_insert_with(|| (vec![0; n], vec![0; n]));
+            row.0[i] += count;
+            row.1[i] += retained;
+        }
+    }
+    rows
 }
 
 /// Growth at every step, in count and retained size.
@@ -109,7 +190,7 @@ fn steadiness(counts: &[u64]) -> (u64, u64) {
 }
 
 fn report(
-    per_class: HashMap<String, (Vec<u64>, Vec<u64>)>,
+    per_class: Rows,
     total_sizes: Vec<u64>,
     first: &Side,
     last: &crate::Loaded,
@@ -117,12 +198,22 @@ fn report(
 ) -> LeakReport {
     let mut suspects: Vec<LeakSuspect> = per_class
         .into_iter()
-        .filter(|(name, (c, r))| !is_internal(name) && steady(c, r))
-        .map(|(name, (counts, retained))| LeakSuspect { name, counts, retained, new_objects: 0, retainer_path: vec![] })
+        .filter(|((name, _), (c, r))| !is_internal(name) && steady(c, r))
+        .map(|((name, location), (counts, retained))| LeakSuspect {
+            name,
+            location,
+            counts,
+            retained,
+            new_objects: 0,
+            retainer_path: vec![],
+        })
         .collect();
     suspects.sort_by(|a, b| {
         let (sa, sb) = (steadiness(&a.counts), steadiness(&b.counts));
-        sb.cmp(&sa).then_with(|| growth(&b.retained).cmp(&growth(&a.retained))).then_with(|| a.name.cmp(&b.name))
+        sb.cmp(&sa)
+            .then_with(|| growth(&b.retained).cmp(&growth(&a.retained)))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.location.cmp(&b.location))
     });
     suspects.truncate(MAX_SUSPECTS);
     let g = &last.graph;
@@ -132,14 +223,19 @@ fn report(
         parent_edge: Some(crate::summary::bfs_parents(g)),
         max_path: opts.max_path_len.max(10),
     };
-    let wanted: HashMap<&str, usize> = suspects.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let wanted: HashMap<(&str, Option<Location>), usize> =
+        suspects.iter().enumerate().map(|(i, s)| ((s.name.as_str(), s.location), i)).collect();
+    let split: std::collections::HashSet<&str> =
+        suspects.iter().filter(|s| s.location.is_some()).map(|s| s.name.as_str()).collect();
     let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
     let mut new_counts = vec![0u64; suspects.len()];
     for v in 0..g.node_count() as u32 {
         if last.table.slot(g, v).is_none() {
             continue;
         }
-        let Some(&i) = wanted.get(g.class_name(g.class_key(v)).as_str()) else { continue };
+        let name = g.class_name(g.class_key(v));
+        let loc = if split.contains(name.as_str()) { constructor_of(g, v) } else { None };
+        let Some(&i) = wanted.get(&(name.as_str(), loc)) else { continue };
         let id = g.node_id[v as usize];
         if first.ids.binary_search_by_key(&id, |e| e.id).is_err() {
             new_counts[i] += 1;
@@ -262,6 +358,15 @@ mod tests {
         for p in paths {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    #[test]
+    fn function_locations_are_read_for_their_nodes() {
+        let json = snapshot(1, 0, 1).replace(r#""locations":[1,2,3,4]"#, r#""locations":[7,82,0,23,3,9,9,9]"#);
+        let g = crate::parser::tests::parse_str(&json).expect("parse");
+        assert_eq!(g.location(1), Some((82, 0, 23)), "object_index 7 is node 1 (7 fields a node)");
+        assert_eq!(g.locations.len(), 1, "an index that is not a node's is dropped");
+        assert_eq!(g.location(2), None);
     }
 
     #[test]
