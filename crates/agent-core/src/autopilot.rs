@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// How often the watcher looks while there are stall rules (the latency floor of a firing).
 pub const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// Shortest stall a rule may fire on: JS beats every 250 ms, so shorter gaps are its rhythm.
+const MIN_BLOCKED_MS: u64 = 500;
 /// How often it looks for rules when there are none.
 const IDLE_EVERY: Duration = Duration::from_millis(250);
 
@@ -37,6 +39,12 @@ pub(crate) struct AutopilotState {
 
 impl AutopilotState {
     pub fn set_rules(&self, mut rules: Vec<AgentRule>) {
+        // Whatever the hub sends, the host is never profiled in a loop: a rule must wait for a
+        // real stall (longer than the beat interval) and keep at least a second between firings.
+        rules.retain(|r| r.blocked_ms >= MIN_BLOCKED_MS);
+        for r in &mut rules {
+            r.cooldown_secs = r.cooldown_secs.max(1);
+        }
         rules.truncate(MAX_AGENT_RULES);
         if let Ok(mut r) = self.rules.lock() {
             *r = rules;
@@ -133,6 +141,14 @@ mod tests {
             capture: CommandKind::CpuProfile { seconds: 1, interval_us: None },
             cooldown_secs,
         }
+    }
+
+    #[test]
+    fn rules_that_would_profile_a_healthy_loop_are_dropped() {
+        let st = AutopilotState::default();
+        st.set_rules(vec![rule("twitchy", 100, 0), rule("stall", 1000, 0)]);
+        let rules = st.rules();
+        assert_eq!(rules.iter().map(|r| (r.name.as_str(), r.cooldown_secs)).collect::<Vec<_>>(), [("stall", 1)]);
     }
 
     #[test]
