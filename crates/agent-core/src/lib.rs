@@ -7,6 +7,7 @@
 //! `perf-agent-link`), never on the JS thread; executor callbacks (chunks, progress) arrive on
 //! the worker's thread and only touch a spool file and a bounded channel.
 
+mod autopilot;
 pub mod backoff;
 pub mod config;
 pub mod headroom;
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     /// The agent's runtime, for spawning from executor threads (which run outside it).
     rt: tokio::runtime::Handle,
     metrics: metrics::MetricsState,
+    /// The hub's stall rules this agent fires itself (see [`autopilot`]).
+    autopilot: autopilot::AutopilotState,
 }
 
 /// A running agent. Dropping it without `stop()` leaves the runtime to die with the process.
@@ -119,6 +122,7 @@ impl Agent {
             shutdown,
             rt: runtime.handle().clone(),
             metrics: metrics::MetricsState::new(config_stall_threshold),
+            autopilot: Default::default(),
         });
         let dir = inner.config.spool_dir.clone();
         runtime.spawn_blocking(move || match spool_dir::prepare(&dir) {
@@ -134,6 +138,7 @@ impl Agent {
         if inner.config.metrics_interval > Duration::ZERO {
             runtime.spawn(metrics::run(inner.clone()));
         }
+        runtime.spawn(autopilot::watch(inner.clone()));
         Ok(Self { inner, runtime: Some(runtime) })
     }
 
@@ -329,6 +334,29 @@ impl Inner {
     /// The spool file of a command: pid and id keep processes sharing a spool dir apart.
     fn spool_name(&self, spec: &JobSpec) -> String {
         format!("{}-{}.{}", self.config.pid, spec.id, spec.kind.file_extension())
+    }
+
+    /// The heavy command capturing now if it pauses the JS thread (a heap snapshot): a stall
+    /// meanwhile is the agent's own doing, and is reported so (no rule fires on it).
+    pub(crate) fn pausing_capture(&self) -> Option<String> {
+        let id = self.busy.lock().ok()?.clone()?;
+        let job = self.job(&id)?;
+        matches!(job.spec.kind, CommandKind::HeapSnapshot).then_some(id)
+    }
+
+    /// The hub's stall rules for this process (the whole list, replacing the last).
+    pub(crate) fn set_rules(&self, rules: Vec<perf_protocol::AgentRule>) {
+        tracing::debug!(count = rules.len(), "perf-agent: stall rules from the hub");
+        self.autopilot.set_rules(rules);
+    }
+
+    /// The hub did not take a capture the agent started on its own: drop it (nothing uploads).
+    pub(crate) fn cancel(&self, command_id: &str, reason: &str) {
+        if let Some(job) = self.job(command_id) {
+            tracing::info!(command = %command_id, reason, "perf-agent: capture cancelled by the hub");
+            job.discard();
+            self.drop_job(command_id);
+        }
     }
 
     fn release_busy(&self, id: &str) {

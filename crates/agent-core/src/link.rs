@@ -132,10 +132,19 @@ fn hello(inner: &Inner, instance_id: &str) -> Hello {
         labels: c.labels.clone(),
         node_version: c.node_version.clone(),
         agent_version: c.agent_version.clone(),
-        capabilities: c.capabilities.clone(),
+        capabilities: with_rules(&c.capabilities),
         active_commands: inner.active_job_ids(),
         hub_nonce: None,
     }
+}
+
+/// This agent fires the hub's stall rules itself: it says so, so the hub sends it `rules`.
+fn with_rules(capabilities: &[String]) -> Vec<String> {
+    let mut caps = capabilities.to_vec();
+    if !caps.iter().any(|c| c == perf_protocol::RULES_CAPABILITY) {
+        caps.push(perf_protocol::RULES_CAPABILITY.to_string());
+    }
+    caps
 }
 
 /// Random per process (not per connection): the hub keeps the same process across reconnects.
@@ -171,6 +180,8 @@ async fn session(
                 last_heard = tokio::time::Instant::now();
                 match frame? {
                     Message::Command(cmd) => inner.handle_command(cmd),
+                    Message::Rules { rules } => inner.set_rules(rules),
+                    Message::Cancel { command_id, reason } => inner.cancel(&command_id, &reason),
                     Message::Heartbeat { .. } => {}
                     Message::Error { code, message } => tracing::warn!(?code, message, "perf-agent: hub error"),
                     other => tracing::debug!(msg = other.name(), "perf-agent: ignored message"),

@@ -24,11 +24,38 @@ pub(crate) struct MetricsState {
     stall: Mutex<StallDetector>,
     /// The latest JS sample and when it arrived.
     js_sample: Mutex<Option<(Instant, JsSample)>>,
+    /// The agent's own pausing capture seen during the current stall (see `MetricsSample::agent_capture`).
+    own_pause: Mutex<Option<String>>,
 }
 
 impl MetricsState {
     pub fn new(threshold: Duration) -> Self {
-        Self { stall: Mutex::new(StallDetector::new(threshold)), js_sample: Mutex::new(None) }
+        Self {
+            stall: Mutex::new(StallDetector::new(threshold)),
+            js_sample: Mutex::new(None),
+            own_pause: Mutex::new(None),
+        }
+    }
+
+    pub fn last_beat(&self) -> Option<Instant> {
+        self.stall.lock().ok().and_then(|s| s.last_beat())
+    }
+
+    /// Whether the agent's own heap snapshot ran during the current stall.
+    pub fn own_pause_in_stall(&self) -> bool {
+        self.own_pause.lock().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    /// Tracks the agent's own pausing capture across a stall: kept while blocked, cleared once
+    /// JS runs again (unless one is running right now). Returns what the sample reports.
+    fn note_own_pause(&self, blocked: bool, pausing_now: Option<String>) -> Option<String> {
+        let Ok(mut own) = self.own_pause.lock() else { return pausing_now };
+        *own = match (blocked, pausing_now) {
+            (true, Some(id)) => Some(id),
+            (true, None) => own.take(),
+            (false, now) => now,
+        };
+        own.clone()
     }
 
     pub fn js_beat(&self) {
@@ -73,11 +100,13 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let now = Instant::now();
         let stall = inner.metrics.stall_state(now);
         let blocked = matches!(stall, StallState::Blocked { .. });
+        let own_pause = inner.metrics.note_own_pause(blocked, inner.pausing_capture());
         let due = last_sent.is_none_or(|t| now.duration_since(t) >= interval);
         if !(due || blocked != was_blocked) || !inner.is_connected() {
             continue;
         }
-        let sample = compose(&mut sampler, &stall, inner.metrics.fresh_js_sample(interval * 2));
+        let mut sample = compose(&mut sampler, &stall, inner.metrics.fresh_js_sample(interval * 2));
+        sample.agent_capture = own_pause;
         inner.send(Message::Metrics { sample: Box::new(sample) });
         last_sent = Some(now);
         was_blocked = blocked;
@@ -95,6 +124,7 @@ fn compose(sampler: &mut NativeSampler, stall: &StallState, js: Option<JsSample>
         blocked_ms: Some(blocked_ms),
         native: Some(native(sampler.sample())),
         js,
+        agent_capture: None,
         extra: Default::default(),
     }
 }

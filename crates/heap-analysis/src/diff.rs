@@ -89,8 +89,8 @@ pub struct Diff {
     pub new_objects_size: u64,
     pub deleted_objects_count: u64,
     pub deleted_objects_size: u64,
-    /// Classes that changed: those whose instances changed first, then by retained size growth
-    /// (then shallow size, then count); classes that only retain more come last.
+    /// Classes that changed: those that gained instances first (by instances gained), then the
+    /// other changed ones by retained growth; V8's internal kinds (`(string)`, `system / …`) last.
     pub classes: Vec<ClassDelta>,
     /// New objects with the largest retained sizes (in the second snapshot), with paths.
     pub new_objects: Vec<ObjectReport>,
@@ -151,15 +151,32 @@ pub fn compare(a: &Side, b: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'
     rows.retain(|r| {
         r.count_delta != 0 || r.shallow_delta != 0 || r.retained_delta != 0 || r.new_count != 0 || r.deleted_count != 0
     });
-    // Classes whose instances changed come first; a class that only "grew" because one container
-    // instance retains everything (module caches, the global object) is noise for leak hunting.
+    // Leak hunting order: classes that gained instances first, most instances gained first (a
+    // leak is many new objects; a holder's retained size grows without its count); then other
+    // changed classes by retained growth; V8's internal kinds (`(string)`, `system / Context`…)
+    // last — they belong to the objects that hold them. A class that only "grew" because one
+    // container instance retains everything (module caches, the global object) is noise.
     rows.sort_by(|x, y| {
-        let changed = |r: &ClassDelta| r.count_delta != 0 || r.new_count != 0;
-        (changed(y), y.retained_delta, y.shallow_delta, y.count_delta, &x.name).cmp(&(
-            changed(x),
-            x.retained_delta,
-            x.shallow_delta,
-            x.count_delta,
+        let tier = |r: &ClassDelta| {
+            if crate::leak::is_internal(&r.name) {
+                2
+            } else if r.count_delta > 0 && r.new_count > 0 {
+                0
+            } else {
+                1
+            }
+        };
+        let key = |r: &ClassDelta| {
+            if tier(r) == 0 {
+                (r.count_delta, r.retained_delta)
+            } else {
+                (r.retained_delta, r.count_delta)
+            }
+        };
+        (tier(x), std::cmp::Reverse(key(x)), std::cmp::Reverse(x.shallow_delta), &x.name).cmp(&(
+            tier(y),
+            std::cmp::Reverse(key(y)),
+            std::cmp::Reverse(y.shallow_delta),
             &y.name,
         ))
     });

@@ -31,6 +31,9 @@ pub enum HeapError {
     /// Syntactically or structurally broken content.
     #[error("corrupt heap snapshot at byte {offset}: {message}")]
     Corrupt { offset: u64, message: String },
+    /// A request the analysis can't answer (e.g. a leak hunt of fewer than two snapshots).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl HeapError {

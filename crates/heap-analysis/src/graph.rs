@@ -137,6 +137,9 @@ pub struct HeapGraph {
     pub strings: StringTable,
     /// Size of the input in bytes (0 when unknown).
     pub file_size: u64,
+    /// Script positions of functions, `[node, script_id, line, column]` sorted by node (0-based
+    /// line and column, as V8 writes them).
+    pub locations: Vec<[u32; 4]>,
 }
 
 /// Root node ordinal (V8 always writes the synthetic root first).
@@ -241,6 +244,29 @@ impl HeapGraph {
         } else {
             self.strings.len() as u32 + u32::from(self.node_type[n as usize])
         }
+    }
+
+    /// Where function node `n` was defined: `(script_id, line, column)`, 0-based.
+    pub fn location(&self, n: u32) -> Option<(u32, u32, u32)> {
+        let i = self.locations.binary_search_by_key(&n, |e| e[0]).ok()?;
+        let e = self.locations[i];
+        Some((e[1], e[2], e[3]))
+    }
+
+    /// The first edge of `n` named `name` (property or internal), and where it leads.
+    pub fn edge_named(&self, n: u32, name: &str) -> Option<u32> {
+        self.edges(n)
+            .find(|&e| !self.edge_is_indexed(e) && self.strings.get(self.edge_name[e]) == name)
+            .map(|e| self.edge_target(e))
+    }
+
+    /// Where the constructor of object `n` was defined: through its map's prototype's
+    /// `constructor` (the class's function). `None` for objects without one (literals, natives).
+    pub fn constructor_location(&self, n: u32) -> Option<(u32, u32, u32)> {
+        let map = self.edge_named(n, "map")?;
+        let proto = self.edge_named(map, "prototype")?;
+        let ctor = self.edge_named(proto, "constructor")?;
+        self.location(ctor)
     }
 
     /// Number of distinct class keys.

@@ -21,6 +21,7 @@ pub mod dominators;
 pub mod error;
 pub mod graph;
 mod interfaces;
+pub mod leak;
 mod parser;
 pub mod render;
 mod scan;
@@ -38,6 +39,7 @@ pub use cli::{cli_main, run as run_cli, Command as CliCommand};
 pub use diff::{ClassDelta, Diff};
 pub use error::HeapError;
 pub use graph::HeapGraph;
+pub use leak::{hunt_paths, LeakReport};
 pub use render::{render_analysis_text, render_diff_text};
 pub use summary::{Analysis, ClassSummary, LeakSuspect, ObjectReport, PathStep, SnapshotInfo, SuspectKind, Timings};
 

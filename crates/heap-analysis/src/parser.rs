@@ -35,6 +35,9 @@ struct Meta {
     node_types: Vec<TypeSpec>,
     edge_fields: Vec<String>,
     edge_types: Vec<TypeSpec>,
+    /// `["object_index","script_id","line","column"]` (absent in old snapshots).
+    #[serde(default)]
+    location_fields: Vec<String>,
 }
 
 /// An entry of `node_types` / `edge_types`: the enum list, or a plain type name.
@@ -72,6 +75,8 @@ struct Layout {
     types: TypeCodes,
     node_count_hint: u64,
     edge_count_hint: u64,
+    /// `locations` has V8's usual four fields, in that order (read only then).
+    standard_locations: bool,
 }
 
 impl Layout {
@@ -121,6 +126,7 @@ impl Layout {
             types: TypeCodes::new(node_types, edge_types),
             node_count_hint: header.node_count.unwrap_or(0),
             edge_count_hint: header.edge_count.unwrap_or(0),
+            standard_locations: meta.location_fields == ["object_index", "script_id", "line", "column"],
         })
     }
 }
@@ -193,6 +199,7 @@ struct Builder {
     graph: Option<PartialGraph>,
     edges_done: bool,
     strings: Option<StringTable>,
+    locations: Vec<[u32; 4]>,
 }
 
 #[derive(Default)]
@@ -219,6 +226,7 @@ impl Builder {
             b"nodes" => self.read_nodes(sc, total),
             b"edges" => self.read_edges(sc, total),
             b"strings" => self.read_strings(sc),
+            b"locations" if self.layout.as_ref().is_some_and(|l| l.standard_locations) => self.read_locations(sc),
             _ => sc.skip_value("an unused section"),
         }
     }
@@ -338,6 +346,31 @@ impl Builder {
         Ok(())
     }
 
+    /// Script positions of functions: `[node ordinal, script_id, line, column]`, sorted by node
+    /// (entries whose object index is not a node's are dropped).
+    fn read_locations<R: Read>(&mut self, sc: &mut Scanner<'_, R>) -> Result<(), HeapError> {
+        let nf = self.layout()?.node_roles.len() as u64;
+        sc.expect(b'[', "locations")?;
+        let (mut k, mut entry) = (0usize, [0u32; 4]);
+        let locations = &mut self.locations;
+        sc.read_uint_array("locations", |v| {
+            entry[k] = v.min(u64::from(u32::MAX)) as u32;
+            if k == 0 {
+                entry[0] = if v % nf == 0 && v / nf < MAX_NODES { (v / nf) as u32 } else { u32::MAX };
+            }
+            k += 1;
+            if k == 4 {
+                k = 0;
+                if entry[0] != u32::MAX {
+                    locations.push(entry);
+                }
+            }
+            Ok(())
+        })?;
+        self.locations.sort_unstable_by_key(|e| e[0]);
+        Ok(())
+    }
+
     fn read_strings<R: Read>(&mut self, sc: &mut Scanner<'_, R>) -> Result<(), HeapError> {
         let mut table = StringTable::default();
         sc.expect(b'[', "strings")?;
@@ -398,6 +431,7 @@ impl Builder {
             edge_name: g.edge_name,
             strings,
             file_size: total,
+            locations: self.locations,
         };
         validate_references(&graph, end)?;
         Ok(graph)

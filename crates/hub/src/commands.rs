@@ -5,7 +5,7 @@
 use crate::hub::Hub;
 use crate::ids;
 use crate::processes::SendError;
-use crate::store::{ArtifactRecord, ProcessRecord};
+use crate::store::{ArtifactRecord, ArtifactTrigger, ProcessRecord};
 use perf_protocol::{Command, CommandKind, Message};
 use std::time::Duration;
 
@@ -24,6 +24,24 @@ pub enum CommandError {
     Internal(String),
 }
 
+/// Who asks for a capture: an operator's token, or an autopilot rule (see [`crate::rules`]).
+pub struct Requester {
+    /// The audit actor and the artifact's `requested_by`: `token:NAME@IP` or `rule:NAME`.
+    pub actor: String,
+    /// The audit action: `command.request` or `rule.capture`.
+    pub action: &'static str,
+    /// Set for a rule's capture: shown on the artifact.
+    pub trigger: Option<ArtifactTrigger>,
+    /// More audit detail (a rule's figures).
+    pub detail: serde_json::Value,
+}
+
+impl Requester {
+    pub fn operator(actor: &str) -> Self {
+        Self { actor: actor.to_string(), action: "command.request", trigger: None, detail: serde_json::json!({}) }
+    }
+}
+
 impl Hub {
     /// Creates the artifact, sends the command and waits (bounded) for the agent's ack.
     /// Returns the artifact as it stands and, if the agent refused, why.
@@ -34,12 +52,26 @@ impl Hub {
         force: bool,
         actor: &str,
     ) -> Result<(ArtifactRecord, Option<String>), CommandError> {
+        self.request_command_as(process_id, kind, force, Requester::operator(actor)).await
+    }
+
+    /// [`Hub::request_command`] for any requester.
+    pub async fn request_command_as(
+        &self,
+        process_id: &str,
+        kind: CommandKind,
+        force: bool,
+        who: Requester,
+    ) -> Result<(ArtifactRecord, Option<String>), CommandError> {
         let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
         let process =
             self.processes.get(process_id).await.map_err(|e| internal(&e))?.ok_or(CommandError::NoSuchProcess)?;
-        let audit_detail = serde_json::json!({"kind": kind.name(), "force": force});
+        let mut detail = who.detail.clone();
+        detail["kind"] = serde_json::json!(kind.name());
+        detail["force"] = serde_json::json!(force);
+        let (actor, action) = (who.actor.as_str(), who.action);
         if !process.capabilities.iter().any(|c| c == kind.name()) {
-            self.audit.record(actor, "command.request", process_id, audit_detail, "unsupported").await;
+            self.audit.record(actor, action, process_id, detail, "unsupported").await;
             return Err(CommandError::Unsupported(format!(
                 "process does not support {} (capabilities: {})",
                 kind.name(),
@@ -48,12 +80,13 @@ impl Hub {
         }
         // The token goes to the agent only; the record keeps its hash.
         let upload_token = ids::new_secret().map_err(|e| internal(&e))?;
-        let artifact = new_artifact(&process, &kind, force, actor, &upload_token).map_err(|e| internal(&e))?;
+        let id = ids::new_id().map_err(|e| internal(&e))?;
+        let artifact = new_artifact(&id, &process, &kind, force, &who, &upload_token);
         self.artifacts.create(artifact.clone()).await.map_err(|e| internal(&e))?;
-        let detail = serde_json::json!({"kind": kind.name(), "force": force, "artifact": artifact.id});
+        detail["artifact"] = serde_json::json!(artifact.id);
         // Storage (issue 12): a capture the store can't take is refused before it starts.
         if let Some(why) = self.capacity_refusal(None).await {
-            self.audit.record(actor, "command.request", process_id, detail, &why).await;
+            self.audit.record(actor, action, process_id, detail, &why).await;
             return Ok(self.refuse_for_capacity(artifact, why).await);
         }
         let command = Command { id: artifact.id.clone(), kind, upload_token, force };
@@ -61,7 +94,7 @@ impl Hub {
         if let Err(e) = self.processes.send(process_id, Message::Command(command)) {
             self.processes.forget_ack(&artifact.id);
             self.artifacts.fail(&artifact.id, &e.to_string()).await;
-            self.audit.record(actor, "command.request", process_id, detail, &e.to_string()).await;
+            self.audit.record(actor, action, process_id, detail, &e.to_string()).await;
             return Err(match e {
                 SendError::NotConnected => CommandError::NotConnected,
                 SendError::LinkClosed => CommandError::LinkClosed,
@@ -83,7 +116,7 @@ impl Hub {
             }
             _ => (None, "sent (no ack yet)".to_string()),
         };
-        self.audit.record(actor, "command.request", process_id, detail, &result).await;
+        self.audit.record(actor, action, process_id, detail, &result).await;
         if let Some(why) = too_big {
             return Ok(self.refuse_for_capacity(artifact, why).await);
         }
@@ -106,23 +139,25 @@ impl Hub {
     }
 }
 
-fn new_artifact(
+/// The record of a capture about to be sent (or, for an agent-initiated one, just started).
+pub(crate) fn new_artifact(
+    id: &str,
     process: &ProcessRecord,
     kind: &CommandKind,
     force: bool,
-    actor: &str,
+    who: &Requester,
     upload_token: &str,
-) -> Result<ArtifactRecord, getrandom::Error> {
-    let id = ids::new_id()?;
+) -> ArtifactRecord {
     let mut a = ArtifactRecord::pending(
-        &id,
+        id,
         (&process.id, &process.app),
         kind.name(),
         kind.file_extension(),
-        actor,
+        &who.actor,
         crate::artifacts::hash_upload_token(upload_token),
     );
     a.params = serde_json::to_value(kind).unwrap_or_default();
     a.params["force"] = serde_json::json!(force);
-    Ok(a)
+    a.trigger = who.trigger.clone();
+    a
 }

@@ -88,6 +88,14 @@ pub struct HubConfig {
     /// A hub that applies retention for the first time only logs what it would delete for this
     /// long (an upgrade must not delete months of artifacts unannounced).
     pub retention_grace_ms: u64,
+
+    // ---- Autopilot: capture rules (issue 13, see `crate::rules`) ----
+    /// Rules of the config file (`rules`), beside those stored through the API.
+    pub rules: Vec<crate::rules::Rule>,
+    /// Most automatic captures the hub takes in any hour, across every rule and process.
+    pub autopilot_max_captures_per_hour: u32,
+    /// A rule's cooldown per process when it gives none.
+    pub autopilot_default_cooldown_secs: u64,
 }
 
 impl HubConfig {
@@ -135,6 +143,9 @@ impl HubConfig {
             min_free_bytes: 64 << 20,
             retention_sweep_ms: 10 * 60_000,
             retention_grace_ms: 24 * 3_600_000,
+            rules: vec![],
+            autopilot_max_captures_per_hour: 20,
+            autopilot_default_cooldown_secs: 300,
         }
     }
 
@@ -319,6 +330,11 @@ pub struct FileConfig {
     pub storage: Option<String>,
     pub retain_days: Option<u64>,
     pub retain_max_gb: Option<f64>,
+    /// Autopilot capture rules (the body of `POST /api/rules`, each), and its guards.
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RuleSpec>,
+    #[serde(default)]
+    pub autopilot: AutopilotFile,
 }
 
 /// The `limits` object of the config file: each one given replaces its default.
@@ -378,6 +394,41 @@ impl FileLimits {
         }
         Ok(())
     }
+}
+
+/// The config file's `autopilot` block.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutopilotFile {
+    pub max_captures_per_hour: Option<u32>,
+    pub default_cooldown_secs: Option<u64>,
+}
+
+/// The config file's rules, validated (an error names the rule), with its autopilot guards.
+pub fn file_rules(file: Vec<crate::rules::RuleSpec>, c: &mut HubConfig, guards: &AutopilotFile) -> Result<(), String> {
+    if let Some(n) = guards.max_captures_per_hour {
+        c.autopilot_max_captures_per_hour = n;
+    }
+    if let Some(s) = guards.default_cooldown_secs {
+        if !crate::rules::spec::COOLDOWN_SECS.contains(&s) {
+            return Err(format!(
+                "autopilot.default_cooldown_secs must be 1-{}",
+                crate::rules::spec::COOLDOWN_SECS.end()
+            ));
+        }
+        c.autopilot_default_cooldown_secs = s;
+    }
+    for spec in file {
+        let name = spec.name.clone();
+        let rule = spec
+            .validate(c.autopilot_default_cooldown_secs, "config", crate::rules::RuleSource::Config)
+            .map_err(|e| format!("rule '{name}': {e}"))?;
+        if c.rules.iter().any(|r| r.name == rule.name) {
+            return Err(format!("rule '{name}' is defined twice"));
+        }
+        c.rules.push(rule);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

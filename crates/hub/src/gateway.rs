@@ -245,16 +245,21 @@ async fn control_session(
     let process_id = hello.instance_id.clone();
     let (tx, rx) = mpsc::channel::<Message>(256);
     let generation = hub.processes.register_link(&process_id, tx);
-    hub.processes.connected(process_record(&hello, remote)).await;
+    let record = process_record(&hello, remote);
+    hub.processes.connected(record.clone()).await;
     reconcile_in_flight(&hub, &hello).await;
     tracing::info!(process = %process_id, app = %hello.app, pid = hello.pid, %remote, "agent connected");
     let heartbeat_ms = hub.config.heartbeat_ms;
     writer.send(&Message::Welcome { process_id: process_id.clone(), heartbeat_ms, hub_proof }).await?;
+    if let Some(rules) = crate::rules::fire::rules_message(&hub, &record) {
+        writer.send(&rules).await?;
+    }
 
     let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, hub.config.heartbeat_ms)));
     let rate = SampleRate::new(hub.config.samples_per_sec, hub.config.sample_burst);
-    let result = read_loop(&hub, &mut reader, &process_id, rate).await;
+    let result = read_loop(&hub, &mut reader, &record, rate).await;
     drop(writer_task);
+    hub.rules.forget(&process_id);
     if hub.processes.unregister_link(&process_id, generation) {
         let reason = match &result {
             Ok(()) => "agent said goodbye".to_string(),
@@ -344,11 +349,12 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Message>, heartbe
 }
 
 async fn read_loop(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     reader: &mut Reader,
-    process_id: &str,
+    process: &ProcessRecord,
     mut rate: SampleRate,
 ) -> Result<(), ProtocolError> {
+    let process_id = process.id.as_str();
     let idle = Duration::from_millis(hub.config.heartbeat_ms * 3);
     loop {
         let msg = tokio::time::timeout(idle, reader.read_message()).await.map_err(|_| {
@@ -364,7 +370,7 @@ async fn read_loop(
             }
             Message::CommandResult(r) => on_result(hub, process_id, r).await,
             Message::Metrics { sample } => match sample_refusal(hub, reader.last_frame_len(), &mut rate) {
-                None => on_metrics(hub, process_id, *sample).await,
+                None => on_metrics(hub, process, *sample).await,
                 Some(reason) => {
                     hub.metrics.refused(reason);
                     if let Some(earlier) = hub.agent_refusals.hit(&format!("sample {process_id}")) {
@@ -373,6 +379,7 @@ async fn read_loop(
                     }
                 }
             },
+            Message::AutoCapture(a) => on_auto_capture(hub, process, a).await,
             Message::Goodbye { reason } => {
                 tracing::info!(process = %process_id, reason, "agent goodbye");
                 return Ok(());
@@ -394,14 +401,32 @@ fn sample_refusal(hub: &Hub, frame_len: usize, rate: &mut SampleRate) -> Option<
     }
 }
 
-/// A sample goes into the metrics; its stall state into the process record.
-async fn on_metrics(hub: &Hub, process_id: &str, sample: perf_protocol::MetricsSample) {
+/// A sample goes into the metrics, past the capture rules; its stall state into the process record.
+async fn on_metrics(hub: &Arc<Hub>, process: &ProcessRecord, sample: perf_protocol::MetricsSample) {
+    let process_id = process.id.as_str();
+    crate::rules::fire::on_sample(hub, process, &sample);
     let state = match sample.is_blocked() {
         true => ProcessState::Blocked { for_ms: sample.blocked_ms.unwrap_or(0) },
         false => ProcessState::Running,
     };
     hub.metrics.ingest(process_id, sample);
     hub.processes.observed(process_id, state).await;
+}
+
+/// The agent's stall watcher started a rule's capture: the hub records it, or tells the agent
+/// to drop it. Handled in line, so the artifact exists before the ack that follows it.
+async fn on_auto_capture(hub: &Hub, process: &ProcessRecord, a: perf_protocol::AutoCapture) {
+    let id = a.command_id.clone();
+    if let Err(reason) = crate::rules::fire::on_agent_capture(hub, process, a).await {
+        // At most one line a minute per process: a broken agent must not flood the log.
+        if let Some(earlier) = hub.agent_refusals.hit(&format!("auto-capture {}", process.id)) {
+            let command = loggable_id(&id);
+            tracing::info!(process = %process.id, %command, reason, refused_since_last_report = earlier, "agent-initiated capture not taken");
+        }
+        if perf_protocol::is_valid_id(&id) {
+            let _ = hub.processes.send(&process.id, crate::rules::fire::cancel(&id, reason));
+        }
+    }
 }
 
 async fn on_ack(hub: &Hub, process_id: &str, ack: Ack) {

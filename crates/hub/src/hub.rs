@@ -37,6 +37,8 @@ pub struct Hub {
     pub renders: Renders,
     /// Operators' API tokens (verified on every request).
     pub operators: Operators,
+    /// Autopilot capture rules (see [`crate::rules`]).
+    pub rules: crate::rules::Rules,
 }
 
 impl Hub {
@@ -53,6 +55,7 @@ impl Hub {
             processes: Processes::open(db.clone())?,
             artifacts: Artifacts::open(db.clone(), storage)?,
             operators: Operators::new(db.clone(), &config.token),
+            rules: crate::rules::Rules::open(db.clone(), config.rules.clone(), config.autopilot_max_captures_per_hour)?,
             audit: Audit::open(db, &config.data_dir)?
                 .with_retention(config.audit_keep_rows, config.audit_log_max_bytes),
             renders: Renders::default(),

@@ -419,6 +419,7 @@ fn resolve_config(args: ServeArgs) -> anyhow::Result<HubConfig> {
         ..defaults
     };
     file.limits.apply(&mut config).map_err(anyhow::Error::msg)?;
+    perf_hub::config::file_rules(file.rules, &mut config, &file.autopilot).map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 

@@ -115,6 +115,16 @@ pub struct ArtifactRecord {
     pub deleted_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_reason: Option<String>,
+    /// The autopilot rule that took this capture (see [`crate::rules`]); absent for operators'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<ArtifactTrigger>,
+}
+
+/// Why an autopilot rule took an artifact: `{"rule": NAME, "reason": "blocked_ms 1250 >= 1000"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactTrigger {
+    pub rule: String,
+    pub reason: String,
 }
 
 impl ArtifactRecord {
@@ -151,6 +161,7 @@ impl ArtifactRecord {
             pinned: false,
             deleted_by: None,
             deleted_reason: None,
+            trigger: None,
         }
     }
 }
@@ -247,8 +258,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 2: operators' API tokens (only their SHA-256 is kept) and the keyset-pagination index of
     // the artifact list.
     (2, SCHEMA_V2),
-    // 3: the autopilot's (issue 13). 4: the hub's own settings (storage: when retention first
-    // ran, issue 12).
+    // 3: autopilot capture rules (one JSON document per rule, keyed by its name).
+    (3, SCHEMA_V3),
+    // 4: the hub's own settings (storage: when retention first ran, issue 12).
     (4, SCHEMA_V4),
 ];
 
@@ -276,6 +288,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, apps TEXT NOT NULL,
     created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT);
 CREATE INDEX IF NOT EXISTS artifacts_by_created ON artifacts(created_at, id);
+";
+
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS rules (
+    name TEXT PRIMARY KEY, created_at TEXT NOT NULL, doc TEXT NOT NULL);
 ";
 
 /// An operator API token as stored: its hash, never the token.
@@ -732,6 +749,35 @@ impl Store {
             )?;
             Ok(n == 1)
         })
+    }
+}
+
+impl Store {
+    // ---- autopilot rules ----
+
+    /// Stores a new rule; `false` if one of that name exists.
+    pub fn insert_rule(&self, name: &str, created_at: &str, doc: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO rules (name, created_at, doc) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![name, created_at, doc],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Every rule's JSON document, oldest first.
+    pub fn list_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, doc FROM rules ORDER BY created_at, name")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Deletes a rule; `false` if there was none of that name.
+    pub fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|c| Ok(c.execute("DELETE FROM rules WHERE name = ?1", params![name])? == 1))
     }
 }
 

@@ -67,6 +67,12 @@ impl StallDetector {
         StallDetector { threshold, last_beat: None, stalls: 0, longest: Duration::ZERO }
     }
 
+    /// When JS last beat (`None` before its first beat): the autopilot measures a stall from it
+    /// against each rule's own `blocked_ms`, whatever this detector's threshold.
+    pub fn last_beat(&self) -> Option<Instant> {
+        self.last_beat
+    }
+
     pub fn threshold(&self) -> Duration {
         self.threshold
     }

@@ -60,6 +60,22 @@ pub enum Message {
         sample: Box<crate::MetricsSample>,
     },
 
+    // ---- autopilot (only with agents whose hello lists the `rules` capability) ----
+    /// Hub → agent: the stall rules that apply to this process, whole (sent after the welcome
+    /// and on every change; an empty list clears them). The agent's stall watcher fires them
+    /// itself, without a round trip to the hub.
+    Rules {
+        rules: Vec<AgentRule>,
+    },
+    /// Agent → hub: a rule fired and the agent already started its capture under an id and an
+    /// upload token it chose; the hub records the artifact (or answers `cancel`).
+    AutoCapture(AutoCapture),
+    /// Hub → agent: drop this command's capture (the hub did not take it: hourly cap, rule gone).
+    Cancel {
+        command_id: String,
+        reason: String,
+    },
+
     // ---- upload stream ----
     /// Agent → hub, first frame of an upload connection.
     UploadHello(UploadHello),
@@ -92,6 +108,9 @@ impl Message {
             Message::Progress(_) => "progress",
             Message::CommandResult(_) => "command_result",
             Message::Metrics { .. } => "metrics",
+            Message::Rules { .. } => "rules",
+            Message::AutoCapture(_) => "auto_capture",
+            Message::Cancel { .. } => "cancel",
             Message::UploadHello(_) => "upload_hello",
             Message::UploadOffset { .. } => "upload_offset",
             Message::UploadDone => "upload_done",
@@ -124,6 +143,40 @@ pub struct Hello {
     /// agents don't send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_nonce: Option<String>,
+}
+
+/// The hello capability of an agent that understands `rules`, `auto_capture` and `cancel`
+/// (older agents treat an unknown message as a protocol error, so they are never sent one).
+pub const RULES_CAPABILITY: &str = "rules";
+
+/// Most stall rules the hub pushes to one agent.
+pub const MAX_AGENT_RULES: usize = 64;
+
+/// A stall rule as the agent runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRule {
+    pub name: String,
+    /// Fire once the event loop has been blocked this long.
+    pub blocked_ms: u64,
+    /// The capture to start (a CPU profile, typically).
+    pub capture: CommandKind,
+    /// At most one firing per this many seconds (the hub applies it too, with its hourly cap).
+    pub cooldown_secs: u64,
+}
+
+/// An agent-initiated capture, announced right after it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoCapture {
+    /// The artifact id, chosen by the agent (the hub's id form: 32 hex characters).
+    pub command_id: String,
+    pub rule: String,
+    /// What fired it, for the artifact's `trigger.reason`.
+    pub reason: String,
+    pub blocked_ms: u64,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+    /// The one-time secret the agent's upload stream will present (the hub keeps its hash).
+    pub upload_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,5 +345,40 @@ mod tests {
         .expect("v1 hello");
         let Message::Hello(hello) = hello else { panic!("hello") };
         assert_eq!(hello.hub_nonce, None);
+    }
+
+    #[test]
+    fn autopilot_messages_wire_shape() {
+        let rules = Message::Rules {
+            rules: vec![AgentRule {
+                name: "stall".into(),
+                blocked_ms: 1000,
+                capture: CommandKind::CpuProfile { seconds: 5, interval_us: None },
+                cooldown_secs: 300,
+            }],
+        };
+        let v = serde_json::to_value(&rules).expect("json");
+        assert_eq!(v["type"], "rules");
+        assert_eq!(v["rules"][0]["capture"]["kind"], "cpu_profile");
+        assert_eq!(serde_json::from_value::<Message>(v).expect("back"), rules);
+        let auto = Message::AutoCapture(AutoCapture {
+            command_id: "ab".repeat(16),
+            rule: "stall".into(),
+            reason: "blocked".into(),
+            blocked_ms: 1020,
+            kind: CommandKind::CpuProfile { seconds: 5, interval_us: None },
+            upload_token: "cd".repeat(32),
+        });
+        let v = serde_json::to_value(&auto).expect("json");
+        assert_eq!(
+            (v["type"].as_str(), v["kind"].as_str(), v["seconds"].as_u64()),
+            (Some("auto_capture"), Some("cpu_profile"), Some(5))
+        );
+        assert_eq!(serde_json::from_value::<Message>(v).expect("back"), auto);
+        let cancel: Message =
+            serde_json::from_str(r#"{"type":"cancel","command_id":"x","reason":"cap"}"#).expect("cancel");
+        assert_eq!(cancel.name(), "cancel");
+        // An agent without the `rules` capability would refuse these: the hub never sends them one.
+        assert_eq!(RULES_CAPABILITY, "rules");
     }
 }

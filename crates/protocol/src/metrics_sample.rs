@@ -402,6 +402,11 @@ pub struct MetricsSample {
     /// The JS collector's latest sample; `null` when JS sent none recently (it may be blocked).
     #[serde(default, deserialize_with = "lenient")]
     pub js: Option<JsSample>,
+    /// The agent's own heavy command (its id) that was capturing when the sample was taken, or at
+    /// any time during the current stall: a snapshot's pause or memory is not a reason for a
+    /// capture rule to fire. Absent from older agents.
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    pub agent_capture: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

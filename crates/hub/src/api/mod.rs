@@ -10,6 +10,7 @@ pub mod auth;
 pub mod failures;
 pub mod paging;
 pub mod redact;
+pub mod rules;
 pub mod storage;
 
 use crate::hub::{CommandError, Hub};
@@ -58,6 +59,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .merge(operator)
         .merge(admin)
         .merge(storage::router())
+        .merge(rules::router())
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
@@ -303,6 +305,9 @@ pub struct CommandRequest {
     pub interval_bytes: Option<u32>,
     #[serde(default)]
     pub force: bool,
+    /// `leak_hunt` only (see [`crate::leak_hunt`]).
+    pub snapshots: Option<u32>,
+    pub interval_secs: Option<u32>,
 }
 
 /// CPU profiler sampling interval (µs): V8 takes any positive value; below 10 µs the profiler
@@ -362,6 +367,10 @@ async fn post_command(
 ) -> Result<Response, ApiError> {
     visible_process(&hub, &p, &id).await?;
     let actor = p.actor(remote.ip());
+    let body = match body {
+        Ok(Json(req)) if req.kind == "leak_hunt" => return rules::leak_hunt(&hub, &id, &req, &actor).await,
+        other => other,
+    };
     // Refused requests are on the audit trail too: someone tried.
     let parsed = body.map_err(|e| e.body_text()).and_then(|Json(req)| Ok((command_kind(&req)?, req.force)));
     let (kind, force) = match parsed {
@@ -528,6 +537,8 @@ mod tests {
             frequency: None,
             interval_bytes: None,
             force: false,
+            snapshots: None,
+            interval_secs: None,
         }
     }
 
