@@ -77,7 +77,17 @@
     if (msg) toast(msg, true);
   }
 
-  const mb = (b) => (b == null ? '' : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+  /** Bytes as B / KB / MB / GB (a 40 KB profile is not "0.0 MB"). */
+  const mb = (b) => {
+    if (b == null) return '';
+    const neg = b < 0 ? '-' : '';
+    let v = Math.abs(b);
+    for (const unit of ['B', 'KB', 'MB', 'GB']) {
+      if (v < 1000 || unit === 'GB') return `${neg}${unit === 'B' ? v : v.toFixed(v < 10 ? 2 : 1)} ${unit}`;
+      v /= 1000;
+    }
+    return '';
+  };
   const ago = (t) => {
     const s = Math.round((Date.now() - Date.parse(t)) / 1000);
     return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : new Date(t).toLocaleString();
@@ -122,10 +132,11 @@
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
-  function openViewer(title, { frame }) {
+  function openViewer(title, { frame, body = !frame }) {
     $('#viewer-title').textContent = title;
     $('#viewer-frame').hidden = !frame;
-    $('#viewer-body').hidden = !!frame;
+    $('#viewer-body').hidden = !body;
+    if (body) $('#viewer-body').replaceChildren();
     $('#viewer').hidden = false;
     $('#viewer').scrollIntoView();
   }
@@ -148,7 +159,7 @@
     }
   }
 
-  const table = (head, rows) => el('table', {}, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
+  const table = (head, rows, cls) => el('table', { class: cls }, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
     el('tbody', {}, ...rows.map((r) => el('tr', {}, ...r.map((c) => el('td', {}, c))))));
   const signed = (n, f = (x) => x) => (n > 0 ? `+${f(n)}` : `${f(n)}`);
   const pathText = (o) => (o.path || []).map((s) => s.edge).join(' → ');
@@ -188,6 +199,29 @@
     $('#viewer-frame').src = path;
   }
 
+  /** speedscope (bundled, same origin) loads the profile with the session cookie: no token in the URL. */
+  const speedscopeUrl = (a) => `/speedscope/index.html#profileURL=${encodeURIComponent(`/api/artifacts/${a.id}/profile/${a.file_name}`)}&title=${encodeURIComponent(`${a.kind} · ${a.app} · ${a.created_at}`)}`;
+
+  /** A differential flame graph of two profiles (red: grew) and the functions that got hotter. */
+  async function showComparison(before, after) {
+    const svg = `/api/artifacts/${before.id}/diff-flamegraph/${after.id}.svg`;
+    openViewer(`Compare · ${before.kind} · ${before.created_at} → ${after.created_at}`, { frame: true, body: true });
+    const body = $('#viewer-body');
+    body.replaceChildren(el('p', { class: 'hint' }, 'Comparing…'));
+    try {
+      const res = await api('GET', `/api/artifacts/${before.id}/diff-functions/${after.id}`);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      $('#viewer-frame').src = svg;
+      const pct = (x) => `${x.toFixed(1)} %`;
+      body.replaceChildren(el('h3', {}, 'Hotter functions first (share of samples with the function on top)'),
+        table(['Function', 'Before', 'After', 'Δ', 'Total before', 'Total after'], data.slice(0, 30).map((f) =>
+          [f.function, pct(f.self_before), pct(f.self_after), signed(Number(f.self_delta.toFixed(1))), pct(f.total_before), pct(f.total_after)]), 'hotter'));
+    } catch (err) {
+      if (err.message !== 'unauthorized') body.replaceChildren(el('p', { class: 'error' }, err.message));
+    }
+  }
+
   function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
@@ -198,7 +232,13 @@
     if (a.status === 'ready') {
       // Raw heap snapshots hold the app's secrets: admins only.
       if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { onclick: () => download(a) }, 'Download'));
-      if (kindOf(a.kind).flamegraph) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+      if (kindOf(a.kind).flamegraph) {
+        actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+        actions.push(el('a', { class: 'button', href: speedscopeUrl(a), target: '_blank', rel: 'noopener' }, 'Speedscope'));
+        // Compare with the previous ready profile of the same kind and app (another worker, or before a deploy).
+        const prev = arts.find((b) => b.kind === a.kind && b.status === 'ready' && b.app === a.app && b.created_at < a.created_at);
+        if (prev) actions.push(el('button', { onclick: () => showComparison(prev, a) }, 'Compare with previous'));
+      }
       if (kindOf(a.kind).heap_analysis) {
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
         // Diff against the previous ready snapshot of the same process (object ids match).

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod failures;
 pub mod paging;
+pub mod viewers;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
@@ -45,7 +46,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{id}/analysis", get(artifact_analysis))
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/capture-kinds", get(capture_kinds))
-        .route("/metrics", get(prometheus));
+        .route("/metrics", get(prometheus))
+        .merge(viewers::viewer_routes());
     // Downloads: operator; a raw heap snapshot also needs admin (checked by kind).
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
@@ -62,6 +64,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/", get(console))
         .route("/console/{file}", get(console_asset))
         .route("/api/session", post(auth::sign_in))
+        .merge(viewers::public_routes())
         .merge(api)
         .layer(Extension(auth_state))
         .layer(middleware::from_fn(security_headers))
