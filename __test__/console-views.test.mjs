@@ -1,10 +1,13 @@
 // The console's viewers in real headless Chromium against a real hub and a real app: a CPU
 // profile opened in the bundled speedscope (its sandwich table names the hot function), two
-// profiles compared (the function that got hotter comes first, on a differential flame graph).
+// profiles compared (the function that got hotter comes first, on a differential flame graph), a
+// stored heap snapshot opened in Chromium's own DevTools through the hub's one-time bridge URL.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
-import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, HUB_BIN } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const HOT = 'perfAgentUniqueSpinner';
@@ -103,5 +106,60 @@ test('compare: two profiles of the same app; the function that got hotter comes 
   assert.ok(body[0].self_after > body[0].self_before);
   const mixed = await api(hub, 'GET', `/api/artifacts/${idleProfile.id}/diff-functions/${snapshot.id}`);
   assert.equal(mixed.status, 422);
+  await context.close();
+});
+
+/** A token of `role` made with the CLI (prints it as the last word). */
+function tokenFor(name, role) {
+  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return out.trim().split(/\s+/).pop();
+}
+
+/** The status a WebSocket upgrade request to `path` gets (101 if the hub accepts it). */
+function upgradeStatus(path) {
+  return new Promise((resolve, reject) => {
+    const req = request(hub.url(path), { headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode); });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('devtools: an admin gets a one-time URL in the console; Chromium DevTools opened on it shows the stored snapshot in its Summary view', async () => {
+  const { context, page } = await signedIn();
+  await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Open in DevTools")`);
+  const url = await (await page.waitForSelector('#devtools-url')).inputValue();
+  const m = /^devtools:\/\/devtools\/bundled\/js_app\.html\?ws=([^/]+)(\/devtools\/[0-9a-f]{64})&panel=heap-profiler$/.exec(url);
+  assert.ok(m, url);
+  assert.equal(m[1], hub.httpAddr);
+  // DevTools connects to the hub's WebSocket as to an inspector target; "Take snapshot" loads the stored file.
+  const devtools = await context.newPage();
+  await devtools.goto(url);
+  await devtools.click('text=Take snapshot', { timeout: 30000 });
+  const row = await devtools.waitForSelector('text=PerfAgentTestLeak', { timeout: 60000 });
+  assert.ok(row);
+  assert.match(await devtools.textContent('body'), /×2,000/, 'the Summary counts the test class');
+  // The URL worked once.
+  assert.equal(await upgradeStatus(m[2]), 404);
+  await context.close();
+});
+
+test('devtools: the bridge is admin-only and for heap snapshots only; a made-up ticket is refused', async () => {
+  const operator = tokenFor('views-operator', 'operator');
+  const refused = await api(hub, 'POST', `/api/artifacts/${snapshot.id}/devtools`, undefined, { token: operator });
+  assert.equal(refused.status, 403);
+  assert.match(refused.body.error, /needs role admin/);
+  const profile = await api(hub, 'POST', `/api/artifacts/${hotProfile.id}/devtools`);
+  assert.equal(profile.status, 422);
+  assert.equal(await upgradeStatus(`/devtools/${'0'.repeat(64)}`), 404);
+  const ok = await api(hub, 'POST', `/api/artifacts/${snapshot.id}/devtools`);
+  assert.equal(ok.status, 200);
+  assert.ok(Date.parse(ok.body.expires_at) > Date.now());
+  // The console says why an operator has no DevTools button.
+  const { context, page } = await signedIn(operator);
+  const button = page.locator(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Open in DevTools")`);
+  assert.ok(await button.isDisabled());
+  assert.match(await button.getAttribute('title'), /needs role admin/);
   await context.close();
 });

@@ -222,6 +222,28 @@
     }
   }
 
+  /** A role too low: the button is there, disabled, and says which role it needs. */
+  const needs = (role, attrs) => (may(role) ? attrs : { ...attrs, disabled: true, title: `needs role ${role} (you are ${me.role})` });
+
+  /** Asks the hub for a one-time DevTools URL; pages can't open devtools://, so it is shown to copy. */
+  async function openInDevtools(a) {
+    openViewer(`DevTools · ${a.app} · ${a.created_at}`, { frame: false });
+    const body = $('#viewer-body');
+    try {
+      const res = await api('POST', `/api/artifacts/${a.id}/devtools`);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      const field = el('input', { id: 'devtools-url', class: 'url', readonly: true, value: data.url, 'aria-label': 'DevTools URL' });
+      body.replaceChildren(
+        el('p', {}, 'Paste this URL into the address bar of Chrome (or Chromium, Edge), then press "Take snapshot" in the Memory panel: it loads this stored snapshot. The URL works once, until ', el('time', { datetime: data.expires_at, title: data.expires_at }, new Date(data.expires_at).toLocaleTimeString()), '.'),
+        field,
+        el('button', { onclick: () => { field.select(); navigator.clipboard.writeText(data.url).then(() => toast('Copied'), () => toast('Select the URL and copy it', true)); } }, 'Copy'));
+      field.select();
+    } catch (err) {
+      if (err.message !== 'unauthorized') body.replaceChildren(el('p', { class: 'error' }, err.message));
+    }
+  }
+
   function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
@@ -240,6 +262,8 @@
         if (prev) actions.push(el('button', { onclick: () => showComparison(prev, a) }, 'Compare with previous'));
       }
       if (kindOf(a.kind).heap_analysis) {
+        // The bridge hands over the raw snapshot (it holds the app's secrets): admins only.
+        actions.push(el('button', needs('admin', { onclick: () => openInDevtools(a) }), 'Open in DevTools'));
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
         // Diff against the previous ready snapshot of the same process (object ids match).
         const prev = arts.find((b) => b.kind === a.kind && b.status === 'ready' && b.process_id === a.process_id && b.created_at < a.created_at);

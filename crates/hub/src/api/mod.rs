@@ -7,6 +7,7 @@
 //!   only its apps: anything of another app answers 404, as if it did not exist.
 
 pub mod auth;
+pub mod devtools;
 pub mod failures;
 pub mod paging;
 pub mod viewers;
@@ -56,15 +57,18 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let admin = Router::new()
         .route("/api/audit", get(list_audit))
         .route_layer(middleware::from_fn_with_state(Role::Admin, auth::require_role));
+    let devtools = devtools::routes();
     let api = viewer
         .merge(operator)
         .merge(admin)
+        .merge(devtools.admin)
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
         .route("/console/{file}", get(console_asset))
         .route("/api/session", post(auth::sign_in))
         .merge(viewers::public_routes())
+        .merge(devtools.public)
         .merge(api)
         .layer(Extension(auth_state))
         .layer(middleware::from_fn(security_headers))
