@@ -1,7 +1,9 @@
 // The console's viewers in real headless Chromium against a real hub and a real app: a CPU
 // profile opened in the bundled speedscope (its sandwich table names the hot function), two
 // profiles compared (the function that got hotter comes first, on a differential flame graph), a
-// stored heap snapshot opened in Chromium's own DevTools through the hub's one-time bridge URL.
+// stored heap snapshot opened in Chromium's own DevTools through the hub's one-time bridge URL,
+// the heap explorer walked from the test class to an instance and up its retainers to the variable
+// that holds it (string contents for admins only).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -161,5 +163,69 @@ test('devtools: the bridge is admin-only and for heap snapshots only; a made-up 
   const button = page.locator(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Open in DevTools")`);
   assert.ok(await button.isDisabled());
   assert.match(await button.getAttribute('title'), /needs role admin/);
+  await context.close();
+});
+
+/** Waits for the heap index (202 while it is built) and answers the classes page. */
+async function heapClasses(token = TOKEN) {
+  return waitFor('heap index', async () => {
+    const r = await api(hub, 'GET', `/api/artifacts/${snapshot.id}/heap/classes?limit=500`, undefined, { token });
+    return r.status === 200 && r.body;
+  }, { timeout: 60000, interval: 200 });
+}
+
+test('heap explorer: the test class expands to an instance and its retainers, step by step, up to the variable that holds it', async () => {
+  const { context, page } = await signedIn();
+  await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Explore heap")`);
+  const cls = page.locator('#explorer > li[data-kind=class]', { hasText: 'PerfAgentTestLeak' });
+  await cls.waitFor({ timeout: 60000 });
+  assert.match(await cls.textContent(), /×2000/);
+  await cls.locator(':scope > button.toggle').click();
+  const instance = cls.locator(':scope > ul > li[data-kind=object]').first();
+  await instance.waitFor();
+  assert.match(await instance.locator(':scope > .tree-label').textContent(), /^PerfAgentTestLeak @\d+ · /);
+  await instance.locator(':scope > button.toggle').click();
+  // The retainers open by themselves; expand the nearest-to-root retainer, one level at a time.
+  let level = instance.locator(':scope > ul > li[data-kind=group]').first();
+  const chain = [];
+  for (let step = 0; step < 8 && !chain.some((t) => /__leaks/.test(t)); step++) {
+    const retainer = level.locator(':scope > ul > li[data-kind=retainer]').first();
+    await retainer.waitFor({ timeout: 30000 });
+    chain.push(await retainer.locator(':scope > .tree-label').textContent());
+    await retainer.locator(':scope > button.toggle').click();
+    level = retainer.locator(':scope > ul > li[data-kind=group]').first();
+  }
+  // An element of the array in the global variable `__leaks` (DevTools' names, not edge indexes).
+  assert.match(chain[0], /^\[\d+\] \(element\) in Array @\d+/, chain.join(' | '));
+  assert.ok(chain.some((t) => /^__leaks \(property\) in /.test(t)), chain.join(' | '));
+  await context.close();
+});
+
+test('heap explorer: string contents are shown to an admin only; an operator sees structure, sizes and names', async () => {
+  const operator = tokenFor('explorer-operator', 'operator');
+  const admin = await heapClasses();
+  const leak = admin.classes.items.find((c) => c.name === 'PerfAgentTestLeak');
+  assert.equal(leak.count, 2000);
+  const { body: inst } = await api(hub, 'GET', `/api/artifacts/${snapshot.id}/heap/classes/${leak.index}/instances?limit=1`);
+  assert.equal(inst.total, 2000);
+  const node = inst.items[0].node;
+  const field = (who) => api(hub, 'GET', `/api/artifacts/${snapshot.id}/heap/nodes/${node}`, undefined, { token: who })
+    .then(({ body }) => body.references.items.find((r) => r.name === 'payload'));
+  const shown = await field(TOKEN);
+  assert.match(shown.node.label, /^"leak-\d+" @\d+$/);
+  assert.equal(shown.node.redacted, false);
+  const hidden = await field(operator);
+  assert.match(hidden.node.label, /^\(string\) @\d+$/);
+  assert.equal(hidden.node.redacted, true);
+  assert.equal(hidden.node.shallow_size, shown.node.shallow_size, 'sizes stay');
+  // Nothing an operator gets from the explorer carries a test string.
+  const opClasses = await heapClasses(operator);
+  assert.equal(opClasses.strings_shown, false);
+  const dump = JSON.stringify(opClasses) + JSON.stringify((await api(hub, 'GET', `/api/artifacts/${snapshot.id}/heap/nodes/${node}`, undefined, { token: operator })).body);
+  assert.ok(!/leak-\d/.test(dump), 'no string contents for an operator');
+  // In the console too.
+  const { context, page } = await signedIn(operator);
+  await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Explore heap")`);
+  await page.waitForSelector('#viewer-body :text("string contents hidden: admins only")', { timeout: 60000 });
   await context.close();
 });

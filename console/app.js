@@ -244,6 +244,92 @@
     }
   }
 
+  // --- Heap explorer: the hub keeps an index of the snapshot; the page asks for one small list at a time.
+  const objectText = (n) => `${n.label} · ${mb(n.shallow_size)} shallow · ${mb(n.retained_size)} retained (${n.retained_percent.toFixed(1)} %)${n.distance == null ? '' : ` · distance ${n.distance}`}`;
+
+  /** A tree item whose children load on the first click of its toggle (a button: keyboard-usable). */
+  function treeItem(kind, attrs, label, loadChildren) {
+    const list = el('ul', { class: 'tree', hidden: true });
+    let loaded = false;
+    const toggle = el('button', { class: 'toggle', 'aria-expanded': 'false', 'aria-label': 'expand' }, '▸');
+    toggle.addEventListener('click', async () => {
+      const open = list.hidden;
+      list.hidden = !open;
+      toggle.textContent = open ? '▾' : '▸';
+      toggle.setAttribute('aria-expanded', String(open));
+      if (open && !loaded) {
+        loaded = true;
+        list.replaceChildren(el('li', { class: 'hint' }, 'Loading…'));
+        try {
+          list.replaceChildren(...(await loadChildren()));
+        } catch (err) {
+          loaded = false;
+          list.replaceChildren(el('li', { class: 'error' }, err.message));
+        }
+      }
+    });
+    return el('li', { 'data-kind': kind, ...attrs }, toggle, el('span', { class: 'tree-label' }, ...[].concat(label)), list);
+  }
+
+  async function getJson(path) {
+    const res = await api('GET', path);
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error || `error ${res.status}`);
+    return data;
+  }
+
+  /** Items of a page, and a "more" item loading the next page in place. */
+  function paged(page, render, next) {
+    const items = page.items.map(render);
+    const shown = page.offset + page.items.length;
+    if (shown < page.total) {
+      const more = el('li', {}, el('button', { onclick: async () => more.replaceWith(...paged(await next(shown), render, next)) }, `${page.total - shown} more…`));
+      items.push(more);
+    }
+    if (!items.length) items.push(el('li', { class: 'hint' }, 'none'));
+    return items;
+  }
+
+  function objectItem(base, n, kind = 'object', edge) {
+    const label = edge ? [el('b', {}, edge.name), ` (${edge.edge_type}) ${kind === 'retainer' ? 'in' : '→'} `, objectText(n)] : [objectText(n)];
+    return treeItem(kind, { 'data-node': n.node }, label, async () => {
+      const d = await getJson(`${base}/nodes/${n.node}`);
+      const list = (name) => (offset) => getJson(`${base}/nodes/${n.node}/${name}?offset=${offset}`);
+      const retainers = treeItem('group', {}, `Retainers (${d.retainers.total})`, async () => paged(d.retainers, (r) => objectItem(base, r.node, 'retainer', r), list('retainers')));
+      const refs = treeItem('group', {}, `References (${d.references.total})`, async () => paged(d.references, (r) => objectItem(base, r.node, 'reference', r), list('references')));
+      const dom = treeItem('group', {}, `Keeps alive alone (${d.dominated.total})`, async () => paged(d.dominated, (c) => objectItem(base, c), list('dominated')));
+      // Retainers first and open: the way up to a GC root is what a leak hunt needs.
+      setTimeout(() => retainers.querySelector('.toggle').click());
+      return [retainers, refs, dom];
+    });
+  }
+
+  async function showExplorer(a) {
+    const base = `/api/artifacts/${a.id}/heap`;
+    openViewer(`Heap explorer · ${a.app} · ${a.created_at}`, { frame: false });
+    const body = $('#viewer-body');
+    for (;;) {
+      const res = await api('GET', `${base}/classes?limit=100`);
+      const data = await res.json().catch(() => ({}));
+      if (res.status === 202) {
+        const pct = data.total ? ` ${Math.round((100 * data.done) / data.total)}%` : '';
+        body.replaceChildren(el('p', { class: 'hint' }, `Indexing the snapshot… ${data.stage}${pct}`));
+        await new Promise((r) => setTimeout(r, 700));
+        continue;
+      }
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      const classItem = (c) => treeItem('class', { 'data-class': c.index }, [el('b', {}, c.name), ` ×${c.count} · ${mb(c.shallow_size)} shallow · ${mb(c.retained_size)} retained (${c.retained_percent.toFixed(1)} %)`],
+        async () => paged(await getJson(`${base}/classes/${c.index}/instances`), (n) => objectItem(base, n), (offset) => getJson(`${base}/classes/${c.index}/instances?offset=${offset}`)));
+      const dominators = treeItem('group', {}, 'Dominator tree (from the root)', async () => {
+        const d = await getJson(`${base}/nodes/0/dominated`);
+        return paged(d, (c) => objectItem(base, c), (offset) => getJson(`${base}/nodes/0/dominated?offset=${offset}`));
+      });
+      return body.replaceChildren(
+        el('p', {}, `${data.node_count} objects, ${mb(data.total_size)} · `, data.strings_shown ? 'string contents shown (admin)' : el('span', { class: 'hint' }, 'string contents hidden: admins only')),
+        el('ul', { class: 'tree', id: 'explorer' }, dominators, ...paged(data.classes, classItem, (offset) => getJson(`${base}/classes?offset=${offset}&limit=100`).then((x) => x.classes))));
+    }
+  }
+
   function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
@@ -262,6 +348,7 @@
         if (prev) actions.push(el('button', { onclick: () => showComparison(prev, a) }, 'Compare with previous'));
       }
       if (kindOf(a.kind).heap_analysis) {
+        actions.push(el('button', { onclick: () => showExplorer(a) }, 'Explore heap'));
         // The bridge hands over the raw snapshot (it holds the app's secrets): admins only.
         actions.push(el('button', needs('admin', { onclick: () => openInDevtools(a) }), 'Open in DevTools'));
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod devtools;
 pub mod failures;
+pub mod heap;
 pub mod paging;
 pub mod viewers;
 
@@ -48,7 +49,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/capture-kinds", get(capture_kinds))
         .route("/metrics", get(prometheus))
-        .merge(viewers::viewer_routes());
+        .merge(viewers::viewer_routes())
+        .merge(heap::viewer_routes());
     // Downloads: operator; a raw heap snapshot also needs admin (checked by kind).
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
