@@ -11,6 +11,7 @@ pub mod devtools;
 pub mod failures;
 pub mod heap;
 pub mod paging;
+pub mod tokens;
 pub mod viewers;
 
 use crate::hub::{CommandError, Hub};
@@ -64,6 +65,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .merge(operator)
         .merge(admin)
         .merge(devtools.admin)
+        .merge(tokens::admin_routes())
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
