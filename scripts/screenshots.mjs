@@ -59,6 +59,7 @@ try {
   await page.locator('#viewer').scrollIntoViewIfNeeded();
   await page.waitForTimeout(500);
   await shot('compare.png');
+  await page.click('#viewer-close'); // the flame graph's frame would take the next clicks' mousedown
 
   await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Explore heap")`);
   const cls = page.locator('#explorer > li[data-kind=class]', { hasText: 'PerfAgentTestLeak' });

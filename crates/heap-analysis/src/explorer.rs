@@ -259,6 +259,9 @@ impl Explorer {
             format!("\"{}\"", g.display_name(v))
         } else if g.type_name(v) == "closure" {
             format!("{}()", g.display_name(v))
+        } else if g.name(v).is_empty() {
+            // The synthetic root has no name; DevTools shows its type.
+            format!("({})", g.type_name(v))
         } else {
             g.display_name(v)
         };
