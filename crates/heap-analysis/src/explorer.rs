@@ -101,7 +101,17 @@ impl Explorer {
         let io = |source| HeapError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
-        let loaded = crate::load(file, size, 0, Model::DevTools, None, progress)?;
+        Self::from_reader(file, size, progress)
+    }
+
+    /// Reads and indexes a snapshot streamed from `reader` (`size`: its length if known, else 0),
+    /// e.g. an object-store download: the file never needs to be on local disk.
+    pub fn from_reader<R: std::io::Read>(
+        reader: R,
+        size: u64,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Explorer, HeapError> {
+        let loaded = crate::load(reader, size, 0, Model::DevTools, None, progress)?;
         Ok(Self::index(loaded.graph, loaded.dom, loaded.dominated, &loaded.table))
     }
 
