@@ -376,7 +376,8 @@ mod tests {
 
     /// root -(GC roots)-> global -"holder" (property)-> Foo @5 -"secret"-> "hunter2" @7;
     /// global -context-> system / Context @9 -"cache" (context variable)-> Foo @11.
-    fn explorer() -> Explorer {
+    /// Each test reads its own file (tests run in parallel).
+    fn explorer(test: &str) -> Explorer {
         // node fields: type, name, id, self_size, edge_count. Types: 0 hidden, 1 array, 2 string,
         // 3 object, 5 closure, 9 synthetic (the test helper's meta).
         let nodes = vec![
@@ -393,7 +394,7 @@ mod tests {
         let edges = vec![(5, 0, 1), (2, 5, 2), (3, 6, 4), (2, 7, 3), (0, 8, 5)];
         let strings = ["", "global", "Foo", "hunter2", "system / Context", "holder", "context", "secret", "cache"];
         let json = snapshot_json(&nodes, &edges, &strings);
-        let p = std::env::temp_dir().join(format!("perf-explorer-{}.heapsnapshot", std::process::id()));
+        let p = std::env::temp_dir().join(format!("perf-explorer-{}-{test}.heapsnapshot", std::process::id()));
         std::fs::write(&p, json).expect("write");
         let x = Explorer::open(&p, &mut |_| {}).expect("index");
         let _ = std::fs::remove_file(p);
@@ -402,7 +403,7 @@ mod tests {
 
     #[test]
     fn summary_instances_and_the_path_to_a_root() {
-        let x = explorer();
+        let x = explorer("path");
         let classes = x.classes(0, 100);
         let foo = classes.items.iter().find(|c| c.name == "Foo").expect("Foo row");
         assert_eq!((foo.count, foo.shallow_size), (2, 70));
@@ -428,7 +429,7 @@ mod tests {
 
     #[test]
     fn string_contents_only_when_asked() {
-        let x = explorer();
+        let x = explorer("strings");
         let refs = x.references(2, 0, 10, false).expect("refs");
         let s = &refs.items[0];
         assert_eq!(s.name, "secret");
@@ -443,7 +444,7 @@ mod tests {
 
     #[test]
     fn the_dominator_tree_from_the_root() {
-        let x = explorer();
+        let x = explorer("dominators");
         let top = x.dominated(ROOT, 0, 10, false).expect("root children");
         assert_eq!(top.items[0].label, "global @3");
         let under = x.dominated(top.items[0].node, 0, 10, false).expect("global's");
