@@ -77,11 +77,23 @@
     if (msg) toast(msg, true);
   }
 
-  const mb = (b) => (b == null ? '' : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`);
-  const ago = (t) => {
-    const s = Math.round((Date.now() - Date.parse(t)) / 1000);
-    return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : new Date(t).toLocaleString();
+  /** Bytes as B / KB / MB / GB (a 40 KB profile is not "0.0 MB"). */
+  const mb = (b) => {
+    if (b == null) return '';
+    const neg = b < 0 ? '-' : '';
+    let v = Math.abs(b);
+    for (const unit of ['B', 'KB', 'MB', 'GB']) {
+      if (v < 1000 || unit === 'GB') return `${neg}${unit === 'B' ? v : v.toFixed(v < 10 ? 2 : 1)} ${unit}`;
+      v /= 1000;
+    }
+    return '';
   };
+  const agoText = (t) => {
+    const s = Math.round((Date.now() - Date.parse(t)) / 1000);
+    return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : new Date(t).toLocaleString();
+  };
+  /** A relative time, the absolute one on hover. */
+  const ago = (t) => el('time', { datetime: t, title: new Date(t).toLocaleString() }, agoText(t));
 
   async function capture(p, kind) {
     const seconds = Number($('#seconds').value) || 10;
@@ -97,15 +109,52 @@
     }
   }
 
+  // Latest figures per process (for the columns and the sort), refreshed every 10 s.
+  const latest = new Map();
+  const cpuOf = (x) => (x && x.native && x.native.process ? x.native.process.cpu_user_percent + x.native.process.cpu_system_percent : null);
+  const heapOf = (x) => (x && x.js && x.js.heap ? x.js.heap.used_bytes : null);
+  const eldOf = (x) => (x && x.js && x.js.event_loop ? x.js.event_loop.delay_p99_ms : null);
+  const LATEST_MAX = 200;
+
+  async function refreshLatest(procs) {
+    const since = Date.now() - 60 * 1000;
+    await Promise.all(procs.filter((p) => p.connected).slice(0, LATEST_MAX).map(async (p) => {
+      const res = await api('GET', `/api/processes/${p.id}/metrics?since=${since}&limit=1000`).catch(() => null);
+      const rows = res && res.ok ? await res.json().catch(() => []) : [];
+      if (rows.length) latest.set(p.id, rows[rows.length - 1]);
+    }));
+  }
+
+  const SORTS = {
+    last_seen: (a, b) => b.last_seen.localeCompare(a.last_seen),
+    cpu: (a, b) => (cpuOf(latest.get(b.id)) ?? -1) - (cpuOf(latest.get(a.id)) ?? -1),
+    heap: (a, b) => (heapOf(latest.get(b.id)) ?? -1) - (heapOf(latest.get(a.id)) ?? -1),
+    eld: (a, b) => (eldOf(latest.get(b.id)) ?? -1) - (eldOf(latest.get(a.id)) ?? -1),
+  };
+
+  /** The filter box matches an app, a host, a pid or a `key=value` label (all words must match). */
+  function matchesFilter(p) {
+    const words = $('#proc-filter').value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const hay = [p.app, p.hostname, String(p.pid), p.state, ...Object.entries(p.labels).map(([k, v]) => `${k}=${v}`)].join(' ').toLowerCase();
+    return words.every((w) => hay.includes(w));
+  }
+
+  const fmt1 = (v, unit) => (v == null ? '' : `${v.toFixed(1)} ${unit}`);
+
   function processRow(p) {
     const buttons = KINDS.filter((k) => p.capabilities.includes(k.name)).map(({ name, label }) =>
-      el('button', { disabled: !p.connected || !may('operator'), 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
-    const state = p.state === 'blocked' ? `blocked ${(p.blocked_ms / 1000).toFixed(1)}s` : p.state;
-    return el('tr', { 'data-id': p.id, class: selected === p.id ? 'selected' : '', onclick: () => selectProcess(p) },
+      el('button', { disabled: !p.connected || !may('operator'), title: may('operator') ? (p.connected ? null : 'the process is not connected') : `needs role operator (you are ${me.role})`, 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
+    const state = p.state === 'blocked' ? `blocked for ${(p.blocked_ms / 1000).toFixed(1)} s` : p.state;
+    const x = latest.get(p.id);
+    const sig = JSON.stringify([p, x && x.ts, selected === p.id, me.role, KINDS.length]);
+    return el('tr', { 'data-id': p.id, 'data-sig': sig, class: [selected === p.id ? 'selected' : '', p.state === 'blocked' ? 'blocked-row' : ''].join(' ').trim(), tabindex: 0, onclick: () => selectProcess(p), onkeydown: (ev) => { if (ev.key === 'Enter') selectProcess(p); } },
       el('td', {}, p.app),
       el('td', {}, `${p.hostname} · ${p.pid}`),
       el('td', {}, ...Object.entries(p.labels).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
       el('td', {}, el('span', { class: `badge ${p.state}` }, state)),
+      el('td', { class: 'num' }, fmt1(cpuOf(x), '%')),
+      el('td', { class: 'num' }, mb(heapOf(x))),
+      el('td', { class: 'num' }, fmt1(eldOf(x), 'ms')),
       el('td', {}, p.node_version),
       el('td', {}, ago(p.last_seen)),
       el('td', {}, ...buttons));
@@ -122,12 +171,13 @@
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
-  function openViewer(title, { frame }) {
+  function openViewer(title, { frame, body = !frame }) {
     $('#viewer-title').textContent = title;
     $('#viewer-frame').hidden = !frame;
-    $('#viewer-body').hidden = !!frame;
+    $('#viewer-body').hidden = !body;
+    if (body) $('#viewer-body').replaceChildren();
     $('#viewer').hidden = false;
-    $('#viewer').scrollIntoView();
+    $('#viewer').scrollIntoView({ block: 'nearest' });
   }
 
   /** Polls an analysis URL (202 while the hub works on it) and renders the result. */
@@ -148,7 +198,7 @@
     }
   }
 
-  const table = (head, rows) => el('table', {}, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
+  const table = (head, rows, cls) => el('table', { class: cls }, el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
     el('tbody', {}, ...rows.map((r) => el('tr', {}, ...r.map((c) => el('td', {}, c))))));
   const signed = (n, f = (x) => x) => (n > 0 ? `+${f(n)}` : `${f(n)}`);
   const pathText = (o) => (o.path || []).map((s) => s.edge).join(' → ');
@@ -188,6 +238,150 @@
     $('#viewer-frame').src = path;
   }
 
+  /** speedscope (bundled, same origin) loads the profile with the session cookie: no token in the URL. */
+  const speedscopeUrl = (a) => `/speedscope/index.html#profileURL=${encodeURIComponent(`/api/artifacts/${a.id}/profile/${a.file_name}`)}&title=${encodeURIComponent(`${a.kind} · ${a.app} · ${a.created_at}`)}`;
+
+  /** A differential flame graph of two profiles (red: grew) and the functions that got hotter. */
+  async function showComparison(before, after) {
+    const svg = `/api/artifacts/${before.id}/diff-flamegraph/${after.id}.svg`;
+    openViewer(`Compare · ${before.kind} · ${before.created_at} → ${after.created_at}`, { frame: true, body: true });
+    const body = $('#viewer-body');
+    body.replaceChildren(el('p', { class: 'hint' }, 'Comparing…'));
+    try {
+      const res = await api('GET', `/api/artifacts/${before.id}/diff-functions/${after.id}`);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      $('#viewer-frame').src = svg;
+      const pct = (x) => `${x.toFixed(1)} %`;
+      body.replaceChildren(el('h3', {}, 'Hotter functions first (share of samples with the function on top)'),
+        table(['Function', 'Before', 'After', 'Δ', 'Total before', 'Total after'], data.slice(0, 30).map((f) =>
+          [f.function, pct(f.self_before), pct(f.self_after), signed(Number(f.self_delta.toFixed(1))), pct(f.total_before), pct(f.total_after)]), 'hotter'));
+    } catch (err) {
+      if (err.message !== 'unauthorized') body.replaceChildren(el('p', { class: 'error' }, err.message));
+    }
+  }
+
+  /** A role too low: the button is there, disabled, and says which role it needs. */
+  const needs = (role, attrs) => (may(role) ? attrs : { ...attrs, disabled: true, title: `needs role ${role} (you are ${me.role})` });
+
+  /** Asks the hub for a one-time DevTools URL; pages can't open devtools://, so it is shown to copy. */
+  async function openInDevtools(a) {
+    openViewer(`DevTools · ${a.app} · ${a.created_at}`, { frame: false });
+    const body = $('#viewer-body');
+    try {
+      const res = await api('POST', `/api/artifacts/${a.id}/devtools`);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      const field = el('input', { id: 'devtools-url', class: 'url', readonly: true, value: data.url, 'aria-label': 'DevTools URL' });
+      body.replaceChildren(
+        el('p', {}, 'Paste this URL into the address bar of Chrome (or Chromium, Edge), then press "Take snapshot" in the Memory panel: it loads this stored snapshot. The URL works once, until ', el('time', { datetime: data.expires_at, title: data.expires_at }, new Date(data.expires_at).toLocaleTimeString()), '.'),
+        field,
+        el('button', { onclick: () => { field.select(); navigator.clipboard.writeText(data.url).then(() => toast('Copied'), () => toast('Select the URL and copy it', true)); } }, 'Copy'));
+      field.select();
+    } catch (err) {
+      if (err.message !== 'unauthorized') body.replaceChildren(el('p', { class: 'error' }, err.message));
+    }
+  }
+
+  // --- Heap explorer: the hub keeps an index of the snapshot; the page asks for one small list at a time.
+  const objectText = (n) => `${n.label} · ${mb(n.shallow_size)} shallow · ${mb(n.retained_size)} retained (${n.retained_percent.toFixed(1)} %)${n.distance == null ? '' : ` · distance ${n.distance}`}`;
+
+  /** A tree item whose children load on the first click of its toggle (a button: keyboard-usable). */
+  function treeItem(kind, attrs, label, loadChildren) {
+    const list = el('ul', { class: 'tree', hidden: true });
+    let loaded = false;
+    const toggle = el('button', { class: 'toggle', 'aria-expanded': 'false', 'aria-label': 'expand' }, '▸');
+    toggle.addEventListener('click', async () => {
+      const open = list.hidden;
+      list.hidden = !open;
+      toggle.textContent = open ? '▾' : '▸';
+      toggle.setAttribute('aria-expanded', String(open));
+      if (open && !loaded) {
+        loaded = true;
+        list.replaceChildren(el('li', { class: 'hint' }, 'Loading…'));
+        try {
+          list.replaceChildren(...(await loadChildren()));
+        } catch (err) {
+          loaded = false;
+          list.replaceChildren(el('li', { class: 'error' }, err.message));
+        }
+      }
+    });
+    return el('li', { 'data-kind': kind, ...attrs }, toggle, el('span', { class: 'tree-label' }, ...[].concat(label)), list);
+  }
+
+  async function getJson(path) {
+    const res = await api('GET', path);
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error || `error ${res.status}`);
+    return data;
+  }
+
+  /** Items of a page, and a "more" item loading the next page in place. */
+  function paged(page, render, next) {
+    const items = page.items.map(render);
+    const shown = page.offset + page.items.length;
+    if (shown < page.total) {
+      const more = el('li', {}, el('button', { onclick: async () => more.replaceWith(...paged(await next(shown), render, next)) }, `${page.total - shown} more…`));
+      items.push(more);
+    }
+    if (!items.length) items.push(el('li', { class: 'hint' }, 'none'));
+    return items;
+  }
+
+  function objectItem(base, n, kind = 'object', edge) {
+    const label = edge ? [el('b', {}, edge.name), ` (${edge.edge_type}) ${kind === 'retainer' ? 'in' : '→'} `, objectText(n)] : [objectText(n)];
+    return treeItem(kind, { 'data-node': n.node }, label, async () => {
+      const d = await getJson(`${base}/nodes/${n.node}`);
+      const list = (name) => (offset) => getJson(`${base}/nodes/${n.node}/${name}?offset=${offset}`);
+      const retainers = treeItem('group', {}, `Retainers (${d.retainers.total})`, async () => paged(d.retainers, (r) => objectItem(base, r.node, 'retainer', r), list('retainers')));
+      const refs = treeItem('group', {}, `References (${d.references.total})`, async () => paged(d.references, (r) => objectItem(base, r.node, 'reference', r), list('references')));
+      const dom = treeItem('group', {}, `Keeps alive alone (${d.dominated.total})`, async () => paged(d.dominated, (c) => objectItem(base, c), list('dominated')));
+      // Retainers first and open: the way up to a GC root is what a leak hunt needs.
+      setTimeout(() => retainers.querySelector('.toggle').click());
+      return [retainers, refs, dom];
+    });
+  }
+
+  async function showExplorer(a) {
+    const base = `/api/artifacts/${a.id}/heap`;
+    openViewer(`Heap explorer · ${a.app} · ${a.created_at}`, { frame: false });
+    const body = $('#viewer-body');
+    for (;;) {
+      const res = await api('GET', `${base}/classes?limit=100`);
+      const data = await res.json().catch(() => ({}));
+      if (res.status === 202) {
+        const pct = data.total ? ` ${Math.round((100 * data.done) / data.total)}%` : '';
+        body.replaceChildren(el('p', { class: 'hint' }, `Indexing the snapshot… ${data.stage}${pct}`));
+        await new Promise((r) => setTimeout(r, 700));
+        continue;
+      }
+      if (!res.ok) return body.replaceChildren(el('p', { class: 'error' }, data.error || `error ${res.status}`));
+      const classItem = (c) => treeItem('class', { 'data-class': c.index }, [el('b', {}, c.name), ` ×${c.count} · ${mb(c.shallow_size)} shallow · ${mb(c.retained_size)} retained (${c.retained_percent.toFixed(1)} %)`],
+        async () => paged(await getJson(`${base}/classes/${c.index}/instances`), (n) => objectItem(base, n), (offset) => getJson(`${base}/classes/${c.index}/instances?offset=${offset}`)));
+      const dominators = treeItem('group', {}, 'Dominator tree (from the root)', async () => {
+        const d = await getJson(`${base}/nodes/0/dominated`);
+        return paged(d, (c) => objectItem(base, c), (offset) => getJson(`${base}/nodes/0/dominated?offset=${offset}`));
+      });
+      return body.replaceChildren(
+        el('p', {}, `${data.node_count} objects, ${mb(data.total_size)} · `, data.strings_shown ? 'string contents shown (admin)' : el('span', { class: 'hint' }, 'string contents hidden: admins only')),
+        el('ul', { class: 'tree', id: 'explorer' }, dominators, ...paged(data.classes, classItem, (offset) => getJson(`${base}/classes?offset=${offset}&limit=100`).then((x) => x.classes))));
+    }
+  }
+
+  /** A write whose outcome (or the API's error, e.g. a route this hub doesn't have yet) is shown at once. */
+  async function artifactAction(method, path, done) {
+    try {
+      const res = await api(method, path);
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) return toast(`${method} ${path}: ${data.error || (res.status === 404 || res.status === 405 ? `this hub has no such route (${res.status})` : res.status)}`, true);
+      toast(`Artifact ${done}`);
+      refresh();
+    } catch (err) {
+      if (err.message !== 'unauthorized') toast(err.message, true);
+    }
+  }
+
   function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
@@ -198,15 +392,31 @@
     if (a.status === 'ready') {
       // Raw heap snapshots hold the app's secrets: admins only.
       if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { onclick: () => download(a) }, 'Download'));
-      if (kindOf(a.kind).flamegraph) actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+      if (kindOf(a.kind).flamegraph) {
+        actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
+        actions.push(el('a', { class: 'button', href: speedscopeUrl(a), target: '_blank', rel: 'noopener' }, 'Speedscope'));
+        // Compare with the previous ready profile of the same kind and app (another worker, or before a deploy).
+        const prev = arts.find((b) => b.kind === a.kind && b.status === 'ready' && b.app === a.app && b.created_at < a.created_at);
+        if (prev) actions.push(el('button', { onclick: () => showComparison(prev, a) }, 'Compare with previous'));
+      }
       if (kindOf(a.kind).heap_analysis) {
+        actions.push(el('button', { onclick: () => showExplorer(a) }, 'Explore heap'));
+        // The bridge hands over the raw snapshot (it holds the app's secrets): admins only.
+        actions.push(el('button', needs('admin', { onclick: () => openInDevtools(a) }), 'Open in DevTools'));
         actions.push(el('button', { onclick: () => showAnalysis(`Analysis · ${a.app} · ${a.created_at}`, `/api/artifacts/${a.id}/analysis`, renderAnalysis) }, 'Analysis'));
         // Diff against the previous ready snapshot of the same process (object ids match).
         const prev = arts.find((b) => b.kind === a.kind && b.status === 'ready' && b.process_id === a.process_id && b.created_at < a.created_at);
         if (prev) actions.push(el('button', { onclick: () => showAnalysis(`Diff · ${prev.created_at} → ${a.created_at}`, `/api/artifacts/${prev.id}/diff/${a.id}`, renderDiff) }, 'Diff with previous'));
       }
     }
-    return el('tr', { 'data-id': a.id, 'data-status': a.status },
+    // Retention: pinned artifacts are kept past --retain-days / --retain-max-gb (operator); delete is admin.
+    if (a.status !== 'deleted') {
+      actions.push(el('button', needs('operator', { 'data-action': 'pin', onclick: () => artifactAction(a.pinned ? 'DELETE' : 'POST', `/api/artifacts/${a.id}/pin`, a.pinned ? 'unpinned' : 'pinned') }), a.pinned ? 'Unpin' : 'Pin'));
+      actions.push(el('button', needs('admin', { 'data-action': 'delete', class: 'danger', onclick: () => { if (confirm(`Delete this ${a.kind} of ${a.app}? Its file is removed.`)) artifactAction('DELETE', `/api/artifacts/${a.id}`, 'deleted'); } }), 'Delete'));
+    }
+    if (a.pinned) actions.unshift(el('span', { class: 'badge pinned', title: 'kept past retention' }, 'pinned'));
+    const sig = JSON.stringify([a, arts.length, p && p.pid, me.role]);
+    return el('tr', { 'data-id': a.id, 'data-status': a.status, 'data-sig': sig },
       el('td', {}, ago(a.created_at)),
       el('td', {}, `${a.app} · ${p ? p.pid : a.process_id.slice(0, 8)}`),
       el('td', {}, a.kind),
@@ -224,37 +434,188 @@
     refresh();
   }
 
+  // Each chart in its own unit; the axis says it (no bare "0,000").
+  const UNITS = {
+    bytes: (v) => mb(v),
+    percent: (v) => `${Number(v.toFixed(1))} %`,
+    ms: (v) => `${Number(v.toFixed(v < 10 ? 2 : 0))} ms`,
+    s: (v) => `${Number(v.toFixed(1))} s`,
+  };
   const SERIES = [
-    ['RSS (MB)', (s) => s.native && s.native.process ? s.native.process.rss_bytes / 1e6 : null],
-    ['Heap used (MB)', (s) => s.js ? s.js.heap.used_bytes / 1e6 : null],
-    ['CPU %', (s) => s.native && s.native.process ? s.native.process.cpu_user_percent + s.native.process.cpu_system_percent : null],
-    ['Event loop delay p99 (ms)', (s) => s.js ? s.js.event_loop.delay_p99_ms : null],
-    ['Blocked (s)', (s) => s.blocked_ms / 1000],
+    ['RSS', 'bytes', (s) => (s.native && s.native.process ? s.native.process.rss_bytes : null)],
+    ['Heap used', 'bytes', heapOf],
+    ['CPU', 'percent', cpuOf],
+    ['Event loop delay p99', 'ms', eldOf],
+    ['Blocked', 's', (s) => (s.blocked_ms == null ? null : s.blocked_ms / 1000)],
   ];
 
   async function drawMetrics() {
     if (!selected || typeof uPlot === 'undefined') return;
-    const since = Date.now() - 30 * 60 * 1000;
+    const minutes = Number($('#range').value) || 30;
+    const since = Date.now() - minutes * 60 * 1000;
     const data = await all(`/api/processes/${selected}/metrics?since=${since}`);
     const xs = data.map((s) => s.ts / 1000);
     charts.forEach((c) => c.destroy());
-    charts = SERIES.map(([label, f]) => new uPlot(
-      { title: label, width: 360, height: 160, series: [{}, { label, stroke: '#2f6fd6', spanGaps: false }], legend: { show: false } },
-      [xs, data.map(f)], $('#charts')));
+    const width = Math.max(280, Math.min(400, ($('#charts').clientWidth - 48) / 3));
+    charts = SERIES.map(([label, unit, f]) => {
+      const ys = data.map((s) => { const v = f(s); return v == null || Number.isNaN(v) ? null : v; });
+      const last = ys.filter((v) => v != null).pop();
+      return new uPlot({
+        title: `${label}${last == null ? '' : ` · ${UNITS[unit](last)}`}`, width, height: 170,
+        // Gaps (a sample without that figure) are bridged; single points are drawn as dots.
+        series: [{}, { label, stroke: '#2f6fd6', spanGaps: true, points: { show: ys.length < 60 }, value: (u, v) => (v == null ? '' : UNITS[unit](v)) }],
+        axes: [{}, { size: 70, values: (u, vals) => vals.map((v) => UNITS[unit](v)) }],
+        scales: { y: { range: (u, min, max) => [Math.min(0, min ?? 0), max > 0 ? max * 1.1 : 1] } },
+        legend: { show: false },
+      }, [xs, ys], $('#charts'));
+    });
+    $('#metrics-empty').hidden = data.length > 0;
   }
 
+  // --- Operations: rules, tokens, audit. Each panel says why when the role can't use it.
+  function roleNote(role, what) {
+    return el('p', { class: 'hint' }, `${what} needs role ${role} (you are ${me.role}).`);
+  }
+
+  function apiError(res, data) {
+    if (res.status === 404 || res.status === 405) return `this hub does not serve this route yet (${res.status})`;
+    return data.error || `error ${res.status}`;
+  }
+
+  async function loadRules() {
+    const box = $('#rules-body');
+    const res = await api('GET', '/api/rules');
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return box.replaceChildren(el('p', { class: 'error' }, `Rules: ${apiError(res, data)}`));
+    const rows = (Array.isArray(data) ? data : data.rules || []).map((r) => [
+      r.name, JSON.stringify(r.when), JSON.stringify(r.capture), (r.apps || []).join(', ') || 'all', r.last_fired ? ago(r.last_fired) : 'never',
+      may('operator') ? el('button', { 'data-action': 'delete-rule', onclick: () => deleteRule(r.name) }, 'Delete') : '']);
+    box.replaceChildren(rows.length ? table(['Name', 'When', 'Capture', 'Apps', 'Last fired', ''], rows, 'rules') : el('p', { class: 'hint' }, 'No rules yet.'));
+  }
+
+  async function deleteRule(name) {
+    const res = await api('DELETE', `/api/rules/${encodeURIComponent(name)}`);
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return toast(`delete rule ${name}: ${apiError(res, data)}`, true);
+    toast(`Rule ${name} deleted`);
+    loadRules();
+  }
+
+  /** The rule form: a trigger and a capture, validated by the hub. */
+  async function addRule(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const trigger = f.trigger.value;
+    const value = Number(f.threshold.value);
+    const when = trigger === 'cpu_percent' ? { cpu_percent: value, for_secs: Number(f.for_secs.value) || 10 } : { [trigger]: value };
+    const capture = { kind: f.capture.value, ...(kindOf(f.capture.value).timed ? { seconds: Number(f.rule_seconds.value) || 5 } : {}) };
+    const body = { name: f.rule_name.value.trim(), when, capture, ...(f.rule_apps.value.trim() ? { apps: f.rule_apps.value.split(',').map((x) => x.trim()).filter(Boolean) } : {}) };
+    const res = await api('POST', '/api/rules', body);
+    const data = await res.json().catch(() => ({}));
+    const msg = $('#rule-error');
+    if (!res.ok) { msg.textContent = apiError(res, data); return; }
+    msg.textContent = '';
+    f.reset();
+    toast(`Rule ${body.name} added`);
+    loadRules();
+  }
+
+  async function loadTokens() {
+    const box = $('#tokens-body');
+    if (!may('admin')) return box.replaceChildren(roleNote('admin', 'Managing tokens'));
+    const res = await api('GET', '/api/tokens');
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return box.replaceChildren(el('p', { class: 'error' }, `Tokens: ${apiError(res, data)}`));
+    const rows = data.map((t) => [t.name, t.role, t.apps.join(', ') || 'all', ago(t.created_at), t.expires_at ? new Date(t.expires_at).toLocaleString() : 'never',
+      t.revoked_at ? el('span', { class: 'badge failed' }, 'revoked') : el('button', { 'data-action': 'revoke', onclick: () => revokeToken(t.name) }, 'Revoke')]);
+    box.replaceChildren(rows.length ? table(['Name', 'Role', 'Apps', 'Created', 'Expires', ''], rows, 'tokens') : el('p', { class: 'hint' }, 'No tokens yet (only the bootstrap token).'));
+  }
+
+  async function revokeToken(name) {
+    if (!confirm(`Revoke token ${name}? It stops working at once.`)) return;
+    const res = await api('DELETE', `/api/tokens/${encodeURIComponent(name)}`);
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return toast(`revoke ${name}: ${apiError(res, data)}`, true);
+    toast(`Token ${name} revoked`);
+    loadTokens();
+  }
+
+  async function createToken(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const body = { name: f.token_name.value.trim(), role: f.token_role.value, apps: f.token_apps.value.split(',').map((x) => x.trim()).filter(Boolean), ...(f.token_days.value ? { expires_days: Number(f.token_days.value) } : {}) };
+    const res = await api('POST', '/api/tokens', body);
+    const data = await res.json().catch(() => ({}));
+    const out = $('#token-created');
+    if (!res.ok) return out.replaceChildren(el('span', { class: 'error' }, apiError(res, data)));
+    f.reset();
+    // Shown once: the hub keeps only its hash.
+    out.replaceChildren(el('p', {}, `Token ${data.name} (${data.role}) — copy it now, it is not shown again:`), el('input', { id: 'new-token', class: 'url', readonly: true, value: data.token }));
+    loadTokens();
+  }
+
+  let auditRows = [];
+  async function loadAudit() {
+    const box = $('#audit-body');
+    if (!may('admin')) return box.replaceChildren(roleNote('admin', 'The audit trail'));
+    const res = await api('GET', '/api/audit?limit=1000');
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) return box.replaceChildren(el('p', { class: 'error' }, `Audit: ${apiError(res, data)}`));
+    auditRows = data;
+    renderAudit();
+  }
+
+  function renderAudit() {
+    const who = $('#audit-who').value.trim().toLowerCase();
+    const what = $('#audit-what').value.trim().toLowerCase();
+    const app = $('#audit-app').value.trim().toLowerCase();
+    const rows = auditRows.filter((e) => e.actor.toLowerCase().includes(who) && e.action.toLowerCase().includes(what) && (!app || JSON.stringify(e.detail).toLowerCase().includes(app) || e.target.toLowerCase().includes(app)));
+    $('#audit-body').replaceChildren(rows.length ? table(['When', 'Who', 'What', 'Target', 'Result', 'Detail'], rows.slice(0, 300).map((e) => [ago(e.ts), e.actor, e.action, e.target, e.result, JSON.stringify(e.detail)]), 'audit') : el('p', { class: 'hint' }, 'No audit entries match.'));
+  }
+
+  function loadOperations() {
+    $('#rule-form').hidden = !may('operator');
+    $('#rule-role').replaceChildren(...(may('operator') ? [] : [roleNote('operator', 'Adding and deleting rules')]));
+    $('#token-form').hidden = !may('admin');
+    $('#audit-filters').hidden = !may('admin');
+    const caps = KINDS.filter((k) => k.name !== 'leak_hunt').map((k) => el('option', { value: k.name }, k.label));
+    if (!$('#rule-form').capture.options.length) $('#rule-form').capture.append(...caps);
+    loadRules().catch(() => {});
+    loadTokens().catch(() => {});
+    loadAudit().catch(() => {});
+  }
+
+  /**
+   * Puts `rows` (each with data-id and data-sig) into `tbody`, touching only rows whose data
+   * changed: a row replaced under the pointer would swallow a click. Times are updated in place.
+   */
+  function patchRows(tbody, rows) {
+    const old = [...tbody.children];
+    const sameOrder = old.length === rows.length && old.every((r, i) => r.dataset.id === rows[i].dataset.id);
+    if (!sameOrder) return tbody.replaceChildren(...rows);
+    rows.forEach((row, i) => {
+      if (old[i].dataset.sig !== row.dataset.sig) return old[i].replaceWith(row);
+      const [a, b] = [old[i].querySelectorAll('time'), row.querySelectorAll('time')];
+      a.forEach((t, k) => { if (b[k] && t.textContent !== b[k].textContent) t.textContent = b[k].textContent; });
+    });
+  }
+
+  let latestAt = 0;
   async function refresh() {
     if (!signedIn) return;
     try {
       if (!KINDS.length) KINDS = (await json('GET', '/api/capture-kinds')).data;
       const [procs, { data: arts }] = await Promise.all([all('/api/processes'), json('GET', '/api/artifacts?limit=50')]);
-      procs.sort((a, b) => b.last_seen.localeCompare(a.last_seen)); // the API pages in id order
+      if (Date.now() - latestAt > 10000) { latestAt = Date.now(); await refreshLatest(procs); }
+      const shown = procs.filter(matchesFilter).sort(SORTS[$('#proc-sort').value] || SORTS.last_seen); // the API pages in id order
       $('#login').hidden = true;
       $('#main').hidden = false;
       $('#logout').hidden = false;
       const byId = new Map(procs.map((p) => [p.id, p]));
-      $('#processes tbody').replaceChildren(...procs.map(processRow));
-      $('#artifacts tbody').replaceChildren(...arts.map((a) => artifactRow(a, byId, arts)));
+      patchRows($('#processes tbody'), shown.map(processRow));
+      $('#processes-empty').textContent = procs.length === 0 ? 'No processes yet: start an app with the agent (see the README).' : shown.length === 0 ? 'No process matches the filter.' : '';
+      $('#artifacts-empty').textContent = arts.length === 0 ? 'No artifacts yet: take a capture with the buttons above.' : '';
+      patchRows($('#artifacts tbody'), arts.map((a) => artifactRow(a, byId, arts)));
       const connected = procs.filter((p) => p.connected).length;
       $('#summary').textContent = `${connected} connected · ${procs.length - connected} disconnected · ${arts.length} artifacts`;
     } catch (err) {
@@ -262,11 +623,12 @@
     }
   }
 
-  function showSignedIn(who) {
+  async function showSignedIn(who) {
     signedIn = true;
     me = who;
     $('#whoami').textContent = `${who.name} (${who.role}${who.apps ? `: ${who.apps.join(', ')}` : ''})`;
-    refresh();
+    await refresh();
+    loadOperations();
   }
 
   $('#login').addEventListener('submit', async (ev) => {
@@ -290,6 +652,13 @@
     showLogin();
   });
   $('#viewer-close').addEventListener('click', () => { $('#viewer').hidden = true; });
+  $('#proc-filter').addEventListener('input', () => refresh());
+  $('#proc-sort').addEventListener('change', () => refresh());
+  $('#range').addEventListener('change', () => drawMetrics());
+  $('#rule-form').addEventListener('submit', addRule);
+  $('#token-form').addEventListener('submit', createToken);
+  for (const id of ['#audit-who', '#audit-what', '#audit-app']) $(id).addEventListener('input', renderAudit);
+  $('#ops-refresh').addEventListener('click', () => loadOperations());
   // Already signed in (a cookie from before)? Otherwise show the sign-in form.
   fetch('/api/session', { credentials: 'same-origin' })
     .then(async (res) => (res.ok ? showSignedIn(await res.json()) : showLogin()))

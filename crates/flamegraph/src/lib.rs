@@ -5,6 +5,8 @@
 //!   (`root;child;leaf count`, one line per stack). The format is detected from the content
 //!   ([`detect_format`]).
 //! * [`render_svg`] / [`write_svg`]: folded stacks → SVG flame graph (inferno's renderer).
+//! * [`render_differential_svg`] / [`hotter_functions`]: compare two profiles (differential
+//!   flame graph; the functions that got hotter first).
 //! * [`render_file`]: the whole path for `perf-hub flamegraph PROFILE -o out.svg`.
 //! * [`perf_capture`]: run `perf record` / `perf script` against a pid and fold the stream
 //!   (used from a helper child process; see [`perf_capture::helper_main`]).
@@ -15,6 +17,7 @@
 mod cli;
 mod cpuprofile;
 mod detect;
+mod differential;
 mod error;
 mod folded;
 mod heapprofile;
@@ -28,6 +31,7 @@ pub mod perf_capture;
 pub use cli::{flamegraph_main, run_args as run_flamegraph_args, Args as FlamegraphArgs};
 pub use cpuprofile::fold_cpuprofile;
 pub use detect::{detect_format, InputFormat};
+pub use differential::{differential_folded, hotter_functions, render_differential_svg, FunctionDelta};
 pub use error::FlameError;
 pub use folded::{Folded, FoldedSummary};
 pub use heapprofile::fold_heapprofile;

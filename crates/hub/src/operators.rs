@@ -228,6 +228,22 @@ impl Operators {
         Ok(usable(row, &now_rfc3339()))
     }
 
+    /// [`create`] on the store's thread (for the API's token routes).
+    pub async fn create_token(&self, t: NewToken) -> Result<String, OperatorError> {
+        self.db.run(move |s| Ok(create(s, t))).await?
+    }
+
+    /// [`list`] on the store's thread.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, OperatorError> {
+        self.db.run(|s| Ok(list(s))).await?
+    }
+
+    /// [`revoke`] on the store's thread.
+    pub async fn revoke_token(&self, name: &str) -> Result<(), OperatorError> {
+        let name = name.to_string();
+        self.db.run(move |s| Ok(revoke(s, &name))).await?
+    }
+
     fn bootstrap_principal(&self) -> Principal {
         Principal { name: "bootstrap".into(), role: Role::Admin, apps: None, token_hash: self.bootstrap_hash.clone() }
     }

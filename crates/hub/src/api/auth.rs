@@ -128,6 +128,9 @@ pub async fn authenticate(
     let cred = credential(req.headers());
     let principal = match auth.principal(&cred).await {
         Ok(Some(p)) => p,
+        // No credential at all guesses nothing (the console asks `GET /api/session` on every
+        // load before anyone signed in): 401, not counted against the source.
+        Ok(None) if matches!(cred, Credential::None) => return ApiError::Unauthorized.into_response(),
         Ok(None) => return auth.unauthorized(remote).await,
         Err(e) => return e.into_response(),
     };

@@ -7,11 +7,15 @@
 //!   only its apps: anything of another app answers 404, as if it did not exist.
 
 pub mod auth;
+pub mod devtools;
 pub mod failures;
+pub mod heap;
 pub mod paging;
 pub mod redact;
 pub mod rules;
 pub mod storage;
+pub mod tokens;
+pub mod viewers;
 
 use crate::hub::{CommandError, Hub};
 use crate::ids;
@@ -47,7 +51,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/artifacts/{id}/analysis", get(artifact_analysis))
         .route("/api/artifacts/{a}/diff/{b}", get(artifacts_diff))
         .route("/api/capture-kinds", get(capture_kinds))
-        .route("/metrics", get(prometheus));
+        .route("/metrics", get(prometheus))
+        .merge(viewers::viewer_routes())
+        .merge(heap::viewer_routes());
     // Commands: operator. Downloads, pins and deletes: `storage::router`.
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
@@ -55,16 +61,21 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let admin = Router::new()
         .route("/api/audit", get(list_audit))
         .route_layer(middleware::from_fn_with_state(Role::Admin, auth::require_role));
+    let devtools = devtools::routes();
     let api = viewer
         .merge(operator)
         .merge(admin)
         .merge(storage::router())
         .merge(rules::router())
+        .merge(devtools.admin)
+        .merge(tokens::admin_routes())
         .layer(middleware::from_fn_with_state(auth_state.clone(), auth::authenticate));
     Router::new()
         .route("/", get(console))
         .route("/console/{file}", get(console_asset))
         .route("/api/session", post(auth::sign_in))
+        .merge(viewers::public_routes())
+        .merge(devtools.public)
         .merge(api)
         .layer(Extension(auth_state))
         .layer(middleware::from_fn(security_headers))

@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// Regenerates the console screenshots under docs/console/ (1280×800, headless Chromium) against a
+// real hub and a real app: overview, metrics, speedscope, profile comparison, heap explorer,
+// DevTools bridge, operations. Run by hand after `cargo build -p perf-hub`:
+//   node scripts/screenshots.mjs [OUT_DIR]
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, ROOT } from '../__test__/helpers.mjs';
+
+const OUT = process.argv[2] || join(ROOT, 'docs', 'console');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+mkdirSync(OUT, { recursive: true });
+
+const hub = await startHub();
+const app = await startApp('app.js', { env: hubEnv(hub, { LEAK_COUNT: '20000', HTTP: '1' }) });
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+try {
+  const proc = await processByPid(hub, app.child.pid);
+  const capture = async (body) => {
+    const { body: res } = await api(hub, 'POST', `/api/processes/${proc.id}/commands`, body);
+    return waitArtifact(hub, res.artifact.id, { timeout: 60000 });
+  };
+  const before = await capture({ kind: 'cpu_profile', seconds: 2 });
+  app.send('spin 8000');
+  await app.waitLine(/^spin-start/);
+  await waitFor('blocked', async () => (await api(hub, 'GET', `/api/processes/${proc.id}`)).body.state === 'blocked');
+  const after = await capture({ kind: 'cpu_profile', seconds: 3 });
+  await app.waitLine(/^spin-end/);
+  const snapshot = await capture({ kind: 'heap_snapshot' });
+
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const shot = (name) => page.screenshot({ path: join(OUT, name) });
+  await page.goto(hub.url('/'));
+  await page.fill('#token', TOKEN);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector(`#artifacts tr[data-id="${snapshot.id}"]`);
+  await shot('overview.png');
+
+  await page.click(`#processes tr[data-id="${proc.id}"] td:first-child`);
+  await page.waitForSelector('#charts .uplot');
+  await page.locator('#metrics-panel').scrollIntoViewIfNeeded();
+  await shot('metrics.png');
+
+  const [viewer] = await Promise.all([context.waitForEvent('page'), page.click(`#artifacts tr[data-id="${after.id}"] a:has-text("Speedscope")`)]);
+  await viewer.setViewportSize({ width: 1280, height: 800 });
+  await viewer.waitForSelector('text=Sandwich', { timeout: 30000 });
+  await viewer.click('text=Sandwich');
+  await viewer.waitForSelector('text=perfAgentUniqueSpinner');
+  await viewer.screenshot({ path: join(OUT, 'speedscope.png') });
+  await viewer.close();
+
+  await page.click(`#artifacts tr[data-id="${after.id}"] button:has-text("Compare with previous")`);
+  await page.waitForSelector('#viewer-body table.hotter');
+  await page.locator('#viewer').scrollIntoViewIfNeeded();
+  await page.waitForTimeout(500);
+  await shot('compare.png');
+  await page.click('#viewer-close'); // the flame graph's frame would take the next clicks' mousedown
+
+  await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Explore heap")`);
+  const cls = page.locator('#explorer > li[data-kind=class]', { hasText: 'PerfAgentTestLeak' });
+  await cls.waitFor({ timeout: 60000 });
+  await cls.locator(':scope > button.toggle').click();
+  const instance = cls.locator(':scope > ul > li[data-kind=object]').first();
+  await instance.locator(':scope > button.toggle').click();
+  let level = instance.locator(':scope > ul > li[data-kind=group]').first();
+  for (let i = 0; i < 3; i++) {
+    const r = level.locator(':scope > ul > li[data-kind=retainer]').first();
+    await r.waitFor();
+    await r.locator(':scope > button.toggle').click();
+    level = r.locator(':scope > ul > li[data-kind=group]').first();
+  }
+  await level.locator(':scope > ul > li').first().waitFor();
+  await cls.scrollIntoViewIfNeeded();
+  await shot('heap-explorer.png');
+
+  await page.click(`#artifacts tr[data-id="${snapshot.id}"] button:has-text("Open in DevTools")`);
+  const url = await (await page.waitForSelector('#devtools-url')).inputValue();
+  await page.locator('#viewer').scrollIntoViewIfNeeded();
+  await shot('devtools-url.png');
+  const devtools = await context.newPage();
+  await devtools.goto(url);
+  await devtools.click('text=Take snapshot', { timeout: 30000 });
+  await devtools.waitForSelector('text=PerfAgentTestLeak', { timeout: 60000 });
+  await devtools.screenshot({ path: join(OUT, 'devtools-summary.png') });
+  await devtools.close();
+
+  await page.click('#ops-refresh');
+  await page.locator('#operations').scrollIntoViewIfNeeded();
+  await page.waitForSelector('#audit-body table');
+  await shot('operations.png');
+  await context.close();
+  console.log(`screenshots in ${OUT}`);
+} finally {
+  await browser.close();
+  await app.kill();
+  await hub.stop();
+  cleanup(hub.dataDir);
+}
