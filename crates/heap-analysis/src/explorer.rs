@@ -344,28 +344,9 @@ fn retainers(g: &HeapGraph) -> (Vec<u32>, Vec<u32>) {
 /// Breadth-first distance from the root over retaining edges (not weak; shortcuts only from the
 /// root), as DevTools counts it.
 fn distances(g: &HeapGraph) -> Vec<u32> {
-    let n = g.node_count();
-    let mut distance = vec![UNREACHED; n];
-    let mut queue: Vec<u32> = Vec::with_capacity(n);
+    let mut distance = vec![UNREACHED; g.node_count()];
     distance[ROOT as usize] = 0;
-    queue.push(ROOT);
-    let (weak, shortcut) = (g.types.edge_weak, g.types.edge_shortcut);
-    let mut head = 0;
-    while head < queue.len() {
-        let v = queue[head];
-        head += 1;
-        for e in g.edges(v) {
-            let t = Some(g.edge_type(e));
-            if t == weak || (t == shortcut && v != ROOT) {
-                continue;
-            }
-            let w = g.edge_target(e) as usize;
-            if distance[w] == UNREACHED {
-                distance[w] = distance[v as usize] + 1;
-                queue.push(w as u32);
-            }
-        }
-    }
+    crate::summary::walk_retaining_bfs(g, |v, _, w| distance[w as usize] = distance[v as usize] + 1);
     distance
 }
 

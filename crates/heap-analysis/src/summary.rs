@@ -204,11 +204,11 @@ pub fn class_retained(g: &HeapGraph, d: &Dominators, dn: &DominatedNodes, t: &mu
     }
 }
 
-/// Breadth-first parents over retaining-looking edges (not weak, shortcuts only from the root):
-/// `parent_edge[v]` is the edge through which `v` was first reached, `u32::MAX` if never.
-pub fn bfs_parents(g: &HeapGraph) -> Vec<u32> {
+/// Breadth-first walk from the root over retaining-looking edges (not weak; shortcuts only from
+/// the root), as DevTools walks them: `reach(from, edge, to)` for each node the first time it is
+/// reached, in breadth-first order.
+pub fn walk_retaining_bfs(g: &HeapGraph, mut reach: impl FnMut(u32, usize, u32)) {
     let n = g.node_count();
-    let mut parent_edge = vec![u32::MAX; n];
     let mut queue: Vec<u32> = Vec::with_capacity(n.min(1 << 20));
     let mut head = 0usize;
     let mut reached = vec![false; n];
@@ -223,14 +223,21 @@ pub fn bfs_parents(g: &HeapGraph) -> Vec<u32> {
             if t == weak || (t == shortcut && v != ROOT) {
                 continue;
             }
-            let w = g.edge_target(e) as usize;
-            if !reached[w] {
-                reached[w] = true;
-                parent_edge[w] = e as u32;
-                queue.push(w as u32);
+            let w = g.edge_target(e);
+            if !reached[w as usize] {
+                reached[w as usize] = true;
+                reach(v, e, w);
+                queue.push(w);
             }
         }
     }
+}
+
+/// Breadth-first parents: `parent_edge[v]` is the edge through which `v` was first reached
+/// ([`walk_retaining_bfs`]), `u32::MAX` if never.
+pub fn bfs_parents(g: &HeapGraph) -> Vec<u32> {
+    let mut parent_edge = vec![u32::MAX; g.node_count()];
+    walk_retaining_bfs(g, |_, e, w| parent_edge[w as usize] = e as u32);
     parent_edge
 }
 
