@@ -137,10 +137,17 @@ test('a 3 s stall in a named function with a blocked_ms rule: a CPU profile nami
 
 test('a heap that climbs with a heap_used_ratio rule: a heap sampling profile is stored and the process lives', async () => {
   const hub = await hubWith();
-  // heap_size_limit = old space (128 MB) + the young generation's reserve: ~0.4 is ~73 MB used.
-  const rule = { name: 'near-oom', when: { heap_used_ratio: 0.4 }, capture: { kind: 'heap_sampling', seconds: 2 }, cooldown_secs: 3600 };
-  assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
   const a = await app(hub, { nodeArgs: ['--max-old-space-size=128'] });
+  // V8's heap_size_limit is the old space (128 MB) plus a young-generation reserve that differs
+  // between Node lines: pick the ratio at which ~60 MB are used, then climb to 85 MB (below the
+  // 128 MB old space, so only an OOM of our own making could kill the app).
+  const limit = await waitFor('a sample with the heap limit', async () => {
+    const samples = (await api(hub, 'GET', `/api/processes/${a.proc.id}/metrics`)).body;
+    return Array.isArray(samples) && samples.map((m) => m.js?.heap?.limit_bytes).find((l) => l > 0);
+  });
+  const ratio = Math.min(0.9, (60 * 2 ** 20) / limit);
+  const rule = { name: 'near-oom', when: { heap_used_ratio: Number(ratio.toFixed(3)) }, capture: { kind: 'heap_sampling', seconds: 2 }, cooldown_secs: 3600 };
+  assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
   a.send('climb 0.5 85');
   const [art] = await waitFor('a rule capture', () => ruleArtifacts(hub, a.proc.id, 'near-oom').then((l) => l.length && l), { timeout: 60000, interval: 200 });
   assert.equal(art.kind, 'heap_sampling');
