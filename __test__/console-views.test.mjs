@@ -8,10 +8,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, HUB_BIN } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, HUB_BIN, launchChromium } from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const HOT = 'perfAgentUniqueSpinner';
 let hub, app, browser, idleProfile, hotProfile, snapshot;
 
@@ -35,10 +33,7 @@ before(async () => {
   await app.waitLine(/^spin-end/);
   snapshot = await capture({ kind: 'heap_snapshot' });
   for (const a of [idleProfile, hotProfile, snapshot]) assert.equal(a.status, 'ready', JSON.stringify(a));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -6,10 +6,8 @@ import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startHub, startApp, hubEnv, processByPid, tempDir, cleanup, TOKEN, HUB_BIN } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, tempDir, cleanup, TOKEN, HUB_BIN, launchChromium } from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 let hub, app, browser, shots;
 
 before(async () => {
@@ -17,10 +15,7 @@ before(async () => {
   app = await startApp('app.js', { env: hubEnv(hub, { LEAK_COUNT: '20000' }) });
   await processByPid(hub, app.child.pid);
   shots = tempDir('perf-console-');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -148,3 +148,12 @@ export function hubFixture({ baseEnv = {} } = {}) {
   };
   return ctx;
 }
+
+/** The Debian Chromium, headless, as the console tests and the screenshot script drive it. */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
