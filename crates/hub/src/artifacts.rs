@@ -17,27 +17,8 @@
 
 use crate::storage::Storage;
 use crate::store::{ArtifactRecord, ArtifactStatus, Db, StoreError};
-use sha2::{Digest, Sha256};
 
-/// How a stored upload token starts once hashed; a token without it was written by an older
-/// hub in plain text (rehashed when the hub opens, see [`Artifacts::open`]).
-const TOKEN_HASH_PREFIX: &str = "sha256:";
-
-/// What the artifact record keeps of an upload token: its SHA-256 (the token itself, 256 random
-/// bits, goes only to the agent, so a copy of `hub.db` can't authorise an upload).
-pub fn hash_upload_token(token: &str) -> String {
-    format!("{TOKEN_HASH_PREFIX}{}", hex::encode(Sha256::digest(token.as_bytes())))
-}
-
-/// Whether `presented` is the token whose hash is `stored`, in constant time. An empty stored
-/// token matches nothing.
-pub fn upload_token_matches(stored: &str, presented: &str) -> bool {
-    if stored.is_empty() {
-        return false;
-    }
-    let stored = if stored.starts_with(TOKEN_HASH_PREFIX) { stored.to_string() } else { hash_upload_token(stored) };
-    perf_protocol::auth::tokens_equal(&stored, &hash_upload_token(presented))
-}
+pub use crate::upload_tokens::{hash_upload_token, upload_token_matches};
 
 /// One named change of an artifact.
 #[derive(Debug, Clone)]
@@ -170,22 +151,6 @@ pub struct Artifacts {
 impl Artifacts {
     pub fn new(db: Db, storage: Storage) -> Self {
         Self { db, storage, uploads: UploadSlots::default() }
-    }
-
-    /// [`Artifacts::new`] after making the stored state safe: upload tokens an older hub kept
-    /// in plain text are replaced by their hash (their uploads keep working: the agent still
-    /// presents the token). Partial uploads are cleaned by [`Artifacts::discard_stale_uploads`].
-    pub fn open(db: Db, storage: Storage) -> Result<Self, StoreError> {
-        let store = db.blocking();
-        for a in store.list_artifacts(None, false, u32::MAX)? {
-            if !a.upload_token.is_empty() && !a.upload_token.starts_with(TOKEN_HASH_PREFIX) {
-                store.update_artifact_if(&a.id, |a| {
-                    a.upload_token = hash_upload_token(&a.upload_token);
-                    true
-                })?;
-            }
-        }
-        Ok(Self::new(db, storage))
     }
 
     /// Removes the partial uploads (`.part` files, S3 multipart uploads) of artifacts that

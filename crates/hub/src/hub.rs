@@ -53,7 +53,7 @@ impl Hub {
             admission,
             agent_refusals: crate::throttle::Throttle::new(std::time::Duration::from_secs(60)),
             processes: Processes::open(db.clone())?,
-            artifacts: Artifacts::open(db.clone(), storage)?,
+            artifacts: Artifacts::new(db.clone(), storage),
             operators: Operators::new(db.clone(), &config.token),
             rules: crate::rules::Rules::open(db.clone(), config.rules.clone(), config.autopilot_max_captures_per_hour)?,
             audit: Audit::open(db, &config.data_dir)?

@@ -36,6 +36,7 @@ pub mod storage;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod upload_tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -248,21 +248,49 @@ impl Db {
     }
 }
 
-/// Forward migrations, oldest first: `(version, SQL)`. A database records the last one applied
-/// in `schema_version`; opening applies the rest, each in its own transaction. Never edit a
+/// One forward step of the schema: SQL, or code for what SQL can't do (hashing).
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>),
+}
+use Migration::{Code, Sql};
+
+/// Forward migrations, oldest first. A database records the last one applied in
+/// `schema_version`; opening applies the rest, each in its own transaction. Never edit a
 /// released migration — add the next one.
-const MIGRATIONS: &[(u32, &str)] = &[
+const MIGRATIONS: &[(u32, Migration)] = &[
     // 1: the schema of perf-hub 0.1.0 (which had no version table). `IF NOT EXISTS` makes it
     // a no-op on such a database and the creation of a new one.
-    (1, SCHEMA_V1),
+    (1, Sql(SCHEMA_V1)),
     // 2: operators' API tokens (only their SHA-256 is kept) and the keyset-pagination index of
     // the artifact list.
-    (2, SCHEMA_V2),
+    (2, Sql(SCHEMA_V2)),
     // 3: autopilot capture rules (one JSON document per rule, keyed by its name).
-    (3, SCHEMA_V3),
+    (3, Sql(SCHEMA_V3)),
     // 4: the hub's own settings (storage: when retention first ran, issue 12).
-    (4, SCHEMA_V4),
+    (4, Sql(SCHEMA_V4)),
+    // 5: upload tokens a hub older than 0.2 kept in plain text are replaced by their hash
+    // (their uploads keep working: the agent still presents the token).
+    (5, Code(hash_plain_upload_tokens)),
 ];
+
+/// Migration 5: every artifact whose stored upload token is not yet a hash gets its hash.
+fn hash_plain_upload_tokens(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let docs: Vec<(String, String)> = {
+        let mut st = tx.prepare("SELECT id, doc FROM artifacts")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, doc) in docs {
+        let mut a = parse_stored(&doc)?;
+        if crate::upload_tokens::is_hashed(&a.upload_token) {
+            continue;
+        }
+        a.upload_token = crate::upload_tokens::hash_upload_token(&a.upload_token);
+        tx.execute("UPDATE artifacts SET doc = ?2 WHERE id = ?1", params![id, stored_doc(&a)?])?;
+    }
+    Ok(())
+}
 
 const SCHEMA_V4: &str = "
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -810,9 +838,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if current > SCHEMA_VERSION {
         return Err(StoreError::TooNew { found: current, known: SCHEMA_VERSION });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, step) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        match step {
+            Sql(sql) => tx.execute_batch(sql)?,
+            Code(run) => run(&tx)?,
+        }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![version])?;
         tx.commit()?;

@@ -435,7 +435,7 @@ async fn upload_tokens_are_stored_hashed_and_never_shown() {
 }
 
 #[tokio::test]
-async fn plain_tokens_an_older_hub_stored_are_hashed_at_start_and_still_work() {
+async fn plain_tokens_an_older_hub_stored_are_hashed_by_the_migration_and_still_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = perf_hub::store::Store::open(&dir.path().join("hub.db")).expect("store");
@@ -450,6 +450,10 @@ async fn plain_tokens_an_older_hub_stored_are_hashed_at_start_and_still_work() {
         a.status = ArtifactStatus::Running;
         store.insert_artifact(&a).expect("insert");
     }
+    // As a hub of schema 4 left it: the next open runs migration 5.
+    let db = rusqlite::Connection::open(dir.path().join("hub.db")).expect("open hub.db");
+    db.execute("UPDATE schema_version SET version = 4", []).expect("downgrade");
+    drop(db);
     let hub = start(config(dir.path())).await;
     let (mut up, reply) = upload(&hub, "c0000003", "legacy-plain-token", b"{}").await;
     assert!(matches!(reply, Message::UploadOffset { .. }), "{reply:?}");

@@ -25,6 +25,8 @@ fn a_database_of_release_0_1_0_opens_and_keeps_its_records() {
     assert!(kinds.contains(&("heap_snapshot", ArtifactStatus::Ready)), "{kinds:?}");
     assert!(kinds.contains(&("cpu_profile", ArtifactStatus::Ready)), "{kinds:?}");
     assert!(artifacts.iter().all(|a| !a.upload_token.is_empty()), "tokens survive");
+    // 0.1.0 kept upload tokens in plain text; migration 5 keeps only their hash.
+    assert!(artifacts.iter().all(|a| a.upload_token.starts_with("sha256:")), "tokens hashed: {artifacts:?}");
     assert!(!store.list_metrics(&p.id, 0, 100).expect("metrics").is_empty());
     assert!(store.list_audit(100).expect("audit").iter().any(|a| a.action == "command.request"));
     drop(store);
