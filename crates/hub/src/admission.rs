@@ -199,25 +199,66 @@ fn raise_fd_limit() -> Option<u64> {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
         return None;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            tracing::info!(from = lim.rlim_cur, to = lim.rlim_max, "raised the open-file limit");
+    let before = lim.rlim_cur;
+    // A hub run as root (or with CAP_SYS_RESOURCE) may lift the hard limit itself: a default
+    // hard limit (often 4096–20,000) would admit fewer agents than the contract's 20,000.
+    if lim.rlim_max < WANTED_FDS && set_fd_limit(WANTED_FDS, WANTED_FDS) {
+        lim = libc::rlimit { rlim_cur: WANTED_FDS, rlim_max: WANTED_FDS };
+    } else if lim.rlim_cur < lim.rlim_max {
+        if set_fd_limit(lim.rlim_max, lim.rlim_max) {
             lim.rlim_cur = lim.rlim_max;
         } else {
             tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
         }
     }
+    if lim.rlim_cur != before {
+        tracing::info!(from = before, to = lim.rlim_cur, "raised the open-file limit");
+    }
+    if lim.rlim_cur < WANTED_FDS {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            "the open-file limit admits fewer than 20,000 agents: raise it (systemd LimitNOFILE=65536, ulimit -n)"
+        );
+    }
     Some(lim.rlim_cur)
+}
+
+/// Open files the hub asks for: 20,000 agents plus [`FD_RESERVE`], with room to spare.
+const WANTED_FDS: libc::rlim_t = 65_536;
+
+fn set_fd_limit(cur: libc::rlim_t, max: libc::rlim_t) -> bool {
+    let lim = libc::rlimit { rlim_cur: cur, rlim_max: max };
+    // SAFETY: setrlimit only reads the struct passed by pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_open_file_limit_is_raised_to_admit_twenty_thousand_agents_when_allowed() {
+        let mut hard = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as in raise_fd_limit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) }, 0);
+        let raised = raise_fd_limit().expect("the limit is readable");
+        if has_cap_sys_resource() {
+            assert!(raised >= WANTED_FDS, "CAP_SYS_RESOURCE lifts the hard limit: {raised}");
+            assert!(raised - FD_RESERVE >= 20_000);
+        } else {
+            assert!(raised >= hard.rlim_max.min(WANTED_FDS), "{raised}");
+        }
+    }
+
     fn admission(connections: usize, unauth: usize, per_addr: usize) -> Arc<Admission> {
         Admission::new(Limits { connections, unauthenticated: unauth, unauthenticated_per_addr: per_addr })
+    }
+
+    fn has_cap_sys_resource() -> bool {
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff");
+        u64::from_str_radix(eff.trim(), 16).expect("hex") & (1 << CAP_SYS_RESOURCE) != 0
     }
 
     #[test]
