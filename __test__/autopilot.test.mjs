@@ -208,6 +208,57 @@ test('the hourly cap holds across stalls (config-file rule and cap)', async () =
   assert.ok(audit.some((e) => e.actor === 'rule:capped' && /hourly cap of 2/.test(e.result)), JSON.stringify(audit.filter((e) => e.actor === 'rule:capped')));
 });
 
+/** The newest figure `pick(sample)` of the process's stored samples. */
+async function latestFigure(hub, processId, pick) {
+  return waitFor('a sample with the figure', async () => {
+    const samples = (await api(hub, 'GET', `/api/processes/${processId}/metrics`)).body;
+    return Array.isArray(samples) && samples.map(pick).filter((x) => x > 0).pop();
+  });
+}
+
+test('an rss_bytes rule fires when the process grows past it: a heap sampling profile by default', async () => {
+  const hub = await hubWith();
+  const a = await app(hub, { nodeArgs: ['--max-old-space-size=256'] });
+  const rss = await latestFigure(hub, a.proc.id, (m) => m.native?.process?.rss_bytes);
+  const rule = { name: 'big-rss', when: { rss_bytes: rss + 40 * 2 ** 20 }, cooldown_secs: 3600 };
+  assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
+  // Nothing fires below the threshold.
+  await sleep(1500);
+  assert.deepEqual(await ruleArtifacts(hub, a.proc.id, 'big-rss'), []);
+  a.send('climb 1 120');
+  const [art] = await waitFor('an rss rule capture', () => ruleArtifacts(hub, a.proc.id, 'big-rss').then((l) => l.length && l), { timeout: 60000, interval: 200 });
+  assert.equal(art.kind, 'heap_sampling', 'a memory rule samples by default');
+  assert.match(art.trigger.reason, /RSS \d+ bytes \(rule: rss_bytes >= \d+\)/);
+  const done = await waitArtifact(hub, art.id);
+  assert.equal(done.status, 'ready', done.error);
+  const audit = (await api(hub, 'GET', '/api/audit')).body;
+  const entry = audit.find((e) => e.actor === 'rule:big-rss' && e.action === 'rule.capture');
+  assert.ok(entry && entry.detail.figures.rss_bytes >= rule.when.rss_bytes, JSON.stringify(entry));
+});
+
+test('a cpu_percent rule fires only after the CPU stayed above it for for_secs, on a busy loop that never stalls', async () => {
+  const hub = await hubWith();
+  const a = await app(hub);
+  const rule = { name: 'hot', when: { cpu_percent: 30, for_secs: 2 }, capture: { kind: 'cpu_profile', seconds: 1 }, cooldown_secs: 3600 };
+  assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
+  // A burst shorter than for_secs fires nothing.
+  a.send('spin 1000');
+  await a.waitLine(/^spun/, 20000);
+  await sleep(2000);
+  assert.deepEqual(await ruleArtifacts(hub, a.proc.id, 'hot'), [], 'a 1 s burst is shorter than for_secs');
+  a.send('spin 15000');
+  const [art] = await waitFor('a cpu rule capture', () => ruleArtifacts(hub, a.proc.id, 'hot').then((l) => l.length && l), { timeout: 30000, interval: 200 });
+  assert.match(art.trigger.reason, /CPU \d+ % for \d+ s \(rule: cpu_percent > 30 for 2 s\)/);
+  const done = await waitArtifact(hub, art.id);
+  assert.equal(done.status, 'ready', done.error);
+  const profile = JSON.parse((await download(hub, art.id)).toString());
+  // The spinning function (V8 may inline the work it calls into it).
+  const sampled = sampledFunctions(profile);
+  assert.ok(sampled.has('autopilotSpinningFunction') || sampled.has('autopilotBlockingFunction'), [...sampled].join(', '));
+  const metrics = (await api(hub, 'GET', `/api/processes/${a.proc.id}/metrics`)).body;
+  assert.ok(!metrics.some((m) => m.state === 'blocked'), 'the busy loop never counted as a stall');
+});
+
 test('leak hunt: the leaking class is the first suspect, held by the variable that holds it', async () => {
   const hub = await hubWith();
   const a = await app(hub);
