@@ -135,6 +135,21 @@ test('a 3 s stall in a named function with a blocked_ms rule: a CPU profile nami
   assert.equal(entry.detail.artifact, art.id);
 });
 
+test('a stall rule that asks for a perf flame graph: perf runs during the stall and names the blocking function', async () => {
+  const hub = await hubWith();
+  const rule = { name: 'stall-perf', when: { blocked_ms: 500 }, capture: { kind: 'perf_flamegraph', seconds: 1 } };
+  assert.equal((await api(hub, 'POST', '/api/rules', rule)).status, 201);
+  const a = await app(hub, { nodeArgs: ['--perf-basic-prof-only-functions'] });
+  assert.ok(a.proc.capabilities.includes('perf_flamegraph'), a.proc.capabilities.join());
+  a.send('stall 3000');
+  const [art] = await waitFor('a rule capture', () => ruleArtifacts(hub, a.proc.id, 'stall-perf').then((l) => l.length && l), { timeout: 20000 });
+  assert.equal(art.kind, 'perf_flamegraph');
+  assert.match(art.trigger.reason, /the agent started the capture/);
+  const done = await waitArtifact(hub, art.id, { timeout: 60000 });
+  assert.equal(done.status, 'ready', done.error);
+  assert.match((await download(hub, art.id)).toString(), /autopilotBlockingFunction/);
+});
+
 test('a heap that climbs with a heap_used_ratio rule: a heap sampling profile is stored and the process lives', async () => {
   const hub = await hubWith();
   const a = await app(hub, { nodeArgs: ['--max-old-space-size=128'] });
