@@ -206,6 +206,32 @@ test('cooldown: a process that stalls again and again gets one capture per coold
   assert.match(taken[0].trigger.reason, /the agent started the capture/);
 });
 
+test('a rule never queues behind a capture in flight: the agent refuses its stall capture as busy, the hub skips its own and audits which', async () => {
+  const hub = await hubWith();
+  const a = await app(hub);
+  const manual = await api(hub, 'POST', `/api/processes/${a.proc.id}/commands`, { kind: 'cpu_profile', seconds: 12 });
+  assert.equal(manual.status, 202, JSON.stringify(manual.body));
+  const busyId = manual.body.artifact.id;
+  await waitFor('the operator capture to run', async () => (await api(hub, 'GET', `/api/artifacts/${busyId}`)).body.status === 'running');
+  // Agent-side: a stall rule fires during the capture; its artifact says the agent was busy.
+  const stall = { name: 'stall-busy', when: { blocked_ms: 500 }, capture: { kind: 'cpu_profile', seconds: 1 } };
+  assert.equal((await api(hub, 'POST', '/api/rules', stall)).status, 201);
+  await sleep(500); // the rule reaches the agent down its link
+  a.send('stall 1500');
+  const [refused] = await waitFor('the stall rule artifact', () => ruleArtifacts(hub, a.proc.id, 'stall-busy').then((l) => l.length && l.every((x) => x.status === 'failed') && l));
+  assert.match(refused.error, new RegExp(`busy: command ${busyId} is still capturing`));
+  // Hub-side: a CPU rule fires during the same capture and is skipped, audited with the command it waited for.
+  const hot = { name: 'hot-busy', when: { cpu_percent: 30, for_secs: 1 }, capture: { kind: 'cpu_profile', seconds: 1 } };
+  assert.equal((await api(hub, 'POST', '/api/rules', hot)).status, 201);
+  a.send('spin 4000');
+  const skipped = await waitFor('the skip in the audit', async () =>
+    (await api(hub, 'GET', '/api/audit')).body.find((e) => e.actor === 'rule:hot-busy' && /^skipped/.test(e.result)));
+  assert.equal(skipped.result, `skipped: cpu_profile ${busyId} is still capturing on this process`);
+  assert.deepEqual(await ruleArtifacts(hub, a.proc.id, 'hot-busy'), [], 'nothing queued behind the capture');
+  const done = await waitArtifact(hub, busyId, { timeout: 30000 });
+  assert.equal(done.status, 'ready', done.error);
+});
+
 test('the hourly cap holds across stalls (config-file rule and cap)', async () => {
   const hub = await hubWith({
     autopilot: { max_captures_per_hour: 2 },
