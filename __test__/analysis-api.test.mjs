@@ -75,3 +75,25 @@ test('analysis refuses what is not a ready heap snapshot, and diffs across proce
   assert.match(cross.body.error, /different processes/);
   assert.equal((await api(fx.hub, 'GET', `/api/artifacts/${'b'.repeat(32)}/analysis`)).status, 404);
 });
+
+test('deleting a snapshot removes its analysis and every diff it is part of', async () => {
+  const { existsSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const app = await fx.app();
+  const p = await processByPid(fx.hub, app.child.pid);
+  const [a, b, c] = [await snapshot(p), await snapshot(p), await snapshot(p)];
+  await result(`/api/artifacts/${b.id}/analysis`);
+  await result(`/api/artifacts/${a.id}/diff/${b.id}`);
+  await result(`/api/artifacts/${b.id}/diff/${c.id}`);
+  await result(`/api/artifacts/${a.id}/diff/${c.id}`);
+  const cache = (name) => join(fx.hub.dataDir, 'artifacts', name);
+  for (const name of [`${b.id}.analysis.json`, `diff-${a.id}-${b.id}.json`, `diff-${b.id}-${c.id}.json`, `diff-${a.id}-${c.id}.json`]) {
+    assert.ok(existsSync(cache(name)), `${name} cached`);
+  }
+  const del = await api(fx.hub, 'DELETE', `/api/artifacts/${b.id}`);
+  assert.equal(del.status, 200, JSON.stringify(del.body));
+  for (const name of [b.file_name, `${b.id}.analysis.json`, `diff-${a.id}-${b.id}.json`, `diff-${b.id}-${c.id}.json`]) {
+    assert.ok(!existsSync(cache(name)), `${name} removed with the snapshot`);
+  }
+  assert.ok(existsSync(cache(`diff-${a.id}-${c.id}.json`)), 'a diff of two other snapshots stays');
+});

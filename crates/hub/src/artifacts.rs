@@ -328,13 +328,26 @@ impl Artifacts {
     pub async fn delete(&self, id: &str, by: &str, reason: &str) -> Result<ArtifactRecord, TransitionError> {
         let t = Transition::Delete { by: by.to_string(), reason: reason.to_string() };
         let a = self.transition(id, None, t).await?;
-        for name in [a.file_name.clone(), format!("{id}.svg"), format!("{id}.analysis.json")] {
+        let mut names = vec![a.file_name.clone(), format!("{id}.svg"), format!("{id}.analysis.json")];
+        names.extend(self.diff_caches_of(&a).await);
+        for name in names {
             if let Err(e) = self.storage.delete(&name).await {
                 tracing::warn!(artifact = %id, error = %e, "cannot delete the bytes of a deleted artifact");
             }
         }
         self.write_sidecar(&a).await;
         Ok(a)
+    }
+
+    /// The cached diffs `a` may be part of (`diff-A-B.json`, see `analysis::diff`): a diff is
+    /// only between snapshots of one process, so its other heap snapshots name them all.
+    async fn diff_caches_of(&self, a: &ArtifactRecord) -> Vec<String> {
+        if a.kind != "heap_snapshot" {
+            return Vec::new();
+        }
+        let others = self.list(Some(&a.process_id), false, 10_000).await.unwrap_or_default();
+        let others = others.into_iter().filter(|o| o.kind == "heap_snapshot" && o.id != a.id);
+        others.flat_map(|o| [format!("diff-{}-{}.json", o.id, a.id), format!("diff-{}-{}.json", a.id, o.id)]).collect()
     }
 
     /// Fails the unfinished artifacts of a process that `which` selects.
