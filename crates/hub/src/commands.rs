@@ -118,6 +118,7 @@ impl Hub {
         };
         self.audit.record(actor, action, process_id, detail, &result).await;
         if let Some(why) = too_big {
+            self.cancel_on_agent(&process, &artifact.id, &why);
             return Ok(self.refuse_for_capacity(artifact, why).await);
         }
         let current = self.artifacts.get(&artifact.id).await.ok().flatten().unwrap_or(artifact);
@@ -129,6 +130,14 @@ impl Hub {
     async fn capacity_refusal(&self, bytes: Option<u64>) -> Option<String> {
         let c = &self.config;
         self.artifacts.capacity_refusal(bytes, c.min_free_bytes, c.retain_max_bytes).await
+    }
+
+    /// Tells the agent to drop a capture it accepted (its spool and upload), if it understands
+    /// `cancel`: an older agent would take the unknown message as a protocol error.
+    fn cancel_on_agent(&self, process: &ProcessRecord, command_id: &str, why: &str) {
+        if process.capabilities.iter().any(|c| c == perf_protocol::RULES_CAPABILITY) {
+            let _ = self.processes.send(&process.id, crate::rules::fire::cancel(command_id, why.to_string()));
+        }
     }
 
     /// Fails `artifact` with `why` (its upload, if the agent still sends one, is refused).

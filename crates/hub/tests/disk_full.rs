@@ -2,7 +2,8 @@
 //! says so loudly when it can't mount): the upload that hits "no space" fails with that reason
 //! (its `.part` removed, the agent told), the hub keeps serving, the next captures are refused
 //! with the reason before they start (a command answers 409), and all works again once space
-//! returns.
+//! returns. A heap snapshot whose estimated file doesn't fit is refused when the agent accepts it,
+//! and an agent that understands `cancel` is told to drop it.
 
 use perf_hub::store::{ArtifactRecord, ArtifactStatus};
 use perf_hub::{HubConfig, RunningHub};
@@ -91,7 +92,11 @@ async fn artifact(hub: &RunningHub, id: &str) -> ArtifactRecord {
 }
 
 async fn http(hub: &RunningHub, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(hub.http_addr).await.expect("connect");
+    http_at(hub.http_addr, method, path, body).await
+}
+
+async fn http_at(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer test-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -105,10 +110,14 @@ async fn http(hub: &RunningHub, method: &str, path: &str, body: &str) -> (u16, S
 
 /// A control link of an agent that can take heap snapshots.
 async fn agent(hub: &RunningHub, id: &str) -> Conn {
+    agent_with(hub, id, &["heap_snapshot"]).await
+}
+
+async fn agent_with(hub: &RunningHub, id: &str, capabilities: &[&str]) -> Conn {
     let mut link = Conn::open(hub).await;
     let hello: perf_protocol::Hello = serde_json::from_value(serde_json::json!({
         "protocol_version": PROTOCOL_VERSION, "app": "orders", "instance_id": id, "hostname": "h",
-        "pid": 42, "labels": {}, "node_version": "v20", "agent_version": "0.1.0", "capabilities": ["heap_snapshot"],
+        "pid": 42, "labels": {}, "node_version": "v20", "agent_version": "0.1.0", "capabilities": capabilities,
     }))
     .expect("hello");
     link.writer.send(&Message::Hello(hello)).await.expect("hello");
@@ -182,4 +191,66 @@ async fn a_disk_that_fills_during_an_upload_fails_it_with_no_space_and_refuses_t
     assert!(matches!(up.recv().await, Message::UploadAck { ok: true, .. }));
     assert_eq!(artifact(&hub, "d0000003").await.status, ArtifactStatus::Ready);
     drop(hub);
+}
+
+/// The agent's side of one heap snapshot command: accepts it with an estimate of `file_bytes`,
+/// then returns the next message the hub sends on the link, if any within a second.
+async fn accept_with_estimate(link: &mut Conn, file_bytes: u64) -> (String, Option<Message>) {
+    // A link that understands rules gets them first.
+    let cmd = loop {
+        match link.recv().await {
+            Message::Command(cmd) => break cmd,
+            Message::Rules { .. } | Message::Heartbeat { .. } => continue,
+            other => panic!("expected a command, got {other:?}"),
+        }
+    };
+    let estimate = perf_protocol::SnapshotEstimate {
+        heap_used_bytes: file_bytes / 2,
+        extra_memory_bytes: 0,
+        pause_ms: 10,
+        file_bytes,
+        headroom_bytes: None,
+    };
+    let ack = perf_protocol::Ack { command_id: cmd.id.clone(), accepted: true, error: None, estimate: Some(estimate) };
+    link.writer.send(&Message::Ack(ack)).await.expect("ack");
+    let next = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match link.reader.read_message().await {
+                Ok(Message::Heartbeat { .. }) => continue,
+                other => return other.ok(),
+            }
+        }
+    });
+    (cmd.id, next.await.ok().flatten())
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_estimate_does_not_fit_is_refused_at_accept_and_the_agent_told_to_drop_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = HubConfig::for_test(dir.path().to_path_buf());
+    c.retain_max_bytes = Some(8 * MIB as u64);
+    let hub = perf_hub::start(c).await.expect("hub");
+    for (id, caps, told) in
+        [("feedface", &["heap_snapshot", "rules"][..], true), ("beefcafe", &["heap_snapshot"][..], false)]
+    {
+        let mut link = agent_with(&hub, id, caps).await;
+        let path = format!("/api/processes/{id}/commands");
+        let request = tokio::spawn({
+            let addr = hub.http_addr;
+            async move { http_at(addr, "POST", &path, r#"{"kind":"heap_snapshot"}"#).await }
+        });
+        let (command_id, next) = accept_with_estimate(&mut link, 64 * MIB as u64).await;
+        let (status, body) = request.await.expect("request");
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("over the retention cap"), "{body}");
+        assert_eq!(artifact(&hub, &command_id).await.status, ArtifactStatus::Failed);
+        match next {
+            Some(Message::Cancel { command_id: c, reason }) if told => {
+                assert_eq!(c, command_id);
+                assert!(reason.contains("over the retention cap"), "{reason}");
+            }
+            None if !told => {} // an older agent would take `cancel` as a protocol error
+            other => panic!("agent {id} (told: {told}) got {other:?}"),
+        }
+    }
 }
