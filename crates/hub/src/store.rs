@@ -679,27 +679,29 @@ impl Store {
         })
     }
 
-    /// Samples of a process since `since_ms`, oldest first, after `after` (the `(ts_ms, rowid)`
-    /// of the previous page's last sample), at most `limit`, each with its cursor.
+    /// Samples of a process from `since_ms` to `until_ms` (both included), oldest first, after
+    /// `after` (the `(ts_ms, rowid)` of the previous page's last sample), at most `limit`, each
+    /// with its cursor.
     pub fn list_metrics_page(
         &self,
         process_id: &str,
         since_ms: u64,
+        until_ms: u64,
         after: Option<MetricCursor>,
         limit: u32,
     ) -> Result<Vec<(MetricCursor, serde_json::Value)>, StoreError> {
         let (after_ts, after_row) = after.unwrap_or((i64::MIN, i64::MIN));
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT ts_ms, rowid, doc FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2
+                "SELECT ts_ms, rowid, doc FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2 AND ts_ms <= ?6
                    AND (ts_ms, rowid) > (?3, ?4)
                  ORDER BY ts_ms, rowid LIMIT ?5",
             )?;
+            let ms = |t: u64| t.min(i64::MAX as u64) as i64;
             let rows = st
-                .query_map(
-                    params![process_id, since_ms.min(i64::MAX as u64) as i64, after_ts, after_row, limit],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
-                )?
+                .query_map(params![process_id, ms(since_ms), after_ts, after_row, limit, ms(until_ms)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .into_iter()
@@ -970,7 +972,7 @@ mod tests {
         let mut samples = vec![];
         let mut after = None;
         loop {
-            let page = s.list_metrics_page("p1", 0, after, 4).expect("page");
+            let page = s.list_metrics_page("p1", 0, u64::MAX, after, 4).expect("page");
             let Some((key, _)) = page.last() else { break };
             after = Some(*key);
             samples.extend(page.into_iter().map(|(_, v)| v["i"].as_i64().expect("i")));

@@ -285,11 +285,14 @@ async fn get_process(
 pub struct MetricsQuery {
     /// Milliseconds since the epoch; default: the last hour.
     pub since: Option<u64>,
+    /// Milliseconds since the epoch, included; default: now (the console's time-range picker
+    /// looks at a window of the stored history with `since` and `until`).
+    pub until: Option<u64>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
-/// Samples since `since`, oldest first.
+/// Samples from `since` to `until`, oldest first.
 async fn process_metrics(
     State(hub): State<Arc<Hub>>,
     Extension(p): Extension<Principal>,
@@ -300,8 +303,15 @@ async fn process_metrics(
     let limit = paging::limit(q.limit)?;
     let after: Option<MetricCursor> = paging::decode_cursor(q.cursor.as_deref())?;
     let since = q.since.unwrap_or_else(|| perf_protocol::unix_ms().saturating_sub(3_600_000));
-    let rows = hub.metrics.history_page(&id, since, after, limit + 1).await?;
-    let base = format!("/api/processes/{id}/metrics?since={since}&");
+    let until = q.until.unwrap_or(u64::MAX);
+    if until < since {
+        return Err(bad_request(format!("until ({until}) is before since ({since})")));
+    }
+    let rows = hub.metrics.history_page(&id, (since, until), after, limit + 1).await?;
+    let base = match q.until {
+        Some(until) => format!("/api/processes/{id}/metrics?since={since}&until={until}&"),
+        None => format!("/api/processes/{id}/metrics?since={since}&"),
+    };
     paging::page(rows, limit, |(k, _)| *k, |(_, sample)| sample, &base)
 }
 
