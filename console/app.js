@@ -649,6 +649,7 @@
     if (!res.ok) { msg.textContent = apiError(res, data); return; }
     msg.textContent = '';
     f.reset();
+    ruleTriggerChanged();
     toast(`Rule ${body.name} added`);
     loadRules();
   }
@@ -706,13 +707,32 @@
     $('#audit-body').replaceChildren(rows.length ? table(['When', 'Who', 'What', 'Target', 'Result', 'Detail'], rows.slice(0, 300).map((e) => [ago(e.ts), e.actor, e.action, e.target, e.result, JSON.stringify(e.detail)]), 'audit') : el('p', { class: 'hint' }, 'No audit entries match.'));
   }
 
+  // Per trigger: the threshold's unit and the capture that suits it (the hub's defaults: a CPU
+  // profile for a stall or hot CPU, a heap sampling profile — cheap, no pause — near an OOM).
+  const TRIGGER_FORM = {
+    blocked_ms: ['ms blocked, e.g. 1000', 'cpu_profile'],
+    heap_used_ratio: ['ratio, e.g. 0.8', 'heap_sampling'],
+    rss_bytes: ['bytes, e.g. 2000000000', 'heap_sampling'],
+    cpu_percent: ['% (100 = one core)', 'cpu_profile'],
+  };
+  function ruleTriggerChanged() {
+    const f = $('#rule-form');
+    const [hint, kind] = TRIGGER_FORM[f.trigger.value] || ['threshold', ''];
+    f.threshold.placeholder = hint;
+    f.for_secs.hidden = f.trigger.value !== 'cpu_percent';
+    if ([...f.capture.options].some((o) => o.value === kind)) f.capture.value = kind;
+  }
+
   function loadOperations() {
     $('#rule-form').hidden = !may('operator');
     $('#rule-role').replaceChildren(...(may('operator') ? [] : [roleNote('operator', 'Adding and deleting rules')]));
     $('#token-form').hidden = !may('admin');
     $('#audit-filters').hidden = !may('admin');
     const caps = KINDS.filter((k) => k.name !== 'leak_hunt').map((k) => el('option', { value: k.name }, k.label));
-    if (!$('#rule-form').capture.options.length) $('#rule-form').capture.append(...caps);
+    if (!$('#rule-form').capture.options.length) {
+      $('#rule-form').capture.append(...caps);
+      ruleTriggerChanged();
+    }
     loadRules().catch(() => {});
     loadTokens().catch(() => {});
     loadAudit().catch(() => {});
@@ -813,6 +833,7 @@
   $('#range-later').addEventListener('click', () => shiftWindow(1));
   $('#range-now').addEventListener('click', () => { $('#range-end').value = ''; drawMetrics(); });
   $('#rule-form').addEventListener('submit', addRule);
+  $('#rule-form').trigger.addEventListener('change', ruleTriggerChanged);
   $('#token-form').addEventListener('submit', createToken);
   for (const id of ['#audit-who', '#audit-what', '#audit-app']) $(id).addEventListener('input', renderAudit);
   $('#ops-refresh').addEventListener('click', () => loadOperations());
