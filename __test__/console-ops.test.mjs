@@ -239,7 +239,9 @@ test('roles: a viewer and an operator go through every view without a 401 or 403
     const refused = responses.filter((r) => r.status === 401 || r.status === 403);
     const probe = refused.filter((r) => r.method === 'GET' && r.path === '/api/session');
     assert.ok(probe.length <= 1 && refused.length === probe.length, `${role}: ${JSON.stringify(refused)}`);
-    assert.ok(responses.some((r) => r.path.startsWith(`/api/processes/${app.proc.id}/metrics?since=`) && r.status === 200));
+    // The sparklines' bounded requests, and the charts' window in the past (Earlier) with its end.
+    assert.ok(responses.some((r) => new RegExp(`^/api/processes/${app.proc.id}/metrics\\?since=\\d+&limit=1000$`).test(r.path) && r.status === 200), role);
+    assert.ok(responses.some((r) => new RegExp(`^/api/processes/${app.proc.id}/metrics\\?since=\\d+&until=\\d+`).test(r.path) && r.status === 200), role);
     await context.close();
   }
 });

@@ -119,9 +119,10 @@
   }
 
   // Recent history per visible process (sparklines, the columns and the sort): one bounded
-  // request per row — the last SPARK_WINDOW_MS, at most SPARK_LIMIT samples — cached and
-  // refreshed every SPARK_EVERY_MS with the table, for at most SPARK_ROWS rows.
-  const recent = new Map(); // id -> { at, points: [sample...] (at most SPARK_POINTS), last }
+  // request per row every SPARK_EVERY_MS, with the table, for at most SPARK_ROWS rows. The
+  // first asks for the last SPARK_WINDOW_MS, each later one only for the samples after those it
+  // has (at most SPARK_LIMIT each time); the page keeps three figures a sample, for the window.
+  const recent = new Map(); // id -> { at, points: [{ts, cpu, heap, eld}], last: the newest sample }
   const latest = { get: (id) => recent.get(id)?.last };
   const cpuOf = (x) => (x && x.native && x.native.process ? x.native.process.cpu_user_percent + x.native.process.cpu_system_percent : null);
   const heapOf = (x) => (x && x.js && x.js.heap ? x.js.heap.used_bytes : null);
@@ -143,11 +144,17 @@
     const ids = new Set(procs.map((p) => p.id));
     for (const id of recent.keys()) if (!ids.has(id)) recent.delete(id);
     const now = Date.now();
+    const start = now - SPARK_WINDOW_MS;
     const stale = procs.filter((p) => p.connected).slice(0, SPARK_ROWS).filter((p) => !(now - (recent.get(p.id)?.at || 0) < SPARK_EVERY_MS));
     await Promise.all(stale.map(async (p) => {
-      const res = await api('GET', `/api/processes/${p.id}/metrics?since=${now - SPARK_WINDOW_MS}&limit=${SPARK_LIMIT}`).catch(() => null);
+      const prev = recent.get(p.id) || { points: [] };
+      const newest = prev.points.length ? prev.points[prev.points.length - 1].ts : null;
+      const since = Number.isFinite(newest) ? Math.max(newest + 1, start) : start;
+      const res = await api('GET', `/api/processes/${p.id}/metrics?since=${since}&limit=${SPARK_LIMIT}`).catch(() => null);
       const rows = res && res.ok ? await res.json().catch(() => []) : [];
-      recent.set(p.id, { at: now, points: thin(rows, SPARK_POINTS), last: rows[rows.length - 1] });
+      const added = rows.filter((x) => Number.isFinite(x.ts)).map((x) => ({ ts: x.ts, cpu: cpuOf(x), heap: heapOf(x), eld: eldOf(x) }));
+      const points = prev.points.concat(added).filter((x) => x.ts >= start).slice(-SPARK_LIMIT);
+      recent.set(p.id, { at: now, points, last: rows.length ? rows[rows.length - 1] : prev.last });
     }));
   }
 
@@ -170,10 +177,10 @@
   }
 
   /** A figure's cell: its latest value, the sparkline of the last minutes, min–max on hover. */
-  function metricCell(p, name, of, format) {
+  function metricCell(p, name, key, of, format) {
     const r = recent.get(p.id);
     if (!r || !r.last) return el('td', { class: 'num', 'data-metric': name });
-    const values = r.points.map(of).map((v) => (v == null || Number.isNaN(v) ? null : v));
+    const values = thin(r.points, SPARK_POINTS).map((x) => x[key]).map((v) => (v == null || Number.isNaN(v) ? null : v));
     const vs = values.filter((v) => v != null);
     const title = vs.length ? `${name}, last ${SPARK_WINDOW_MS / 60000} min: ${format(Math.min(...vs))} – ${format(Math.max(...vs))}` : null;
     return el('td', { class: 'num', 'data-metric': name, title }, el('span', { class: 'spark-cell' }, sparkline(values), el('span', {}, format(of(r.last)))));
@@ -215,9 +222,9 @@
       el('td', {}, `${p.hostname} · ${p.pid}`),
       el('td', {}, ...Object.entries(p.labels).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
       el('td', {}, stateBadge(p)),
-      metricCell(p, 'CPU', cpuOf, (v) => fmt1(v, '%')),
-      metricCell(p, 'Heap', heapOf, mb),
-      metricCell(p, 'ELD p99', eldOf, (v) => fmt1(v, 'ms')),
+      metricCell(p, 'CPU', 'cpu', cpuOf, (v) => fmt1(v, '%')),
+      metricCell(p, 'Heap', 'heap', heapOf, mb),
+      metricCell(p, 'ELD p99', 'eld', eldOf, (v) => fmt1(v, 'ms')),
       el('td', {}, p.node_version),
       el('td', {}, ago(p.last_seen)),
       el('td', { class: 'actions' }, ...buttons, ...(error ? [el('span', { class: 'error row-error', role: 'alert' }, error)] : [])));
