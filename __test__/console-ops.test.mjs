@@ -143,8 +143,11 @@ test('1024×768: no horizontal page overflow in the main views; the process row,
   await onScreen('#rule-form');
   await onScreen('#token-form');
 
-  await page.click(`${procRow} td:first-child`);
+  // From the keyboard: a process row takes the focus and Enter opens its charts.
+  await page.focus(procRow);
+  await page.keyboard.press('Enter');
   await page.waitForSelector('#charts .uplot');
+  await page.waitForSelector(`${procRow}[aria-selected=true]`);
   await fits('metric charts');
   await onScreen('#range-picker');
 
