@@ -244,7 +244,7 @@ test('roles: a viewer and an operator go through every view without a 401 or 403
     assert.ok(probe.length <= 1 && refused.length === probe.length, `${role}: ${JSON.stringify(refused)}`);
     // The sparklines' bounded requests, and the charts' window in the past (Earlier) with its end.
     assert.ok(responses.some((r) => new RegExp(`^/api/processes/${app.proc.id}/metrics\\?since=\\d+&limit=1000$`).test(r.path) && r.status === 200), role);
-    assert.ok(responses.some((r) => new RegExp(`^/api/processes/${app.proc.id}/metrics\\?since=\\d+&until=\\d+`).test(r.path) && r.status === 200), role);
+    assert.ok(responses.some((r) => new RegExp(`^/api/processes/${app.proc.id}/metrics\\?since=\\d+&until=\\d+&step=\\d+`).test(r.path) && r.status === 200), role);
     await context.close();
   }
 });

@@ -525,6 +525,7 @@
     ['Blocked', 's', (s) => (s.blocked_ms == null ? null : s.blocked_ms / 1000)],
   ];
 
+  const CHART_POINTS = 600;
   /** The window the charts show: `#range` long, ending at `#range-end` (empty: now). */
   function chartWindow() {
     const ms = (Number($('#range').value) || 30) * 60 * 1000;
@@ -548,7 +549,9 @@
     const { ms, until } = chartWindow();
     const end = until ?? Date.now();
     const since = end - ms;
-    const data = await all(`/api/processes/${selected}/metrics?since=${since}${until == null ? '' : `&until=${until}`}`).catch((err) => {
+    // At most ~CHART_POINTS samples a chart (the hub keeps the first of each step): a week is not 20,000 points.
+    const step = Math.max(1000, Math.round(ms / CHART_POINTS));
+    const data = await all(`/api/processes/${selected}/metrics?since=${since}${until == null ? '' : `&until=${until}`}&step=${step}`).catch((err) => {
       $('#metrics-range').replaceChildren(el('span', { class: 'error' }, `metrics: ${err.message}`));
       return null;
     });

@@ -1,6 +1,7 @@
 //! Issue 14, what the console's processes and rules views ask of the API, against a real hub over
 //! real TCP with raw-protocol agents and raw HTTP/1.1 requests: a window of the stored metric
-//! history (`since` and `until`, both included, kept across pages; a reversed one is a 400), and
+//! history (`since` and `until`, both included, kept across pages; a reversed one is a 400; a
+//! `step` keeps the first sample of each step, for a chart of a long window), and
 //! each rule's last capture in `GET /api/rules` (hub-side and agent-initiated firings, found
 //! again after a restart).
 
@@ -96,7 +97,7 @@ fn ts_of(samples: &Value) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn metric_history_is_read_in_a_window_with_since_and_until_kept_across_pages() {
+async fn metric_history_is_read_in_a_window_and_by_step_both_kept_across_pages() {
     let dir = tempfile::tempdir().expect("dir");
     let hub = hub_in(dir.path()).await;
     let mut link = agent(&hub, "aaaaaaaaaaaaaaaa", "web", &["cpu_profile"]).await;
@@ -123,7 +124,21 @@ async fn metric_history_is_read_in_a_window_with_since_and_until_kept_across_pag
     let next = link_header.trim_start_matches('<').split('>').next().expect("url").to_string();
     assert_eq!(ts_of(&get_json(&hub, &next).await), vec![to]);
 
-    for bad in [format!("since={to}&until={from}"), "until=soon".to_string()] {
+    // One sample per two minutes: the first of each step, the step kept in the next page's URL.
+    let mut firsts: Vec<u64> = vec![];
+    for t in (0..5).map(|i| base + i * 60_000) {
+        if firsts.last().is_none_or(|f| f / 120_000 != t / 120_000) {
+            firsts.push(t);
+        }
+    }
+    let stepped = format!("/api/processes/aaaaaaaaaaaaaaaa/metrics?since={base}&step=120000");
+    assert_eq!(ts_of(&get_json(&hub, &stepped).await), firsts);
+    let (_, head, body) = get(&hub, &format!("{stepped}&limit=1")).await;
+    assert_eq!(ts_of(&serde_json::from_str(&body).expect("json")), vec![firsts[0]]);
+    let next = head.lines().find_map(|l| l.strip_prefix("link: ")).expect("a Link header");
+    assert!(next.contains("step=120000"), "{next}");
+
+    for bad in [format!("since={to}&until={from}"), "until=soon".to_string(), "step=10".to_string()] {
         let (status, _, body) = get(&hub, &format!("/api/processes/aaaaaaaaaaaaaaaa/metrics?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
