@@ -571,6 +571,8 @@
         axes: [{}, { size: 70, values: (u, vals) => vals.map((v) => UNITS[unit](v)) }],
         scales: { x: { range: () => [since / 1000, end / 1000] }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), max > 0 ? max * 1.1 : 1] } },
         legend: { show: false },
+        // One cursor across the charts: the same moment in every figure.
+        cursor: { sync: { key: 'perf-metrics' } },
       }, [xs, ys], $('#charts'));
     });
     $('#metrics-empty').hidden = data.length > 0;
