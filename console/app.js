@@ -95,34 +95,95 @@
   /** A relative time, the absolute one on hover. */
   const ago = (t) => el('time', { datetime: t, title: new Date(t).toLocaleString() }, agoText(t));
 
+  // The API's answer to a capture button, shown in that process's row until the next capture.
+  const captureErrors = new Map();
+
   async function capture(p, kind) {
     const seconds = Number($('#seconds').value) || 10;
     const body = { kind, ...(kindOf(kind).timed ? { seconds } : {}) };
     try {
       const { status, data } = await json('POST', `/api/processes/${p.id}/commands`, body);
-      if (status === 409) return toast(`${kind} refused: ${data.error}`, true);
+      if (status === 409) {
+        captureErrors.set(p.id, `${kind} refused: ${data.error}`);
+        return refresh();
+      }
+      captureErrors.delete(p.id);
       const e = data.artifact && data.artifact.estimate;
       toast(e ? `Heap snapshot started: heap ${mb(e.heap_used_bytes)}, pause ~${(e.pause_ms / 1000).toFixed(1)} s, needs ~${mb(e.extra_memory_bytes)}` : `${kind} started`);
       refresh();
     } catch (err) {
-      toast(`${kind}: ${err.message}`, true);
+      if (err.message === 'unauthorized') return;
+      captureErrors.set(p.id, `${kind}: ${err.message}`);
+      refresh();
     }
   }
 
-  // Latest figures per process (for the columns and the sort), refreshed every 10 s.
-  const latest = new Map();
+  // Recent history per visible process (sparklines, the columns and the sort): one bounded
+  // request per row every SPARK_EVERY_MS, with the table, for at most SPARK_ROWS rows. The
+  // first asks for the last SPARK_WINDOW_MS, each later one only for the samples after those it
+  // has (at most SPARK_LIMIT each time); the page keeps three figures a sample, for the window.
+  const recent = new Map(); // id -> { at, points: [{ts, cpu, heap, eld}], last: the newest sample }
+  const latest = { get: (id) => recent.get(id)?.last };
   const cpuOf = (x) => (x && x.native && x.native.process ? x.native.process.cpu_user_percent + x.native.process.cpu_system_percent : null);
   const heapOf = (x) => (x && x.js && x.js.heap ? x.js.heap.used_bytes : null);
   const eldOf = (x) => (x && x.js && x.js.event_loop ? x.js.event_loop.delay_p99_ms : null);
-  const LATEST_MAX = 200;
+  const SPARK_WINDOW_MS = 5 * 60 * 1000;
+  const SPARK_LIMIT = 1000;
+  const SPARK_POINTS = 60;
+  const SPARK_ROWS = 100;
+  const SPARK_EVERY_MS = 10000;
 
-  async function refreshLatest(procs) {
-    const since = Date.now() - 60 * 1000;
-    await Promise.all(procs.filter((p) => p.connected).slice(0, LATEST_MAX).map(async (p) => {
-      const res = await api('GET', `/api/processes/${p.id}/metrics?since=${since}&limit=1000`).catch(() => null);
+  /** At most `n` samples, evenly spread, the last one kept. */
+  function thin(rows, n) {
+    if (rows.length <= n) return rows;
+    const step = (rows.length - 1) / (n - 1);
+    return Array.from({ length: n }, (_, i) => rows[Math.round(i * step)]);
+  }
+
+  async function refreshRecent(procs) {
+    const ids = new Set(procs.map((p) => p.id));
+    for (const id of recent.keys()) if (!ids.has(id)) recent.delete(id);
+    const now = Date.now();
+    const start = now - SPARK_WINDOW_MS;
+    const stale = procs.filter((p) => p.connected).slice(0, SPARK_ROWS).filter((p) => !(now - (recent.get(p.id)?.at || 0) < SPARK_EVERY_MS));
+    await Promise.all(stale.map(async (p) => {
+      const prev = recent.get(p.id) || { points: [] };
+      const newest = prev.points.length ? prev.points[prev.points.length - 1].ts : null;
+      const since = Number.isFinite(newest) ? Math.max(newest + 1, start) : start;
+      const res = await api('GET', `/api/processes/${p.id}/metrics?since=${since}&limit=${SPARK_LIMIT}`).catch(() => null);
       const rows = res && res.ok ? await res.json().catch(() => []) : [];
-      if (rows.length) latest.set(p.id, rows[rows.length - 1]);
+      const added = rows.filter((x) => Number.isFinite(x.ts)).map((x) => ({ ts: x.ts, cpu: cpuOf(x), heap: heapOf(x), eld: eldOf(x) }));
+      const points = prev.points.concat(added).filter((x) => x.ts >= start).slice(-SPARK_LIMIT);
+      recent.set(p.id, { at: now, points, last: rows.length ? rows[rows.length - 1] : prev.last });
     }));
+  }
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  /** A small line of `values` (nulls skipped), 0 at the bottom unless values go below it. */
+  function sparkline(values) {
+    const svg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('class', 'spark');
+    svg.setAttribute('viewBox', '0 0 60 16');
+    svg.setAttribute('aria-hidden', 'true');
+    const vs = values.filter((v) => v != null);
+    if (vs.length < 2) return svg;
+    const min = Math.min(0, ...vs);
+    const span = Math.max(...vs) - min || 1;
+    const pts = values.map((v, i) => (v == null ? null : `${((60 * i) / (values.length - 1)).toFixed(1)},${(15 - (14 * (v - min)) / span).toFixed(1)}`)).filter(Boolean);
+    const line = document.createElementNS(SVG, 'polyline');
+    line.setAttribute('points', pts.join(' '));
+    svg.append(line);
+    return svg;
+  }
+
+  /** A figure's cell: its latest value, the sparkline of the last minutes, min–max on hover. */
+  function metricCell(p, name, key, of, format) {
+    const r = recent.get(p.id);
+    if (!r || !r.last) return el('td', { class: 'num', 'data-metric': name });
+    const values = thin(r.points, SPARK_POINTS).map((x) => x[key]).map((v) => (v == null || Number.isNaN(v) ? null : v));
+    const vs = values.filter((v) => v != null);
+    const title = vs.length ? `${name}, last ${SPARK_WINDOW_MS / 60000} min: ${format(Math.min(...vs))} – ${format(Math.max(...vs))}` : null;
+    return el('td', { class: 'num', 'data-metric': name, title }, el('span', { class: 'spark-cell' }, sparkline(values), el('span', {}, format(of(r.last)))));
   }
 
   const SORTS = {
@@ -141,23 +202,32 @@
 
   const fmt1 = (v, unit) => (v == null ? '' : `${v.toFixed(1)} ${unit}`);
 
+  /** The state badge; a blocked process says for how long, and since when on hover. */
+  function stateBadge(p) {
+    if (p.state !== 'blocked') return el('span', { class: `badge ${p.state}` }, p.state);
+    const since = new Date(Date.parse(p.last_seen) - p.blocked_ms);
+    return el('span', { class: 'badge blocked', title: `event loop blocked since ${since.toLocaleString()}` }, `blocked for ${(p.blocked_ms / 1000).toFixed(1)} s`);
+  }
+
   function processRow(p) {
     const buttons = KINDS.filter((k) => p.capabilities.includes(k.name)).map(({ name, label }) =>
       el('button', { disabled: !p.connected || !may('operator'), title: may('operator') ? (p.connected ? null : 'the process is not connected') : `needs role operator (you are ${me.role})`, 'data-kind': name, onclick: (ev) => { ev.stopPropagation(); capture(p, name); } }, label));
-    const state = p.state === 'blocked' ? `blocked for ${(p.blocked_ms / 1000).toFixed(1)} s` : p.state;
     const x = latest.get(p.id);
-    const sig = JSON.stringify([p, x && x.ts, selected === p.id, me.role, KINDS.length]);
-    return el('tr', { 'data-id': p.id, 'data-sig': sig, class: [selected === p.id ? 'selected' : '', p.state === 'blocked' ? 'blocked-row' : ''].join(' ').trim(), tabindex: 0, onclick: () => selectProcess(p), onkeydown: (ev) => { if (ev.key === 'Enter') selectProcess(p); } },
+    const error = captureErrors.get(p.id);
+    const sig = JSON.stringify([p, x && x.ts, selected === p.id, me.role, KINDS.length, error]);
+    // A row is a control: Enter (or a click) opens its charts; the buttons in it stay buttons.
+    const open = (ev) => { if (!ev.target.closest('button')) selectProcess(p); };
+    return el('tr', { 'data-id': p.id, 'data-sig': sig, 'data-state': p.state, class: [selected === p.id ? 'selected' : '', p.state === 'blocked' ? 'blocked-row' : ''].join(' ').trim(), tabindex: 0, 'aria-selected': String(selected === p.id), title: 'Enter or click: metric charts', onclick: open, onkeydown: (ev) => { if (ev.key === 'Enter') open(ev); } },
       el('td', {}, p.app),
       el('td', {}, `${p.hostname} · ${p.pid}`),
       el('td', {}, ...Object.entries(p.labels).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
-      el('td', {}, el('span', { class: `badge ${p.state}` }, state)),
-      el('td', { class: 'num' }, fmt1(cpuOf(x), '%')),
-      el('td', { class: 'num' }, mb(heapOf(x))),
-      el('td', { class: 'num' }, fmt1(eldOf(x), 'ms')),
+      el('td', {}, stateBadge(p)),
+      metricCell(p, 'CPU', 'cpu', cpuOf, (v) => fmt1(v, '%')),
+      metricCell(p, 'Heap', 'heap', heapOf, mb),
+      metricCell(p, 'ELD p99', 'eld', eldOf, (v) => fmt1(v, 'ms')),
       el('td', {}, p.node_version),
       el('td', {}, ago(p.last_seen)),
-      el('td', {}, ...buttons));
+      el('td', { class: 'actions' }, ...buttons, ...(error ? [el('span', { class: 'error row-error', role: 'alert' }, error)] : [])));
   }
 
   async function download(a) {
@@ -382,6 +452,12 @@
     }
   }
 
+  /** The kind, and who asked: a rule's capture is marked "auto · rule NAME" with its reason on hover. */
+  function kindCell(a) {
+    if (!a.trigger) return el('span', { title: a.requested_by ? `requested by ${a.requested_by}` : null }, a.kind);
+    return el('span', {}, a.kind, ' ', el('span', { class: 'badge auto', 'data-rule': a.trigger.rule, title: a.trigger.reason, tabindex: 0 }, `auto · rule ${a.trigger.rule}`));
+  }
+
   function artifactRow(a, procs, arts) {
     const p = procs.get(a.process_id);
     let status = a.status;
@@ -391,7 +467,7 @@
     const actions = [];
     if (a.status === 'ready') {
       // Raw heap snapshots hold the app's secrets: admins only.
-      if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { onclick: () => download(a) }, 'Download'));
+      if (may(a.kind === 'heap_snapshot' ? 'admin' : 'operator')) actions.push(el('button', { 'data-action': 'download', onclick: () => download(a) }, 'Download'));
       if (kindOf(a.kind).flamegraph) {
         actions.push(el('button', { onclick: () => showFlamegraph(a) }, 'Flame graph'));
         actions.push(el('a', { class: 'button', href: speedscopeUrl(a), target: '_blank', rel: 'noopener' }, 'Speedscope'));
@@ -419,11 +495,11 @@
     return el('tr', { 'data-id': a.id, 'data-status': a.status, 'data-sig': sig },
       el('td', {}, ago(a.created_at)),
       el('td', {}, `${a.app} · ${p ? p.pid : a.process_id.slice(0, 8)}`),
-      el('td', {}, a.kind),
+      el('td', {}, kindCell(a)),
       el('td', {}, el('span', { class: `badge ${a.status}` }, status)),
       el('td', {}, mb(a.size)),
       el('td', {}, details),
-      el('td', {}, ...actions));
+      el('td', { class: 'actions' }, ...actions));
   }
 
   async function selectProcess(p) {
@@ -449,11 +525,39 @@
     ['Blocked', 's', (s) => (s.blocked_ms == null ? null : s.blocked_ms / 1000)],
   ];
 
+  const CHART_POINTS = 600;
+  /** The window the charts show: `#range` long, ending at `#range-end` (empty: now). */
+  function chartWindow() {
+    const ms = (Number($('#range').value) || 30) * 60 * 1000;
+    const endValue = $('#range-end').value;
+    const end = endValue ? Date.parse(endValue) : null;
+    return { ms, until: Number.isFinite(end) ? end : null };
+  }
+
+  /** Moves the window by `dir` of its length (earlier: -1, later: +1); at or past now it follows now. */
+  function shiftWindow(dir) {
+    const { ms, until } = chartWindow();
+    const next = (until ?? Date.now()) + dir * ms;
+    $('#range-end').value = next >= Date.now() ? '' : localInput(next);
+    drawMetrics();
+  }
+  /** A time as a datetime-local input's value (local time, minutes). */
+  const localInput = (t) => { const d = new Date(t - new Date(t).getTimezoneOffset() * 60000); return d.toISOString().slice(0, 16); };
+
   async function drawMetrics() {
     if (!selected || typeof uPlot === 'undefined') return;
-    const minutes = Number($('#range').value) || 30;
-    const since = Date.now() - minutes * 60 * 1000;
-    const data = await all(`/api/processes/${selected}/metrics?since=${since}`);
+    const { ms, until } = chartWindow();
+    const end = until ?? Date.now();
+    const since = end - ms;
+    // At most ~CHART_POINTS samples a chart (the hub keeps the first of each step): a week is not 20,000 points.
+    const step = Math.max(1000, Math.round(ms / CHART_POINTS));
+    const data = await all(`/api/processes/${selected}/metrics?since=${since}${until == null ? '' : `&until=${until}`}&step=${step}`).catch((err) => {
+      $('#metrics-range').replaceChildren(el('span', { class: 'error' }, `metrics: ${err.message}`));
+      return null;
+    });
+    if (!data) return;
+    $('#metrics-range').replaceChildren(`${data.length} samples from `, el('time', { datetime: new Date(since).toISOString(), title: new Date(since).toISOString() }, new Date(since).toLocaleString()),
+      ' to ', until == null ? 'now' : el('time', { datetime: new Date(until).toISOString(), title: new Date(until).toISOString() }, new Date(until).toLocaleString()));
     const xs = data.map((s) => s.ts / 1000);
     charts.forEach((c) => c.destroy());
     const width = Math.max(280, Math.min(400, ($('#charts').clientWidth - 48) / 3));
@@ -465,8 +569,10 @@
         // Gaps (a sample without that figure) are bridged; single points are drawn as dots.
         series: [{}, { label, stroke: '#2f6fd6', spanGaps: true, points: { show: ys.length < 60 }, value: (u, v) => (v == null ? '' : UNITS[unit](v)) }],
         axes: [{}, { size: 70, values: (u, vals) => vals.map((v) => UNITS[unit](v)) }],
-        scales: { y: { range: (u, min, max) => [Math.min(0, min ?? 0), max > 0 ? max * 1.1 : 1] } },
+        scales: { x: { range: () => [since / 1000, end / 1000] }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), max > 0 ? max * 1.1 : 1] } },
         legend: { show: false },
+        // One cursor across the charts: the same moment in every figure.
+        cursor: { sync: { key: 'perf-metrics' } },
       }, [xs, ys], $('#charts'));
     });
     $('#metrics-empty').hidden = data.length > 0;
@@ -482,21 +588,60 @@
     return data.error || `error ${res.status}`;
   }
 
+  /** A rule's trigger as a sentence. */
+  function whenText(w) {
+    if (w.blocked_ms != null) return `event loop blocked ≥ ${w.blocked_ms} ms`;
+    if (w.heap_used_ratio != null) return `heap used ≥ ${Math.round(w.heap_used_ratio * 100)} % of its limit`;
+    if (w.rss_bytes != null) return `RSS ≥ ${mb(w.rss_bytes)}`;
+    if (w.cpu_percent != null) return `CPU ≥ ${w.cpu_percent} % for ${w.for_secs} s`;
+    return JSON.stringify(w);
+  }
+  const captureText = (c) => `${c.kind}${c.seconds ? ` ${c.seconds} s` : ''}`;
+
+  /** Scrolls to an artifact's row and marks it for a moment. */
+  function showArtifact(id) {
+    const row = document.querySelector(`#artifacts tr[data-id="${id}"]`);
+    if (!row) return toast('That capture is not in the newest 50 artifacts.', true);
+    row.scrollIntoView({ block: 'center' });
+    row.classList.add('flash');
+    setTimeout(() => row.classList.remove('flash'), 3000);
+  }
+
+  /** When the rule last took a capture (relative, absolute and the reason on hover), and a way to it. */
+  function lastFiredCell(r) {
+    const f = r.last_fired;
+    if (!f) return el('span', { class: 'hint', 'data-last-fired': '' }, 'never');
+    return el('span', { 'data-last-fired': f.at, title: `${new Date(f.at).toLocaleString()}: ${f.reason}` }, ago(f.at), ' ',
+      el('button', { 'data-action': 'show-artifact', onclick: () => showArtifact(f.artifact) }, 'Show capture'));
+  }
+
+  let rulesSig = '';
   async function loadRules() {
     const box = $('#rules-body');
+    // Rules are an operator's: a viewer is told so, and the page does not ask.
+    if (!may('operator')) return box.replaceChildren(roleNote('operator', 'Seeing and changing capture rules'));
     const res = await api('GET', '/api/rules');
     const data = await res.json().catch(() => ({}));
     if (!res.ok) return box.replaceChildren(el('p', { class: 'error' }, `Rules: ${apiError(res, data)}`));
-    const rows = (Array.isArray(data) ? data : data.rules || []).map((r) => [
-      r.name, JSON.stringify(r.when), JSON.stringify(r.capture), (r.apps || []).join(', ') || 'all', r.last_fired ? ago(r.last_fired) : 'never',
-      may('operator') ? el('button', { 'data-action': 'delete-rule', onclick: () => deleteRule(r.name) }, 'Delete') : '']);
-    box.replaceChildren(rows.length ? table(['Name', 'When', 'Capture', 'Apps', 'Last fired', ''], rows, 'rules') : el('p', { class: 'hint' }, 'No rules yet.'));
+    const rules = Array.isArray(data) ? data : data.rules || [];
+    const sig = JSON.stringify(rules);
+    // Unchanged: only the relative times move (a table replaced under the pointer swallows a click).
+    if (sig === rulesSig && box.querySelector('table')) return box.querySelectorAll('time').forEach((t) => { t.textContent = agoText(t.dateTime); });
+    rulesSig = sig;
+    const rows = rules.map((r) => [
+      r.name, whenText(r.when), captureText(r.capture), [(r.apps || []).join(', ') || 'all apps', ...Object.entries(r.labels || {}).map(([k, v]) => `${k}=${v}`)].join(' · '), `${r.cooldown_secs} s`, lastFiredCell(r),
+      r.source === 'config' ? el('span', { class: 'hint', title: 'remove it from the hub\'s config file' }, 'config file')
+        : el('span', {}, el('button', { 'data-action': 'delete-rule', class: 'danger', onclick: (ev) => deleteRule(r.name, ev.target) }, 'Delete'), el('span', { class: 'error row-error' }))]);
+    box.replaceChildren(rows.length ? table(['Name', 'When', 'Capture', 'Applies to', 'Cooldown', 'Last fired', ''], rows, 'rules')
+      : el('p', { class: 'hint' }, 'No rules yet: add one below, and a stall or a near-OOM is captured while it happens, with nobody at the console.'));
+    box.querySelectorAll('table.rules tbody tr').forEach((tr, i) => tr.setAttribute('data-rule', rules[i].name));
   }
 
-  async function deleteRule(name) {
+  async function deleteRule(name, button) {
     const res = await api('DELETE', `/api/rules/${encodeURIComponent(name)}`);
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) return toast(`delete rule ${name}: ${apiError(res, data)}`, true);
+    // The error goes next to the button that was pressed.
+    if (!res.ok) { button.nextElementSibling.textContent = apiError(res, data); return; }
     toast(`Rule ${name} deleted`);
     loadRules();
   }
@@ -516,6 +661,7 @@
     if (!res.ok) { msg.textContent = apiError(res, data); return; }
     msg.textContent = '';
     f.reset();
+    ruleTriggerChanged();
     toast(`Rule ${body.name} added`);
     loadRules();
   }
@@ -526,7 +672,7 @@
     const res = await api('GET', '/api/tokens');
     const data = await res.json().catch(() => ({}));
     if (!res.ok) return box.replaceChildren(el('p', { class: 'error' }, `Tokens: ${apiError(res, data)}`));
-    const rows = data.map((t) => [t.name, t.role, t.apps.join(', ') || 'all', ago(t.created_at), t.expires_at ? new Date(t.expires_at).toLocaleString() : 'never',
+    const rows = data.map((t) => [t.name, t.role, t.apps.join(', ') || 'all', ago(t.created_at), t.expires_at ? el('time', { datetime: t.expires_at, title: t.expires_at }, new Date(t.expires_at).toLocaleString()) : 'never',
       t.revoked_at ? el('span', { class: 'badge failed' }, 'revoked') : el('button', { 'data-action': 'revoke', onclick: () => revokeToken(t.name) }, 'Revoke')]);
     box.replaceChildren(rows.length ? table(['Name', 'Role', 'Apps', 'Created', 'Expires', ''], rows, 'tokens') : el('p', { class: 'hint' }, 'No tokens yet (only the bootstrap token).'));
   }
@@ -573,13 +719,32 @@
     $('#audit-body').replaceChildren(rows.length ? table(['When', 'Who', 'What', 'Target', 'Result', 'Detail'], rows.slice(0, 300).map((e) => [ago(e.ts), e.actor, e.action, e.target, e.result, JSON.stringify(e.detail)]), 'audit') : el('p', { class: 'hint' }, 'No audit entries match.'));
   }
 
+  // Per trigger: the threshold's unit and the capture that suits it (the hub's defaults: a CPU
+  // profile for a stall or hot CPU, a heap sampling profile — cheap, no pause — near an OOM).
+  const TRIGGER_FORM = {
+    blocked_ms: ['ms blocked, e.g. 1000', 'cpu_profile'],
+    heap_used_ratio: ['ratio, e.g. 0.8', 'heap_sampling'],
+    rss_bytes: ['bytes, e.g. 2000000000', 'heap_sampling'],
+    cpu_percent: ['% (100 = one core)', 'cpu_profile'],
+  };
+  function ruleTriggerChanged() {
+    const f = $('#rule-form');
+    const [hint, kind] = TRIGGER_FORM[f.trigger.value] || ['threshold', ''];
+    f.threshold.placeholder = hint;
+    f.for_secs.hidden = f.trigger.value !== 'cpu_percent';
+    if ([...f.capture.options].some((o) => o.value === kind)) f.capture.value = kind;
+  }
+
   function loadOperations() {
     $('#rule-form').hidden = !may('operator');
     $('#rule-role').replaceChildren(...(may('operator') ? [] : [roleNote('operator', 'Adding and deleting rules')]));
     $('#token-form').hidden = !may('admin');
     $('#audit-filters').hidden = !may('admin');
     const caps = KINDS.filter((k) => k.name !== 'leak_hunt').map((k) => el('option', { value: k.name }, k.label));
-    if (!$('#rule-form').capture.options.length) $('#rule-form').capture.append(...caps);
+    if (!$('#rule-form').capture.options.length) {
+      $('#rule-form').capture.append(...caps);
+      ruleTriggerChanged();
+    }
     loadRules().catch(() => {});
     loadTokens().catch(() => {});
     loadAudit().catch(() => {});
@@ -600,24 +765,44 @@
     });
   }
 
-  let latestAt = 0;
-  async function refresh() {
+  const EMPTY_PROCESSES = 'No processes yet — start an app with the agent: PERF_AGENT_HUB=HOST:7070 PERF_AGENT_APP=NAME PERF_AGENT_SECRET=… node -r @corp/perf-agent/register app.js (the hub needs --app NAME:SECRET; see the README).';
+
+  // One refresh at a time; a refresh asked for meanwhile runs once after it.
+  let refreshing = null;
+  let refreshAgain = false;
+  function refresh() {
+    if (refreshing) { refreshAgain = true; return refreshing; }
+    refreshing = refreshOnce().finally(() => {
+      refreshing = null;
+      if (refreshAgain) { refreshAgain = false; refresh(); }
+    });
+    return refreshing;
+  }
+
+  let rulesAt = 0;
+  async function refreshOnce() {
     if (!signedIn) return;
     try {
       if (!KINDS.length) KINDS = (await json('GET', '/api/capture-kinds')).data;
       const [procs, { data: arts }] = await Promise.all([all('/api/processes'), json('GET', '/api/artifacts?limit=50')]);
-      if (Date.now() - latestAt > 10000) { latestAt = Date.now(); await refreshLatest(procs); }
-      const shown = procs.filter(matchesFilter).sort(SORTS[$('#proc-sort').value] || SORTS.last_seen); // the API pages in id order
+      const filtered = procs.filter(matchesFilter);
+      await refreshRecent(filtered);
+      // Blocked processes first, whatever the sort: they are what an operator looks for.
+      const order = SORTS[$('#proc-sort').value] || SORTS.last_seen; // the API pages in id order
+      const shown = filtered.sort((a, b) => (b.state === 'blocked') - (a.state === 'blocked') || order(a, b));
       $('#login').hidden = true;
       $('#main').hidden = false;
       $('#logout').hidden = false;
       const byId = new Map(procs.map((p) => [p.id, p]));
       patchRows($('#processes tbody'), shown.map(processRow));
-      $('#processes-empty').textContent = procs.length === 0 ? 'No processes yet: start an app with the agent (see the README).' : shown.length === 0 ? 'No process matches the filter.' : '';
-      $('#artifacts-empty').textContent = arts.length === 0 ? 'No artifacts yet: take a capture with the buttons above.' : '';
+      $('#processes-empty').textContent = procs.length === 0 ? EMPTY_PROCESSES : shown.length === 0 ? 'No process matches the filter.' : '';
+      $('#artifacts-empty').textContent = arts.length === 0 ? `No artifacts yet: ${may('operator') ? 'take a capture with the buttons above, or add a rule below to capture automatically' : 'an operator takes captures, or a rule does'}.` : '';
       patchRows($('#artifacts tbody'), arts.map((a) => artifactRow(a, byId, arts)));
       const connected = procs.filter((p) => p.connected).length;
-      $('#summary').textContent = `${connected} connected · ${procs.length - connected} disconnected · ${arts.length} artifacts`;
+      const blocked = procs.filter((p) => p.state === 'blocked').length;
+      $('#summary').textContent = `${connected} connected${blocked ? ` · ${blocked} blocked` : ''} · ${procs.length - connected} disconnected · ${arts.length} artifacts`;
+      // The rules' "last fired" follows the captures they take.
+      if (Date.now() - rulesAt > 5000) { rulesAt = Date.now(); loadRules().catch(() => {}); }
     } catch (err) {
       if (err.message !== 'unauthorized') toast(`refresh failed: ${err.message}`, true);
     }
@@ -655,7 +840,12 @@
   $('#proc-filter').addEventListener('input', () => refresh());
   $('#proc-sort').addEventListener('change', () => refresh());
   $('#range').addEventListener('change', () => drawMetrics());
+  $('#range-end').addEventListener('change', () => drawMetrics());
+  $('#range-earlier').addEventListener('click', () => shiftWindow(-1));
+  $('#range-later').addEventListener('click', () => shiftWindow(1));
+  $('#range-now').addEventListener('click', () => { $('#range-end').value = ''; drawMetrics(); });
   $('#rule-form').addEventListener('submit', addRule);
+  $('#rule-form').trigger.addEventListener('change', ruleTriggerChanged);
   $('#token-form').addEventListener('submit', createToken);
   for (const id of ['#audit-who', '#audit-what', '#audit-app']) $(id).addEventListener('input', renderAudit);
   $('#ops-refresh').addEventListener('click', () => loadOperations());
@@ -664,5 +854,6 @@
     .then(async (res) => (res.ok ? showSignedIn(await res.json()) : showLogin()))
     .catch(() => showLogin());
   setInterval(refresh, 2000);
-  setInterval(drawMetrics, 10000);
+  // Charts of a window ending now follow it; a window in the past stays put.
+  setInterval(() => { if (!$('#range-end').value) drawMetrics(); }, 10000);
 })();

@@ -13,7 +13,8 @@ const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 mkdirSync(OUT, { recursive: true });
 
 const hub = await startHub();
-const app = await startApp('app.js', { env: hubEnv(hub, { LEAK_COUNT: '20000', HTTP: '1' }) });
+// A sample a second: the processes' sparklines have a line after a few seconds.
+const app = await startApp('app.js', { env: hubEnv(hub, { LEAK_COUNT: '20000', HTTP: '1', PERF_AGENT_METRICS_INTERVAL_MS: '1000' }) });
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
@@ -31,6 +32,12 @@ try {
   const after = await capture({ kind: 'cpu_profile', seconds: 3 });
   await app.waitLine(/^spin-end/);
   const snapshot = await capture({ kind: 'heap_snapshot' });
+  // A stall rule that fires on a stall: its capture is marked "auto · rule stall", the rule says when it fired.
+  await api(hub, 'POST', '/api/rules', { name: 'stall', when: { blocked_ms: 1000 }, capture: { kind: 'cpu_profile', seconds: 2 } });
+  app.send('spin 3000');
+  const auto = await waitFor('the rule\'s capture', async () => (await api(hub, 'GET', '/api/artifacts')).body.find((a) => a.requested_by === 'rule:stall'), { timeout: 30000 });
+  await waitArtifact(hub, auto.id, { timeout: 60000 });
+  await app.waitLine(/^spin-end/);
 
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
@@ -38,12 +45,20 @@ try {
   await page.goto(hub.url('/'));
   await page.fill('#token', TOKEN);
   await page.click('#login button[type=submit]');
-  await page.waitForSelector(`#artifacts tr[data-id="${snapshot.id}"]`);
+  await page.waitForSelector(`#artifacts tr[data-id="${auto.id}"][data-status=ready]`);
+  // Overview while the process is blocked again (highlighted, first, for how long).
+  const spins = app.lines.filter((l) => /^spin-end/.test(l.l)).length;
+  app.send('spin 6000');
+  await page.waitForSelector(`#processes tr[data-id="${proc.id}"].blocked-row td[data-metric=CPU] svg.spark polyline`, { timeout: 20000 });
   await shot('overview.png');
+  await waitFor('the spin to end', () => app.lines.filter((l) => /^spin-end/.test(l.l)).length > spins, { timeout: 20000 });
 
   await page.click(`#processes tr[data-id="${proc.id}"] td:first-child`);
   await page.waitForSelector('#charts .uplot');
+  await page.selectOption('#range', '15');
+  await page.waitForSelector('#metrics-range:has-text("samples from")');
   await page.locator('#metrics-panel').scrollIntoViewIfNeeded();
+  await page.waitForTimeout(300);
   await shot('metrics.png');
 
   const [viewer] = await Promise.all([context.waitForEvent('page'), page.click(`#artifacts tr[data-id="${after.id}"] a:has-text("Speedscope")`)]);
@@ -90,8 +105,9 @@ try {
   await devtools.close();
 
   await page.click('#ops-refresh');
-  await page.locator('#operations').scrollIntoViewIfNeeded();
   await page.waitForSelector('#audit-body table');
+  await page.waitForSelector('#rules-body [data-last-fired] time');
+  await page.locator('#operations').scrollIntoViewIfNeeded();
   await shot('operations.png');
   await context.close();
   console.log(`screenshots in ${OUT}`);

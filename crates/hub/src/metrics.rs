@@ -104,17 +104,17 @@ impl Metrics {
         self.db.run(move |s| s.list_metrics(&id, since_ms, limit)).await
     }
 
-    /// A page of samples of a process since `since_ms`, oldest first, after `after`, each with
-    /// its cursor (the API's keyset pagination).
+    /// A page of samples of a process in `range`, oldest first, after `after`, each with its
+    /// cursor (the API's keyset pagination).
     pub async fn history_page(
         &self,
         process_id: &str,
-        since_ms: u64,
+        range: crate::store::MetricRange,
         after: Option<crate::store::MetricCursor>,
         limit: u32,
     ) -> Result<Vec<(crate::store::MetricCursor, serde_json::Value)>, StoreError> {
         let id = process_id.to_string();
-        self.db.run(move |s| s.list_metrics_page(&id, since_ms, after, limit)).await
+        self.db.run(move |s| s.list_metrics_page(&id, range, after, limit)).await
     }
 
     /// Every process with its latest sample, read back into the typed sample (one query).

@@ -342,6 +342,15 @@ pub type ArtifactCursor = (String, String);
 /// Where a page of metric samples starts: after this `(ts_ms, rowid)` (oldest first).
 pub type MetricCursor = (i64, i64);
 
+/// Which samples of a process's history: from `since_ms` to `until_ms` (both included), every
+/// sample (`step_ms` 0 or 1) or the first of each `step_ms` (a chart of a long window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricRange {
+    pub since_ms: u64,
+    pub until_ms: u64,
+    pub step_ms: u64,
+}
+
 /// Audit rows kept in the table by default; older ones are deleted as new ones arrive.
 pub const AUDIT_KEEP_ROWS: i64 = 100_000;
 
@@ -707,25 +716,40 @@ impl Store {
         })
     }
 
-    /// Samples of a process since `since_ms`, oldest first, after `after` (the `(ts_ms, rowid)`
-    /// of the previous page's last sample), at most `limit`, each with its cursor.
+    /// Samples of a process in `range`, oldest first, after `after` (the `(ts_ms, rowid)` of the
+    /// previous page's last sample), at most `limit`, each with its cursor.
     pub fn list_metrics_page(
         &self,
         process_id: &str,
-        since_ms: u64,
+        range: MetricRange,
         after: Option<MetricCursor>,
         limit: u32,
     ) -> Result<Vec<(MetricCursor, serde_json::Value)>, StoreError> {
         let (after_ts, after_row) = after.unwrap_or((i64::MIN, i64::MIN));
+        // Both statements take the same parameters (`?7 = ?7`: the step, unused here).
+        let every = "SELECT ts_ms, rowid, doc FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2 AND ts_ms <= ?6
+               AND (ts_ms, rowid) > (?3, ?4) AND ?7 = ?7
+             ORDER BY ts_ms, rowid LIMIT ?5";
+        // The first sample of each step (per-process history is bounded, so the inner scan is too).
+        let stepped = "SELECT ts_ms, rowid, doc FROM metrics WHERE rowid IN (
+                 SELECT MIN(rowid) FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2 AND ts_ms <= ?6
+                 GROUP BY ts_ms / ?7)
+               AND (ts_ms, rowid) > (?3, ?4)
+             ORDER BY ts_ms, rowid LIMIT ?5";
+        let ms = |t: u64| t.min(i64::MAX as u64) as i64;
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT ts_ms, rowid, doc FROM metrics WHERE process_id = ?1 AND ts_ms >= ?2
-                   AND (ts_ms, rowid) > (?3, ?4)
-                 ORDER BY ts_ms, rowid LIMIT ?5",
-            )?;
+            let mut st = c.prepare(if range.step_ms > 1 { stepped } else { every })?;
             let rows = st
                 .query_map(
-                    params![process_id, since_ms.min(i64::MAX as u64) as i64, after_ts, after_row, limit],
+                    params![
+                        process_id,
+                        ms(range.since_ms),
+                        after_ts,
+                        after_row,
+                        limit,
+                        ms(range.until_ms),
+                        ms(range.step_ms.max(1))
+                    ],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1001,7 +1025,9 @@ mod tests {
         let mut samples = vec![];
         let mut after = None;
         loop {
-            let page = s.list_metrics_page("p1", 0, after, 4).expect("page");
+            let page = s
+                .list_metrics_page("p1", MetricRange { since_ms: 0, until_ms: u64::MAX, step_ms: 0 }, after, 4)
+                .expect("page");
             let Some((key, _)) = page.last() else { break };
             after = Some(*key);
             samples.extend(page.into_iter().map(|(_, v)| v["i"].as_i64().expect("i")));

@@ -37,6 +37,8 @@ use std::sync::Arc;
 
 /// Bounds on the capture length operators may ask for.
 pub const MAX_SECONDS: u32 = 600;
+/// `step` of the metrics route: from a second to a day.
+const METRIC_STEP_MS: std::ops::RangeInclusive<u64> = 1000..=86_400_000;
 
 pub fn router(hub: Arc<Hub>) -> Router {
     let auth_state = AuthState::new(hub.clone());
@@ -285,11 +287,17 @@ async fn get_process(
 pub struct MetricsQuery {
     /// Milliseconds since the epoch; default: the last hour.
     pub since: Option<u64>,
+    /// Milliseconds since the epoch, included; default: now (the console's time-range picker
+    /// looks at a window of the stored history with `since` and `until`).
+    pub until: Option<u64>,
+    /// Milliseconds: only the first sample of each step (a chart of days needs no more points
+    /// than it has pixels); absent: every sample.
+    pub step: Option<u64>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
-/// Samples since `since`, oldest first.
+/// Samples from `since` to `until`, oldest first.
 async fn process_metrics(
     State(hub): State<Arc<Hub>>,
     Extension(p): Extension<Principal>,
@@ -300,8 +308,25 @@ async fn process_metrics(
     let limit = paging::limit(q.limit)?;
     let after: Option<MetricCursor> = paging::decode_cursor(q.cursor.as_deref())?;
     let since = q.since.unwrap_or_else(|| perf_protocol::unix_ms().saturating_sub(3_600_000));
-    let rows = hub.metrics.history_page(&id, since, after, limit + 1).await?;
-    let base = format!("/api/processes/{id}/metrics?since={since}&");
+    let until = q.until.unwrap_or(u64::MAX);
+    if until < since {
+        return Err(bad_request(format!("until ({until}) is before since ({since})")));
+    }
+    let step = q.step.unwrap_or(0);
+    if q.step.is_some() && !METRIC_STEP_MS.contains(&step) {
+        let (lo, hi) = (METRIC_STEP_MS.start(), METRIC_STEP_MS.end());
+        return Err(bad_request(format!("step must be between {lo} and {hi} ms, got {step}")));
+    }
+    let range = crate::store::MetricRange { since_ms: since, until_ms: until, step_ms: step };
+    let rows = hub.metrics.history_page(&id, range, after, limit + 1).await?;
+    // The next page's URL keeps the window and the step.
+    let mut base = format!("/api/processes/{id}/metrics?since={since}&");
+    if let Some(until) = q.until {
+        base.push_str(&format!("until={until}&"));
+    }
+    if let Some(step) = q.step {
+        base.push_str(&format!("step={step}&"));
+    }
     paging::page(rows, limit, |(k, _)| *k, |(_, sample)| sample, &base)
 }
 

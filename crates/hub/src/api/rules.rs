@@ -11,7 +11,7 @@
 use super::{bad_request, not_found, ApiError};
 use crate::hub::Hub;
 use crate::operators::{Principal, Role};
-use crate::rules::{Rule, RuleError, RuleSource, RuleSpec};
+use crate::rules::{Rule, RuleError, RuleSource, RuleSpec, RuleView};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
@@ -47,8 +47,9 @@ impl From<RuleError> for ApiError {
     }
 }
 
-async fn list_rules(State(hub): State<Arc<Hub>>, Extension(p): Extension<Principal>) -> Json<Vec<Rule>> {
-    Json(hub.rules.all().iter().filter(|r| sees(&p, r)).cloned().collect())
+/// Each rule with `last_fired` (its last capture, `null` if none since the rule was made).
+async fn list_rules(State(hub): State<Arc<Hub>>, Extension(p): Extension<Principal>) -> Json<Vec<RuleView>> {
+    Json(hub.rules.views().into_iter().filter(|v| sees(&p, &v.rule)).collect())
 }
 
 async fn create_rule(

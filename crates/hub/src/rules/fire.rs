@@ -53,6 +53,7 @@ async fn capture(hub: &Hub, process_id: &str, f: Firing) {
     let kind = f.rule.capture.clone();
     match hub.request_command_as(process_id, kind, false, who).await {
         Ok((a, refusal)) => {
+            hub.rules.record_firing(&f.rule.name, &a);
             tracing::info!(rule = %f.rule.name, process = %process_id, artifact = %a.id, reason = %f.reason, refused = ?refusal, "rule fired")
         }
         Err(e) => {
@@ -95,7 +96,8 @@ pub async fn on_agent_capture(hub: &Hub, process: &ProcessRecord, a: AutoCapture
         return Err("command id in use".into());
     }
     let artifact = new_artifact(&a.command_id, process, &a.kind, false, &who, &a.upload_token);
-    hub.artifacts.create(artifact).await.map_err(|e| e.to_string())?;
+    hub.artifacts.create(artifact.clone()).await.map_err(|e| e.to_string())?;
+    hub.rules.record_firing(&rule.name, &artifact);
     hub.audit.record(&who.actor, who.action, &process.id, who.detail, "started by the agent").await;
     Ok(())
 }

@@ -18,6 +18,10 @@
 //! hub takes at most `autopilot_max_captures_per_hour` automatic captures (audited when held).
 //! Each capture is on the audit trail as actor `rule:NAME` with the figures that fired it; its
 //! artifact carries `trigger: {rule, reason}` and `requested_by: "rule:NAME"`.
+//!
+//! The last capture each rule took ([`LastFired`], `last_fired` in `GET /api/rules`) is kept in
+//! memory and found again after a restart from the newest artifacts (each names its rule), so
+//! it needs no write per firing.
 
 pub mod eval;
 pub mod fire;
@@ -27,6 +31,7 @@ pub mod spec;
 use crate::store::{Db, StoreError};
 use guards::{Guards, Held};
 use perf_protocol::MetricsSample;
+use serde::Serialize;
 pub use spec::{Rule, RuleSource, RuleSpec, Trigger, When};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -67,6 +72,27 @@ pub enum Decision {
     Held(Firing, String),
 }
 
+/// The last capture a rule took: when, which artifact, of which process, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastFired {
+    pub at: String,
+    pub artifact: String,
+    pub process_id: String,
+    pub reason: String,
+}
+
+/// A rule as `GET /api/rules` shows it: the rule and its last capture (`null`: never fired).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub last_fired: Option<LastFired>,
+}
+
+/// Newest artifacts read at start to find each rule's last capture again (older firings are
+/// shown as "never" after a restart: a bound on the start-up cost).
+const LAST_FIRED_SCAN: u32 = 5000;
+
 /// See [`Rules::admit_agent_firing`].
 const AGENT_COOLDOWN_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -77,6 +103,8 @@ pub struct Rules {
     guards: Mutex<Guards>,
     /// Since when each (process, rule) has been above a `cpu_percent` threshold.
     cpu_above: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// Per rule name (only rules that exist: at most [`spec::MAX_RULES`] entries).
+    last_fired: Mutex<HashMap<String, LastFired>>,
     max_per_hour: u32,
 }
 
@@ -93,13 +121,31 @@ impl Rules {
                 Err(e) => tracing::warn!(rule = %name, error = %e, "store: skipping a rule that does not parse"),
             }
         }
+        let last_fired = last_fired_from_artifacts(&db, &all)?;
         Ok(Self {
             db,
             all: RwLock::new(Arc::new(all)),
             guards: Mutex::new(Guards::default()),
             cpu_above: Mutex::new(HashMap::new()),
+            last_fired: Mutex::new(last_fired),
             max_per_hour,
         })
+    }
+
+    /// Every rule with its last capture.
+    pub fn views(&self) -> Vec<RuleView> {
+        let last = self.last_fired.lock().map(|m| m.clone()).unwrap_or_default();
+        self.all().iter().map(|r| RuleView { rule: r.clone(), last_fired: last.get(&r.name).cloned() }).collect()
+    }
+
+    /// `rule` took a capture: the artifact `a`.
+    pub fn record_firing(&self, rule: &str, a: &crate::store::ArtifactRecord) {
+        if !self.all().iter().any(|r| r.name == rule) {
+            return;
+        }
+        if let Ok(mut m) = self.last_fired.lock() {
+            m.insert(rule.to_string(), last_fired_of(a));
+        }
     }
 
     pub fn all(&self) -> Arc<Vec<Rule>> {
@@ -119,6 +165,10 @@ impl Rules {
         if !self.db.run(move |s| s.insert_rule(&name, &created, &doc)).await? {
             return Err(RuleError::Exists(rule.name));
         }
+        // A new rule of an old name has not fired yet.
+        if let Ok(mut m) = self.last_fired.lock() {
+            m.remove(&rule.name);
+        }
         self.replace(|all| all.push(rule.clone()));
         Ok(rule)
     }
@@ -132,6 +182,9 @@ impl Rules {
         let key = name.to_string();
         self.db.run(move |s| s.delete_rule(&key)).await?;
         self.replace(|all| all.retain(|r| r.name != name));
+        if let Ok(mut m) = self.last_fired.lock() {
+            m.remove(name);
+        }
         Ok(rule)
     }
 
@@ -248,4 +301,31 @@ impl Rules {
     pub fn captures_last_hour(&self) -> usize {
         self.guards.lock().map(|g| g.captures_last_hour(Instant::now())).unwrap_or(0)
     }
+}
+
+fn last_fired_of(a: &crate::store::ArtifactRecord) -> LastFired {
+    LastFired {
+        at: a.created_at.clone(),
+        artifact: a.id.clone(),
+        process_id: a.process_id.clone(),
+        reason: a.trigger.as_ref().map(|t| t.reason.clone()).unwrap_or_default(),
+    }
+}
+
+/// Each rule's newest capture among the newest artifacts, taken after the rule was made (a
+/// deleted rule's captures don't count for a new rule of its name).
+fn last_fired_from_artifacts(db: &Db, rules: &[Rule]) -> Result<HashMap<String, LastFired>, StoreError> {
+    let mut out = HashMap::new();
+    // Measured: ~0.3 s for 5,000 artifacts in a debug build; nothing at all without rules.
+    if rules.is_empty() {
+        return Ok(out);
+    }
+    for a in db.blocking().list_artifacts_page(None, None, None, LAST_FIRED_SCAN)? {
+        let Some(t) = &a.trigger else { continue };
+        let Some(rule) = rules.iter().find(|r| r.name == t.rule) else { continue };
+        if a.created_at >= rule.created_at && !out.contains_key(&rule.name) {
+            out.insert(rule.name.clone(), last_fired_of(&a));
+        }
+    }
+    Ok(out)
 }
