@@ -6,14 +6,19 @@
 //! `(compiled code)`, `Function`, `RegExp`, `(string)`, …); the retained size of a class is the sum
 //! of the retained sizes of its objects that are not dominated by another object of the same
 //! class (so nested instances are not counted twice).
+//!
+//! Same-named constructors defined in different places (two scripts each with a `class Foo`) are
+//! separate rows, as DevTools shows them: such a row carries its constructor's `location`; the
+//! name stays the bare constructor name.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use serde::Serialize;
 
 use crate::dominators::{DominatedNodes, Dominators};
 use crate::graph::{HeapGraph, ROOT};
+pub use crate::leak::Location;
 use crate::AnalyzeOptions;
 
 /// Facts about the snapshot as a whole.
@@ -30,9 +35,13 @@ pub struct SnapshotInfo {
 }
 
 /// One row of the constructor summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClassSummary {
+    /// The bare constructor name, as DevTools shows it.
     pub name: String,
+    /// Set when constructors of this name were defined in more than one place: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     /// Node type of the group's objects ("object", "closure", "hidden", …).
     pub node_type: String,
     pub count: u64,
@@ -114,9 +123,16 @@ pub struct Analysis {
 
 /// Per-class aggregate, indexed by a dense class slot.
 pub struct ClassTable {
-    /// Slot of each class key (`u32::MAX`: none).
+    /// Slot of each class key (`u32::MAX`: none; [`SPLIT`]: see `split_slot`).
     slot_of_key: Vec<u32>,
+    /// Slot of each counted node whose class name is split by constructor location.
+    split_slot: HashMap<u32, u32>,
     pub keys: Vec<u32>,
+    /// The constructor location all of a slot's objects share, if they share one (also for
+    /// names that are not split: a diff lines up snapshots where only one of them splits).
+    pub location: Vec<Option<Location>>,
+    /// True for the slots of a name split by constructor location.
+    pub split: Vec<bool>,
     pub count: Vec<u64>,
     pub shallow: Vec<u64>,
     pub retained: Vec<u64>,
@@ -132,43 +148,125 @@ impl ClassTable {
         if g.self_size[v as usize] == 0 {
             return None;
         }
-        let s = self.slot_of_key[g.class_key(v) as usize];
-        (s != u32::MAX).then_some(s)
+        match self.slot_of_key[g.class_key(v) as usize] {
+            u32::MAX => None,
+            SPLIT => self.split_slot.get(&v).copied(),
+            s => Some(s),
+        }
+    }
+
+    fn push_slot(&mut self, key: u32, node_type: u8, location: Option<Location>, split: bool) -> u32 {
+        self.keys.push(key);
+        self.count.push(0);
+        self.shallow.push(0);
+        self.retained.push(0);
+        self.max_instance.push(0);
+        self.node_type.push(node_type);
+        self.location.push(location);
+        self.split.push(split);
+        self.keys.len() as u32 - 1
     }
 }
 
-/// Counts and shallow sizes per class (DevTools `buildAggregates`).
+/// `slot_of_key` marker: the key's nodes have slots of their own (`split_slot`).
+const SPLIT: u32 = u32::MAX - 1;
+
+/// Where the constructor of object `v` was defined, 1-based (as DevTools and the leak hunt show
+/// it), through its map (`map_name`: the string index of "map", found once).
+fn constructor_at(
+    g: &HeapGraph,
+    v: u32,
+    map_name: u32,
+    cache: &mut HashMap<u32, Option<Location>>,
+) -> Option<Location> {
+    let internal = g.types.edge_internal;
+    let map = g
+        .edges(v)
+        .find(|&e| g.edge_name[e] == map_name && Some(g.edge_type(e)) == internal)
+        .map(|e| g.edge_target(e))?;
+    // Objects of one map share their constructor: look it up once per map.
+    *cache.entry(map).or_insert_with(|| {
+        g.constructor_location(v).map(|(script_id, line, column)| Location {
+            script_id,
+            line: line.saturating_add(1),
+            column: column.saturating_add(1),
+        })
+    })
+}
+
+/// Index of the string "map" (the internal edge from an object to its map), if any.
+fn map_string(g: &HeapGraph) -> Option<u32> {
+    (0..g.strings.len() as u32).find(|&i| g.strings.get(i) == "map")
+}
+
+/// Counts and shallow sizes per class (DevTools `buildAggregates`), a name whose objects'
+/// constructors were defined in more than one place split into one slot per location.
 pub fn aggregate(g: &HeapGraph) -> ClassTable {
     let mut t = ClassTable {
         slot_of_key: vec![u32::MAX; g.class_key_count()],
+        split_slot: HashMap::new(),
         keys: Vec::new(),
+        location: Vec::new(),
+        split: Vec::new(),
         count: Vec::new(),
         shallow: Vec::new(),
         retained: Vec::new(),
         max_instance: Vec::new(),
         node_type: Vec::new(),
     };
+    let strings = g.strings.len() as u32;
+    // Pass 1: the constructor locations of each named class (objects only: other kinds are
+    // grouped by type and have no constructor).
+    let map_name = map_string(g);
+    let mut cache = HashMap::new();
+    let mut places: HashMap<u32, Vec<Option<Location>>> = HashMap::new();
+    let located = |v: u32| g.self_size[v as usize] != 0 && g.is_type(v, g.types.node_object);
+    if let Some(map_name) = map_name {
+        for v in (0..g.node_count() as u32).filter(|&v| located(v)) {
+            let loc = constructor_at(g, v, map_name, &mut cache);
+            let seen = places.entry(g.class_key(v)).or_default();
+            if !seen.contains(&loc) {
+                seen.push(loc);
+            }
+        }
+    }
+    let split_keys: std::collections::HashSet<u32> =
+        places.iter().filter(|(_, p)| p.iter().flatten().count() > 1).map(|(k, _)| *k).collect();
+    // Pass 2: counts and sizes, one slot per class (per location for split names).
+    let mut split_slots: HashMap<(u32, Option<Location>), u32> = HashMap::new();
     for v in 0..g.node_count() as u32 {
         let size = g.self_size(v);
         if size == 0 {
             continue;
         }
         let key = g.class_key(v);
-        let Some(slot_ref) = t.slot_of_key.get_mut(key as usize) else {
+        let Some(&slot) = t.slot_of_key.get(key as usize) else {
             continue;
         };
-        if *slot_ref == u32::MAX {
-            *slot_ref = t.keys.len() as u32;
-            t.keys.push(key);
-            t.count.push(0);
-            t.shallow.push(0);
-            t.retained.push(0);
-            t.max_instance.push(0);
-            t.node_type.push(g.node_type[v as usize]);
-        }
-        let s = *slot_ref as usize;
-        t.count[s] += 1;
-        t.shallow[s] += size;
+        let node_type = g.node_type[v as usize];
+        let s = if split_keys.contains(&key) {
+            t.slot_of_key[key as usize] = SPLIT;
+            let loc = map_name.filter(|_| located(v)).and_then(|m| constructor_at(g, v, m, &mut cache));
+            let s = match split_slots.get(&(key, loc)) {
+                Some(&s) => s,
+                None => {
+                    let s = t.push_slot(key, node_type, loc, true);
+                    split_slots.insert((key, loc), s);
+                    s
+                }
+            };
+            t.split_slot.insert(v, s);
+            s
+        } else if slot == u32::MAX {
+            let sole = places.get(&key).filter(|p| p.len() == 1).and_then(|p| p[0]);
+            let s = t.push_slot(key, node_type, sole.filter(|_| key < strings), false);
+            t.slot_of_key[key as usize] = s;
+            s
+        } else {
+            slot
+        };
+        t.count[s as usize] += 1;
+        t.shallow[s as usize] += size;
     }
     t
 }
@@ -357,22 +455,33 @@ const MIN_CLASS_SUSPECT_COUNT: u64 = 100;
 
 /// The constructor summary rows, largest retained first.
 pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<ClassSummary> {
-    let mut order: Vec<usize> = (0..t.keys.len()).collect();
-    order.sort_by(|&a, &b| t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])));
+    let mut order = class_order(t);
     if max > 0 {
         order.truncate(max);
     }
+    order.into_iter().map(|s| class_row(g, t, s, total)).collect()
+}
+
+/// Class slots, largest retained first.
+pub fn class_order(t: &ClassTable) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..t.keys.len()).collect();
+    order.sort_by(|&a, &b| {
+        t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])).then(t.location[a].cmp(&t.location[b]))
+    });
     order
-        .into_iter()
-        .map(|s| ClassSummary {
-            name: g.class_name(t.keys[s]),
-            node_type: g.types.node_types.get(t.node_type[s] as usize).cloned().unwrap_or_default(),
-            count: t.count[s],
-            shallow_size: t.shallow[s],
-            retained_size: t.retained[s],
-            retained_percent: percent(t.retained[s], total),
-        })
-        .collect()
+}
+
+/// The summary row of class slot `s`; its location only for a name split by location.
+pub fn class_row(g: &HeapGraph, t: &ClassTable, s: usize, total: u64) -> ClassSummary {
+    ClassSummary {
+        name: g.class_name(t.keys[s]),
+        location: if t.split[s] { t.location[s] } else { None },
+        node_type: g.types.node_types.get(t.node_type[s] as usize).cloned().unwrap_or_default(),
+        count: t.count[s],
+        shallow_size: t.shallow[s],
+        retained_size: t.retained[s],
+        retained_percent: percent(t.retained[s], total),
+    }
 }
 
 /// `part` as a percentage of `total`, two decimals.
