@@ -190,6 +190,14 @@ fn truncate(s: &str, max: usize) -> String {
     t
 }
 
+/// A constructor name, with its script location when one name has several.
+fn located(name: &str, location: Option<crate::summary::Location>) -> String {
+    match location {
+        Some(l) => format!("{} (script {} line {} column {})", truncate(name, 100), l.script_id, l.line, l.column),
+        None => truncate(name, 100),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,13 +208,5 @@ mod tests {
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(3 << 30), "3.0 GiB");
         assert_eq!(human_delta(-2048), "-2.0 KiB");
-    }
-}
-
-/// A constructor name, with its script location when one name has several.
-fn located(name: &str, location: Option<crate::summary::Location>) -> String {
-    match location {
-        Some(l) => format!("{} (script {} line {} column {})", truncate(name, 100), l.script_id, l.line, l.column),
-        None => truncate(name, 100),
     }
 }
