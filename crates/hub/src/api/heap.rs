@@ -8,7 +8,13 @@
 //! - `GET /api/artifacts/{id}/heap/classes/{index}/instances?offset&limit`;
 //! - `GET /api/artifacts/{id}/heap/nodes/{node}`: the object with the first page of its
 //!   `retainers` (nearest to a root first), `references` and `dominated`;
-//!   `GET …/heap/nodes/{node}/{retainers|references|dominated}?offset&limit` for more.
+//!   `GET …/heap/nodes/{node}/{retainers|references|dominated}?offset&limit` for more;
+//! - `GET /api/artifacts/{id}/heap/compare/{base}?offset&limit`: snapshot `id` against an earlier
+//!   one of the same app (DevTools' Comparison view): `202 {status, snapshots: [{artifact, stage,
+//!   done, total}]}` while either index is built, then per constructor new / deleted / deltas,
+//!   largest size growth first (`classes`: a page of rows, each with its `index`);
+//! - `GET …/heap/compare/{base}/classes/{index}/new?offset&limit`: that row's new instances (in
+//!   `id`, V8 id not in `base`), largest retained first — objects of `id`'s explorer above.
 //!
 //! Viewer and up; string contents only for admins (the contract: heap contents are admin-only),
 //! everyone else sees `(string) @id` with its sizes. Indexes are cached least-recently-used
@@ -23,7 +29,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use perf_heap_analysis::explorer::Page;
+use perf_heap_analysis::explorer::{Comparison, Page};
 use perf_heap_analysis::Explorer;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +52,8 @@ pub fn viewer_routes() -> Router<Arc<Hub>> {
         .route("/api/artifacts/{id}/heap/classes/{index}/instances", get(instances))
         .route("/api/artifacts/{id}/heap/nodes/{node}", get(node))
         .route("/api/artifacts/{id}/heap/nodes/{node}/{list}", get(node_list))
+        .route("/api/artifacts/{id}/heap/compare/{base}", get(compare))
+        .route("/api/artifacts/{id}/heap/compare/{base}/classes/{index}/new", get(compare_new))
         .layer(Extension(Arc::new(HeapIndexes::default())))
 }
 
@@ -109,11 +117,24 @@ struct BuildProgress {
     stage: Mutex<&'static str>,
 }
 
+/// Bytes of comparisons kept at once (rows and new-instance lists; small next to the indexes).
+const COMPARE_BUDGET_BYTES: u64 = 256 << 20;
+/// Indexes held for comparisons still waiting for their other side.
+const MAX_HELD: usize = 4;
+
 /// The cached indexes, by artifact id.
 pub struct HeapIndexes {
     slots: Mutex<Lru<Slot>>,
     /// Building an index is CPU- and memory-heavy: one at a time.
     build: tokio::sync::Semaphore,
+    /// Comparisons made, by `ID/BASE`.
+    comparisons: Mutex<Lru<Arc<Comparison>>>,
+    /// A ready index of a comparison whose other side is still being built, by `ID/BASE|SIDE`:
+    /// two big snapshots may not fit the cache budget together, and without this the second
+    /// landing would evict the first, which would be rebuilt, evicting the second…
+    held: Mutex<Lru<Arc<Explorer>>>,
+    /// One comparison computed at a time (a sort of both snapshots' ids).
+    comparing: tokio::sync::Mutex<()>,
 }
 
 impl Default for HeapIndexes {
@@ -121,6 +142,9 @@ impl Default for HeapIndexes {
         HeapIndexes {
             slots: Mutex::new(Lru::new(CACHE_BUDGET_BYTES, MAX_ENTRIES)),
             build: tokio::sync::Semaphore::new(1),
+            comparisons: Mutex::new(Lru::new(COMPARE_BUDGET_BYTES, MAX_ENTRIES)),
+            held: Mutex::new(Lru::new(u64::MAX, MAX_HELD)),
+            comparing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -163,6 +187,80 @@ impl HeapIndexes {
         });
         Ok(Lookup::Building(progress))
     }
+}
+
+fn locked<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, ApiError> {
+    m.lock().map_err(|_| ApiError::Internal("heap comparison lock poisoned".into()))
+}
+
+/// How far one snapshot's index got, for a `202`.
+fn progress_json(id: &str, pr: &BuildProgress) -> serde_json::Value {
+    let stage = pr.stage.lock().map(|s| *s).unwrap_or("indexing");
+    let (done, total) = (pr.done.load(Ordering::Relaxed), pr.total.load(Ordering::Relaxed));
+    json!({"artifact": id, "stage": if stage.is_empty() { "queued" } else { stage }, "done": done, "total": total})
+}
+
+/// A visible, ready heap snapshot for a comparison; anything else is a `400` saying why.
+async fn comparable(hub: &Hub, p: &Principal, id: &str) -> Result<ArtifactRecord, ApiError> {
+    let a = visible_artifact(hub, p, id).await?;
+    crate::analysis::check_snapshot(&a).map_err(super::bad_request)?;
+    Ok(a)
+}
+
+/// The comparison of `id` with `base` (made once both indexes are built), or the `202` progress.
+async fn comparison(
+    hub: &Arc<Hub>,
+    p: &Principal,
+    ix: &Arc<HeapIndexes>,
+    id: &str,
+    base: &str,
+) -> Result<Result<(Arc<Comparison>, ArtifactRecord, ArtifactRecord), Response>, ApiError> {
+    let (a, b) = (comparable(hub, p, id).await?, comparable(hub, p, base).await?);
+    if a.app != b.app {
+        return Err(super::bad_request(format!(
+            "artifact {} is a snapshot of app {} and {} of app {}: compare snapshots of one app",
+            a.id, a.app, b.id, b.app
+        )));
+    }
+    let key = format!("{}/{}", a.id, b.id);
+    if let Some(c) = locked(&ix.comparisons)?.get(&key) {
+        return Ok(Ok((c, a, b)));
+    }
+    let mut ready = Vec::with_capacity(2);
+    let mut pending = Vec::new();
+    for side in [&a, &b] {
+        let held_key = format!("{key}|{}", side.id);
+        if let Some(x) = locked(&ix.held)?.get(&held_key) {
+            ready.push(x);
+            continue;
+        }
+        match ix.lookup(hub, side)? {
+            Lookup::Ready(x) => {
+                locked(&ix.held)?.insert(&held_key, x.clone(), 0);
+                ready.push(x);
+            }
+            Lookup::Building(pr) => pending.push(progress_json(&side.id, &pr)),
+        }
+    }
+    if !pending.is_empty() {
+        let first = pending[0].clone();
+        let body = json!({"status": "indexing", "stage": first["stage"], "done": first["done"], "total": first["total"], "snapshots": pending});
+        return Ok(Err((StatusCode::ACCEPTED, Json(body)).into_response()));
+    }
+    let _one_at_a_time = ix.comparing.lock().await;
+    if let Some(c) = locked(&ix.comparisons)?.get(&key) {
+        return Ok(Ok((c, a, b)));
+    }
+    let (newer, older) = (ready[0].clone(), ready[1].clone());
+    let c = tokio::task::spawn_blocking(move || newer.compare(&older))
+        .await
+        .map_err(|e| ApiError::Internal(format!("comparison task: {e}")))?;
+    let c = Arc::new(c);
+    locked(&ix.comparisons)?.insert(&key, c.clone(), c.heap_bytes());
+    let mut held = locked(&ix.held)?;
+    held.remove(&format!("{key}|{}", a.id));
+    held.remove(&format!("{key}|{}", b.id));
+    Ok(Ok((c, a, b)))
 }
 
 /// A file with the snapshot's bytes (the one place this module touches the store): the stored
@@ -221,9 +319,8 @@ async fn explorer(
     Ok(match indexes.lookup(hub, &a)? {
         Lookup::Ready(x) => Ok(x),
         Lookup::Building(pr) => {
-            let stage = pr.stage.lock().map(|s| *s).unwrap_or("indexing");
-            let (done, total) = (pr.done.load(Ordering::Relaxed), pr.total.load(Ordering::Relaxed));
-            let body = json!({"status": "indexing", "stage": if stage.is_empty() { "queued" } else { stage }, "done": done, "total": total});
+            let mut body = progress_json(id, &pr);
+            body["status"] = json!("indexing");
             Err((StatusCode::ACCEPTED, Json(body)).into_response())
         }
     })
@@ -311,6 +408,43 @@ async fn node_list(
         other => return Err(super::not_found(format!("no list {other} (retainers, references or dominated)"))),
     };
     Ok(Json(body).into_response())
+}
+
+async fn compare(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Extension(ix): Extension<Arc<HeapIndexes>>,
+    Path((id, base)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (c, a, b) = ready!(comparison(&hub, &p, &ix, &id, &base).await);
+    let (offset, limit) = q.bounds();
+    let body = json!({
+        "artifact": a.id,
+        "base": b.id,
+        // V8 ids only match within one process: across two, every object is "new".
+        "same_process": a.process_id == b.process_id,
+        "total_size_delta": c.total_size_delta,
+        "new_count": c.new_count,
+        "new_size": c.new_size,
+        "deleted_count": c.deleted_count,
+        "deleted_size": c.deleted_size,
+        "classes": c.rows(offset, limit),
+    });
+    Ok(Json(body).into_response())
+}
+
+async fn compare_new(
+    State(hub): State<Arc<Hub>>,
+    Extension(p): Extension<Principal>,
+    Extension(ix): Extension<Arc<HeapIndexes>>,
+    Path((id, base, index)): Path<(String, String, u32)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (c, _, _) = ready!(comparison(&hub, &p, &ix, &id, &base).await);
+    let x = ready!(explorer(&hub, &p, &ix, &id).await);
+    let (offset, limit) = q.bounds();
+    Ok(Json(no_such("class", c.new_instances(&x, index, offset, limit, shows_strings(&p)))?).into_response())
 }
 
 #[cfg(test)]
