@@ -149,7 +149,8 @@
         el('span', { class: 'growth-label' }, 'count'), bars(counts, String, 'counts'), el('span', {}, counts.join(' → ')),
         el('span', { class: 'growth-label' }, 'retained'), bars(retained, mb, 'retained'), el('span', {}, retained.map(mb).join(' → '))),
       s.retainer_path && s.retainer_path.length
-        ? el('ol', { class: 'retainer-path', 'aria-label': 'retainer path from a GC root' }, ...s.retainer_path.map((step) => el('li', {}, step)))
+        ? el('div', {}, el('span', { class: 'growth-label' }, 'held by (from a GC root down to a new object):'),
+          el('ol', { class: 'retainer-path', 'aria-label': 'retainer path from a GC root' }, ...s.retainer_path.map((step) => el('li', {}, step))))
         : el('p', { class: 'hint' }, 'No retainer path (no new object of this class was reachable).'));
   }
 
