@@ -120,7 +120,8 @@ test('compare: a snapshot compared with an earlier one shows the leaking class a
 
 test('leak report: a hunt of 3 snapshots 1 s apart; its report shows the leaking class first, its growth and a retainer path naming the variable', async () => {
   const report = await command({ kind: 'leak_hunt', snapshots: 3, interval_secs: 1 });
-  const done = await waitArtifact(hub, report.id, { timeout: 120000 });
+  // Generous: three debug-build analyses on a machine the whole suite shares.
+  const done = await waitArtifact(hub, report.id, { timeout: 240000 });
   assert.equal(done.status, 'ready', done.error);
   const { context, page } = await signedIn(report.id);
   await page.click(`#artifacts tr[data-id="${report.id}"] button:has-text("Leak report")`);
