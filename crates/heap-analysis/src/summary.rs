@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use serde::Serialize;
 
@@ -123,10 +124,11 @@ pub struct Analysis {
 
 /// Per-class aggregate, indexed by a dense class slot.
 pub struct ClassTable {
-    /// Slot of each class key (`u32::MAX`: none; [`SPLIT`]: see `split_slot`).
+    /// Slot of each class key (`u32::MAX`: none; [`SPLIT`]: see `split_nodes`).
     slot_of_key: Vec<u32>,
-    /// Slot of each counted node whose class name is split by constructor location.
-    split_slot: HashMap<u32, u32>,
+    /// `(node, slot)` of each counted node whose class name is split by constructor location,
+    /// by node.
+    split_nodes: Vec<(u32, u32)>,
     pub keys: Vec<u32>,
     /// The constructor location all of a slot's objects share, if they share one (also for
     /// names that are not split: a diff lines up snapshots where only one of them splits).
@@ -150,7 +152,7 @@ impl ClassTable {
         }
         match self.slot_of_key[g.class_key(v) as usize] {
             u32::MAX => None,
-            SPLIT => self.split_slot.get(&v).copied(),
+            SPLIT => self.split_nodes.binary_search_by_key(&v, |&(n, _)| n).ok().map(|i| self.split_nodes[i].1),
             s => Some(s),
         }
     }
@@ -168,35 +170,96 @@ impl ClassTable {
     }
 }
 
-/// `slot_of_key` marker: the key's nodes have slots of their own (`split_slot`).
+/// `slot_of_key` marker: the key's nodes have slots of their own (`split_nodes`).
 const SPLIT: u32 = u32::MAX - 1;
 
-/// Where the constructor of object `v` was defined, 1-based (as DevTools and the leak hunt show
-/// it), through its map (`map_name`: the string index of "map", found once).
-fn constructor_at(
-    g: &HeapGraph,
-    v: u32,
-    map_name: u32,
-    cache: &mut HashMap<u32, Option<Location>>,
-) -> Option<Location> {
-    let internal = g.types.edge_internal;
-    let map = g
-        .edges(v)
-        .find(|&e| g.edge_name[e] == map_name && Some(g.edge_type(e)) == internal)
-        .map(|e| g.edge_target(e))?;
-    // Objects of one map share their constructor: look it up once per map.
-    *cache.entry(map).or_insert_with(|| {
-        g.constructor_location(v).map(|(script_id, line, column)| Location {
-            script_id,
-            line: line.saturating_add(1),
-            column: column.saturating_add(1),
-        })
-    })
+/// Finds where objects' constructors were defined, 1-based (as DevTools and the leak hunt show
+/// it): object → its map (the internal edge named "map") → the map's prototype's `constructor`.
+struct Locator<'a> {
+    g: &'a HeapGraph,
+    /// The string index of "map", if the snapshot has one.
+    map_name: Option<u32>,
+    /// Objects of one map share their constructor: looked up once per map; objects of one class
+    /// mostly come in runs of one map, hence the last one first.
+    last: Option<(u32, Option<Location>)>,
+    by_map: HashMap<u32, Option<Location>, BuildHasherDefault<OrdinalHasher>>,
 }
 
-/// Index of the string "map" (the internal edge from an object to its map), if any.
-fn map_string(g: &HeapGraph) -> Option<u32> {
-    (0..g.strings.len() as u32).find(|&i| g.strings.get(i) == "map")
+/// A hasher for node ordinals (this runs once per object of the snapshot: SipHash's DoS
+/// resistance buys nothing for ordinals of a file, and costs most of the lookup). Fibonacci
+/// hashing spreads consecutive ordinals over the high bits the table's control bytes use.
+#[derive(Default)]
+struct OrdinalHasher(u64);
+
+impl std::hash::Hasher for OrdinalHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl<'a> Locator<'a> {
+    fn new(g: &'a HeapGraph) -> Self {
+        let map_name = (0..g.strings.len() as u32).find(|&i| g.strings.get(i) == "map");
+        Locator { g, map_name, last: None, by_map: HashMap::default() }
+    }
+
+    /// Only objects have constructors (other kinds are grouped by type).
+    fn applies(&self, v: u32) -> bool {
+        self.map_name.is_some() && self.g.is_type(v, self.g.types.node_object)
+    }
+
+    fn of(&mut self, v: u32) -> Option<Location> {
+        let g = self.g;
+        let (map_name, internal) = (self.map_name?, g.types.edge_internal);
+        let map = g
+            .edges(v)
+            .find(|&e| g.edge_name[e] == map_name && Some(g.edge_type(e)) == internal)
+            .map(|e| g.edge_target(e))?;
+        if let Some((m, loc)) = self.last {
+            if m == map {
+                return loc;
+            }
+        }
+        let loc = *self.by_map.entry(map).or_insert_with(|| {
+            g.constructor_location(v).map(|(script_id, line, column)| Location {
+                script_id,
+                line: line.saturating_add(1),
+                column: column.saturating_add(1),
+            })
+        });
+        self.last = Some((map, loc));
+        loc
+    }
+}
+
+/// The constructor locations seen among one slot's objects.
+#[derive(Clone, Copy, Default)]
+struct Places {
+    first: Option<Location>,
+    /// An object with a location other than `first`.
+    another: bool,
+    /// An object without a location.
+    unlocated: bool,
+}
+
+impl Places {
+    fn add(&mut self, loc: Option<Location>) {
+        match (loc, self.first) {
+            (None, _) => self.unlocated = true,
+            (Some(l), None) => self.first = Some(l),
+            (Some(l), Some(f)) => self.another |= l != f,
+        }
+    }
 }
 
 /// Counts and shallow sizes per class (DevTools `buildAggregates`), a name whose objects'
@@ -204,7 +267,7 @@ fn map_string(g: &HeapGraph) -> Option<u32> {
 pub fn aggregate(g: &HeapGraph) -> ClassTable {
     let mut t = ClassTable {
         slot_of_key: vec![u32::MAX; g.class_key_count()],
-        split_slot: HashMap::new(),
+        split_nodes: Vec::new(),
         keys: Vec::new(),
         location: Vec::new(),
         split: Vec::new(),
@@ -214,26 +277,8 @@ pub fn aggregate(g: &HeapGraph) -> ClassTable {
         max_instance: Vec::new(),
         node_type: Vec::new(),
     };
-    let strings = g.strings.len() as u32;
-    // Pass 1: the constructor locations of each named class (objects only: other kinds are
-    // grouped by type and have no constructor).
-    let map_name = map_string(g);
-    let mut cache = HashMap::new();
-    let mut places: HashMap<u32, Vec<Option<Location>>> = HashMap::new();
-    let located = |v: u32| g.self_size[v as usize] != 0 && g.is_type(v, g.types.node_object);
-    if let Some(map_name) = map_name {
-        for v in (0..g.node_count() as u32).filter(|&v| located(v)) {
-            let loc = constructor_at(g, v, map_name, &mut cache);
-            let seen = places.entry(g.class_key(v)).or_default();
-            if !seen.contains(&loc) {
-                seen.push(loc);
-            }
-        }
-    }
-    let split_keys: std::collections::HashSet<u32> =
-        places.iter().filter(|(_, p)| p.iter().flatten().count() > 1).map(|(k, _)| *k).collect();
-    // Pass 2: counts and sizes, one slot per class (per location for split names).
-    let mut split_slots: HashMap<(u32, Option<Location>), u32> = HashMap::new();
+    let mut locator = Locator::new(g);
+    let mut places: Vec<Places> = Vec::new();
     for v in 0..g.node_count() as u32 {
         let size = g.self_size(v);
         if size == 0 {
@@ -243,32 +288,66 @@ pub fn aggregate(g: &HeapGraph) -> ClassTable {
         let Some(&slot) = t.slot_of_key.get(key as usize) else {
             continue;
         };
-        let node_type = g.node_type[v as usize];
-        let s = if split_keys.contains(&key) {
-            t.slot_of_key[key as usize] = SPLIT;
-            let loc = map_name.filter(|_| located(v)).and_then(|m| constructor_at(g, v, m, &mut cache));
-            let s = match split_slots.get(&(key, loc)) {
-                Some(&s) => s,
-                None => {
-                    let s = t.push_slot(key, node_type, loc, true);
-                    split_slots.insert((key, loc), s);
-                    s
-                }
-            };
-            t.split_slot.insert(v, s);
-            s
-        } else if slot == u32::MAX {
-            let sole = places.get(&key).filter(|p| p.len() == 1).and_then(|p| p[0]);
-            let s = t.push_slot(key, node_type, sole.filter(|_| key < strings), false);
+        let s = if slot == u32::MAX {
+            let s = t.push_slot(key, g.node_type[v as usize], None, false);
             t.slot_of_key[key as usize] = s;
+            places.push(Places::default());
             s
         } else {
             slot
+        } as usize;
+        t.count[s] += 1;
+        t.shallow[s] += size;
+        if locator.applies(v) {
+            places[s].add(locator.of(v));
+        }
+    }
+    let mut parents = Vec::new();
+    for (s, p) in places.iter().enumerate() {
+        if p.another {
+            parents.push(s);
+        } else if !p.unlocated {
+            t.location[s] = p.first;
+        }
+    }
+    if !parents.is_empty() {
+        split_by_location(g, &mut t, &parents, &mut locator);
+    }
+    t
+}
+
+/// Moves the objects of each slot in `parents` to one slot per constructor location (the parent
+/// keeps a count of zero and is never a node's slot again).
+fn split_by_location(g: &HeapGraph, t: &mut ClassTable, parents: &[usize], locator: &mut Locator<'_>) {
+    let mut children: HashMap<u32, Vec<(Option<Location>, u32)>, BuildHasherDefault<OrdinalHasher>> =
+        HashMap::default();
+    for &p in parents {
+        t.slot_of_key[t.keys[p] as usize] = SPLIT;
+        children.insert(t.keys[p], Vec::new());
+        t.count[p] = 0;
+        t.shallow[p] = 0;
+    }
+    for v in 0..g.node_count() as u32 {
+        let size = g.self_size(v);
+        if size == 0 || t.slot_of_key[g.class_key(v) as usize] != SPLIT {
+            continue;
+        }
+        let key = g.class_key(v);
+        let loc = if locator.applies(v) { locator.of(v) } else { None };
+        let known = children.get(&key).and_then(|c| c.iter().find(|(l, _)| *l == loc).map(|&(_, s)| s));
+        let s = match known {
+            Some(s) => s,
+            None => {
+                let s = t.push_slot(key, g.node_type[v as usize], loc, true);
+                children.entry(key).or_default().push((loc, s));
+                s
+            }
         };
         t.count[s as usize] += 1;
         t.shallow[s as usize] += size;
+        // In node order: sorted for the binary search in `slot`.
+        t.split_nodes.push((v, s));
     }
-    t
 }
 
 /// Retained size per class: objects not dominated by an object of the same class
@@ -464,7 +543,8 @@ pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<
 
 /// Class slots, largest retained first.
 pub fn class_order(t: &ClassTable) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..t.keys.len()).collect();
+    // A slot split by constructor location has no objects of its own.
+    let mut order: Vec<usize> = (0..t.keys.len()).filter(|&s| t.count[s] > 0).collect();
     order.sort_by(|&a, &b| {
         t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])).then(t.location[a].cmp(&t.location[b]))
     });
