@@ -182,8 +182,11 @@ struct Locator<'a> {
     /// Objects of one map share their constructor: looked up once per map; objects of one class
     /// mostly come in runs of one map, hence the last one first.
     last: Option<(u32, Option<Location>)>,
-    by_map: HashMap<u32, Option<Location>, BuildHasherDefault<OrdinalHasher>>,
+    by_map: OrdinalMap<Option<Location>>,
 }
+
+/// A map keyed by node ordinals or class keys.
+type OrdinalMap<V> = HashMap<u32, V, BuildHasherDefault<OrdinalHasher>>;
 
 /// A hasher for node ordinals (this runs once per object of the snapshot: SipHash's DoS
 /// resistance buys nothing for ordinals of a file, and costs most of the lookup). Fibonacci
@@ -319,8 +322,7 @@ pub fn aggregate(g: &HeapGraph) -> ClassTable {
 /// Moves the objects of each slot in `parents` to one slot per constructor location (the parent
 /// keeps a count of zero and is never a node's slot again).
 fn split_by_location(g: &HeapGraph, t: &mut ClassTable, parents: &[usize], locator: &mut Locator<'_>) {
-    let mut children: HashMap<u32, Vec<(Option<Location>, u32)>, BuildHasherDefault<OrdinalHasher>> =
-        HashMap::default();
+    let mut children: OrdinalMap<Vec<(Option<Location>, u32)>> = HashMap::default();
     for &p in parents {
         t.slot_of_key[t.keys[p] as usize] = SPLIT;
         children.insert(t.keys[p], Vec::new());
