@@ -148,3 +148,22 @@ async fn two_snapshots_compare_per_constructor_then_list_the_new_instances() {
     assert_eq!(get(&hub, "/api/artifacts/cafe0002/heap/compare/cafe9999", ADMIN).await.0, 404);
     assert_eq!(get(&hub, &format!("{path}/classes/999/new"), ADMIN).await.0, 404);
 }
+
+#[tokio::test]
+async fn two_snapshots_too_big_to_cache_together_still_compare() {
+    // A budget smaller than either index: each one built evicts the other from the cache, so
+    // the comparison must hold the first while the second is built, not rebuild them in turn.
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = HubConfig::for_test(dir.path().to_path_buf());
+    config.heap_index_budget_bytes = 1;
+    let hub = perf_hub::start(config).await.expect("hub");
+    stored(&hub, "beef0001", "orders", "heap_snapshot", snapshot(2)).await;
+    stored(&hub, "beef0002", "orders", "heap_snapshot", snapshot(4)).await;
+    let (status, body) = ready(&hub, "/api/artifacts/beef0002/heap/compare/beef0001", ADMIN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["classes"]["items"][0]["new_count"], 2, "{body}");
+    let index = body["classes"]["items"][0]["index"].as_u64().expect("index");
+    let (status, new) =
+        ready(&hub, &format!("/api/artifacts/beef0002/heap/compare/beef0001/classes/{index}/new"), ADMIN).await;
+    assert_eq!((status, new["total"].as_u64()), (200, Some(2)), "{new}");
+}

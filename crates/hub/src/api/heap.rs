@@ -18,7 +18,7 @@
 //!
 //! Viewer and up; string contents only for admins (the contract: heap contents are admin-only),
 //! everyone else sees `(string) @id` with its sizes. Indexes are cached least-recently-used
-//! within [`CACHE_BUDGET_BYTES`].
+//! within `HubConfig::heap_index_budget_bytes` (default [`CACHE_BUDGET_BYTES`]).
 
 use super::{visible_artifact, ApiError};
 use crate::hub::Hub;
@@ -37,8 +37,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes of indexes kept at once (least recently used go first); one index bigger than this is
-/// still kept while it is the only one.
+/// Default bytes of indexes kept at once (least recently used go first); one index bigger than
+/// the budget is still kept while it is the only one.
 pub const CACHE_BUDGET_BYTES: u64 = 2 << 30;
 /// Snapshots remembered at once (indexes and failures).
 const MAX_ENTRIES: usize = 16;
@@ -46,7 +46,8 @@ const MAX_ENTRIES: usize = 16;
 const MAX_PAGE: usize = 500;
 const DEFAULT_PAGE: usize = 50;
 
-pub fn viewer_routes() -> Router<Arc<Hub>> {
+/// The routes, with indexes kept within `budget_bytes` (`HubConfig::heap_index_budget_bytes`).
+pub fn viewer_routes(budget_bytes: u64) -> Router<Arc<Hub>> {
     Router::new()
         .route("/api/artifacts/{id}/heap/classes", get(classes))
         .route("/api/artifacts/{id}/heap/classes/{index}/instances", get(instances))
@@ -54,7 +55,7 @@ pub fn viewer_routes() -> Router<Arc<Hub>> {
         .route("/api/artifacts/{id}/heap/nodes/{node}/{list}", get(node_list))
         .route("/api/artifacts/{id}/heap/compare/{base}", get(compare))
         .route("/api/artifacts/{id}/heap/compare/{base}/classes/{index}/new", get(compare_new))
-        .layer(Extension(Arc::new(HeapIndexes::default())))
+        .layer(Extension(Arc::new(HeapIndexes::with_budget(budget_bytes))))
 }
 
 /// A least-recently-used map bounded by the bytes of its values and by their number.
@@ -80,17 +81,27 @@ impl<T: Clone> Lru<T> {
     }
 
     /// Inserts `value` costing `bytes`, then evicts the least recently used others until the
-    /// total fits (the new one stays). Returns the evicted keys.
+    /// total fits (the new one stays). Returns the evicted keys. Over the budget only entries
+    /// that cost something go (evicting a free one, e.g. an index still being built, frees
+    /// nothing and loses its progress), and only for one that costs something; over the count,
+    /// any.
     pub fn insert(&mut self, key: &str, value: T, bytes: u64) -> Vec<String> {
         self.tick += 1;
         self.entries.insert(key.to_string(), (value, bytes, self.tick));
         let mut evicted = Vec::new();
         loop {
             let total: u64 = self.entries.values().map(|(_, b, _)| *b).sum();
-            if (total <= self.budget && self.entries.len() <= self.max_entries) || self.entries.len() <= 1 {
+            let too_many = self.entries.len() > self.max_entries;
+            // A free entry adds nothing to the total: it makes no room by evicting others.
+            let over_budget = bytes > 0 && total > self.budget;
+            if (!over_budget && !too_many) || self.entries.len() <= 1 {
                 return evicted;
             }
-            let oldest = self.entries.iter().filter(|(k, _)| *k != key).min_by_key(|(_, (_, _, used))| *used);
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(k, (_, b, _))| *k != key && (too_many || *b > 0))
+                .min_by_key(|(_, (_, _, used))| *used);
             let Some(k) = oldest.map(|(k, _)| k.clone()) else { return evicted };
             self.entries.remove(&k);
             evicted.push(k);
@@ -137,10 +148,10 @@ pub struct HeapIndexes {
     comparing: tokio::sync::Mutex<()>,
 }
 
-impl Default for HeapIndexes {
-    fn default() -> Self {
+impl HeapIndexes {
+    pub fn with_budget(budget_bytes: u64) -> Self {
         HeapIndexes {
-            slots: Mutex::new(Lru::new(CACHE_BUDGET_BYTES, MAX_ENTRIES)),
+            slots: Mutex::new(Lru::new(budget_bytes, MAX_ENTRIES)),
             build: tokio::sync::Semaphore::new(1),
             comparisons: Mutex::new(Lru::new(COMPARE_BUDGET_BYTES, MAX_ENTRIES)),
             held: Mutex::new(Lru::new(u64::MAX, MAX_HELD)),
@@ -468,6 +479,12 @@ mod tests {
         small.insert("x", 0, 0);
         small.insert("y", 0, 0);
         assert_eq!(small.insert("z", 0, 0), vec!["x".to_string()]);
+        // Free entries (indexes being built) neither make room nor are evicted for it.
+        let mut building: Lru<u8> = Lru::new(10, 8);
+        building.insert("ready", 1, 50);
+        assert!(building.insert("placeholder", 0, 0).is_empty(), "a free entry evicts nothing");
+        assert!(building.insert("other", 2, 50).contains(&"ready".to_string()));
+        assert_eq!(building.get("placeholder"), Some(0), "the free one stays");
         small.remove("z");
         assert_eq!(small.get("z"), None);
     }

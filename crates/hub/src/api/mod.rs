@@ -53,7 +53,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/capture-kinds", get(capture_kinds))
         .route("/metrics", get(prometheus))
         .merge(viewers::viewer_routes())
-        .merge(heap::viewer_routes());
+        .merge(heap::viewer_routes(hub.config.heap_index_budget_bytes));
     // Commands: operator. Downloads, pins and deletes: `storage::router`.
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
