@@ -439,6 +439,9 @@
     }
   }
 
+  // Shared with console/heap.js (heap comparison and leak-report views).
+  window.perfConsole = { el, api, getJson, mb, toast, treeItem, paged, objectItem, openViewer, showExplorer, needs, may, refresh: () => refresh(), role: () => me.role };
+
   /** A write whose outcome (or the API's error, e.g. a route this hub doesn't have yet) is shown at once. */
   async function artifactAction(method, path, done) {
     try {
@@ -485,6 +488,7 @@
         if (prev) actions.push(el('button', { onclick: () => showAnalysis(`Diff · ${prev.created_at} → ${a.created_at}`, `/api/artifacts/${prev.id}/diff/${a.id}`, renderDiff) }, 'Diff with previous'));
       }
     }
+    if (window.perfHeap) actions.push(...window.perfHeap.actions(a, arts));
     // Retention: pinned artifacts are kept past --retain-days / --retain-max-gb (operator); delete is admin.
     if (a.status !== 'deleted') {
       actions.push(el('button', needs('operator', { 'data-action': 'pin', onclick: () => artifactAction(a.pinned ? 'DELETE' : 'POST', `/api/artifacts/${a.id}/pin`, a.pinned ? 'unpinned' : 'pinned') }), a.pinned ? 'Unpin' : 'Pin'));

@@ -110,10 +110,66 @@ try {
   await page.locator('#operations').scrollIntoViewIfNeeded();
   await shot('operations.png');
   await context.close();
+  await heapViewShots(browser);
   console.log(`screenshots in ${OUT}`);
 } finally {
   await browser.close();
   await app.kill();
   await hub.stop();
   cleanup(hub.dataDir);
+}
+
+/**
+ * console/heap.js's views (HEAP-VIEWS): two heap snapshots compared and a leak hunt's report, on
+ * a hub and an app of their own (the autopilot fixture leaking one class amid churn).
+ */
+async function heapViewShots(browser) {
+  const hub = await startHub();
+  const app = await startApp('autopilot-app.js', { env: hubEnv(hub) });
+  try {
+    const proc = await processByPid(hub, app.child.pid);
+    const command = async (body) => (await api(hub, 'POST', `/api/processes/${proc.id}/commands`, body)).body.artifact;
+    app.send('leak 200');
+    await app.waitLine(/^leaking/);
+    const first = await waitArtifact(hub, (await command({ kind: 'heap_snapshot' })).id, { timeout: 60000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    const second = await waitArtifact(hub, (await command({ kind: 'heap_snapshot' })).id, { timeout: 60000 });
+    const report = await waitArtifact(hub, (await command({ kind: 'leak_hunt', snapshots: 3, interval_secs: 1 })).id, { timeout: 120000 });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    await page.goto(hub.url('/'));
+    await page.fill('#token', TOKEN);
+    await page.click('#login button[type=submit]');
+    await page.waitForSelector(`#artifacts tr[data-id="${report.id}"]`);
+
+    await page.click(`#artifacts tr[data-id="${second.id}"] button:has-text("Compare with…")`);
+    await page.selectOption('#compare-base', first.id);
+    await page.click('#compare-go');
+    const row = page.locator('#heap-compare > li[data-name="AutopilotLeakyEntry"]');
+    await row.waitFor({ timeout: 90000 });
+    await row.locator(':scope > button.toggle').click();
+    const instance = row.locator(':scope > ul > li[data-kind=object]').first();
+    await instance.locator(':scope > button.toggle').click();
+    let level = instance.locator(':scope > ul > li[data-kind=group]').first();
+    for (let i = 0; i < 3; i++) {
+      const r = level.locator(':scope > ul > li[data-kind=retainer]').first();
+      await r.waitFor();
+      await r.locator(':scope > button.toggle').click();
+      level = r.locator(':scope > ul > li[data-kind=group]').first();
+    }
+    await level.locator(':scope > ul > li').first().waitFor();
+    const toViewer = () => page.locator('#viewer').evaluate((e) => e.scrollIntoView({ block: 'start' }));
+    await toViewer();
+    await page.screenshot({ path: join(OUT, 'heap-compare.png') });
+
+    await page.click(`#artifacts tr[data-id="${report.id}"] button:has-text("Leak report")`);
+    await page.waitForSelector('#leak-suspects > li.suspect');
+    await toViewer();
+    await page.screenshot({ path: join(OUT, 'leak-report.png') });
+    await context.close();
+  } finally {
+    await app.kill();
+    await hub.stop();
+    cleanup(hub.dataDir);
+  }
 }

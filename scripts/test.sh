@@ -25,7 +25,7 @@ PART_TIMEOUT=${PERF_TEST_PART_TIMEOUT:-1500}
 
 # The whole root suite, in order. glibc.test.mjs checks the built addon and runs once (with the
 # machine's Node); egg-packed.test.mjs installs the packed packages into fresh Egg apps.
-FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console console-views console-ops operators tls storage autopilot egg-packed)
+FULL_SUITES=(agent lifecycle profiles metrics metrics-collector register analysis-api heap-analysis spool console console-views console-heap console-ops operators tls storage autopilot egg-packed)
 ONCE_SUITES=(glibc)
 # What every other line runs at least (analysis-api holds the diff-by-node-id test).
 CORE_SUITES=(agent lifecycle profiles register analysis-api tls autopilot)

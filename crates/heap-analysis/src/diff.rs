@@ -2,19 +2,21 @@
 //!
 //! V8 keeps an object's snapshot id stable for its lifetime, so "new" objects are those whose id
 //! is in the second snapshot and not in the first, and "deleted" ones the reverse (DevTools'
-//! Comparison view works the same way). Classes are matched by name. Only counted objects
+//! Comparison view works the same way). Classes are matched by name — and, for a name whose
+//! constructors were defined in more than one place (in either snapshot), by name and
+//! constructor location, one row each, as DevTools keeps them apart. Only counted objects
 //! (non-zero self size, as in the summary) take part.
 //!
 //! To keep memory at one snapshot's worth, the first snapshot is reduced to its class table and a
 //! sorted `(id, class, size)` list before the second one is loaded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::dominators::Dominators;
 use crate::graph::HeapGraph;
-use crate::summary::{is_reportable, top_k, ClassTable, ObjectReport, Reporter, SnapshotInfo};
+use crate::summary::{is_reportable, top_k, ClassTable, Location, ObjectReport, Reporter, SnapshotInfo};
 
 /// One counted object of a snapshot, for the id join.
 #[derive(Clone, Copy)]
@@ -29,6 +31,8 @@ pub struct Side {
     pub info: SnapshotInfo,
     /// Per class slot: name, count, shallow, retained.
     pub names: Vec<String>,
+    /// Per class slot: the constructor location its objects share, if one.
+    pub locations: Vec<Option<Location>>,
     pub count: Vec<u64>,
     pub shallow: Vec<u64>,
     pub retained: Vec<u64>,
@@ -50,6 +54,7 @@ impl Side {
         Side {
             info,
             names: t.keys.iter().map(|&k| g.class_name(k)).collect(),
+            locations: t.location.clone(),
             count: t.count.clone(),
             shallow: t.shallow.clone(),
             retained: t.retained.clone(),
@@ -61,7 +66,11 @@ impl Side {
 /// Change of one class between the snapshots.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClassDelta {
+    /// The bare constructor name.
     pub name: String,
+    /// Set when constructors of this name were defined in more than one place: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     pub count_before: u64,
     pub count_after: u64,
     pub count_delta: i64,
@@ -102,18 +111,21 @@ fn delta(after: u64, before: u64) -> i64 {
 
 /// Compares `a` (before) with `b` (after); `b` is still fully loaded to report new objects.
 pub fn compare(a: &Side, b: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'_>, top_new: usize) -> Diff {
+    let split = split_names(&[a, b]);
     let mut rows: Vec<ClassDelta> = Vec::new();
-    let mut row_of: HashMap<String, usize> = HashMap::new();
-    let mut row = |name: &str, rows: &mut Vec<ClassDelta>| -> usize {
-        if let Some(&r) = row_of.get(name) {
+    let mut row_of: HashMap<(String, Option<Location>), usize> = HashMap::new();
+    let mut row = |side: &Side, s: usize, rows: &mut Vec<ClassDelta>| -> usize {
+        let name = &side.names[s];
+        let location = if split.contains(name.as_str()) { side.locations[s] } else { None };
+        if let Some(&r) = row_of.get(&(name.clone(), location)) {
             return r;
         }
-        rows.push(ClassDelta { name: name.to_string(), ..ClassDelta::default() });
-        row_of.insert(name.to_string(), rows.len() - 1);
+        rows.push(ClassDelta { name: name.clone(), location, ..ClassDelta::default() });
+        row_of.insert((name.clone(), location), rows.len() - 1);
         rows.len() - 1
     };
-    let a_rows: Vec<usize> = a.names.iter().map(|n| row(n, &mut rows)).collect();
-    let b_rows: Vec<usize> = b.names.iter().map(|n| row(n, &mut rows)).collect();
+    let a_rows: Vec<usize> = (0..a.names.len()).map(|s| row(a, s, &mut rows)).collect();
+    let b_rows: Vec<usize> = (0..b.names.len()).map(|s| row(b, s, &mut rows)).collect();
     for (s, &ri) in a_rows.iter().enumerate() {
         rows[ri].count_before += a.count[s];
         rows[ri].shallow_before += a.shallow[s];
@@ -151,35 +163,7 @@ pub fn compare(a: &Side, b: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'
     rows.retain(|r| {
         r.count_delta != 0 || r.shallow_delta != 0 || r.retained_delta != 0 || r.new_count != 0 || r.deleted_count != 0
     });
-    // Leak hunting order: classes that gained instances first, most instances gained first (a
-    // leak is many new objects; a holder's retained size grows without its count); then other
-    // changed classes by retained growth; V8's internal kinds (`(string)`, `system / Context`…)
-    // last — they belong to the objects that hold them. A class that only "grew" because one
-    // container instance retains everything (module caches, the global object) is noise.
-    rows.sort_by(|x, y| {
-        let tier = |r: &ClassDelta| {
-            if crate::leak::is_internal(&r.name) {
-                2
-            } else if r.count_delta > 0 && r.new_count > 0 {
-                0
-            } else {
-                1
-            }
-        };
-        let key = |r: &ClassDelta| {
-            if tier(r) == 0 {
-                (r.count_delta, r.retained_delta)
-            } else {
-                (r.retained_delta, r.count_delta)
-            }
-        };
-        (tier(x), std::cmp::Reverse(key(x)), std::cmp::Reverse(x.shallow_delta), &x.name).cmp(&(
-            tier(y),
-            std::cmp::Reverse(key(y)),
-            std::cmp::Reverse(y.shallow_delta),
-            &y.name,
-        ))
-    });
+    rows.sort_by(|x, y| rank(x).cmp(&rank(y)).then_with(|| x.name.cmp(&y.name)).then(x.location.cmp(&y.location)));
     let new_objects = new_object_reports(a, g, d, r, top_new);
     Diff {
         before: a.info.clone(),
@@ -192,6 +176,44 @@ pub fn compare(a: &Side, b: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'
         classes: rows,
         new_objects,
     }
+}
+
+/// Names whose constructors were defined in more than one place, in any of `sides`.
+pub fn split_names<'a>(sides: &[&'a Side]) -> HashSet<&'a str> {
+    let mut places: HashMap<&str, BTreeSet<Location>> = HashMap::new();
+    for side in sides {
+        for (name, loc) in side.names.iter().zip(&side.locations) {
+            if let Some(loc) = loc {
+                places.entry(name.as_str()).or_default().insert(*loc);
+            }
+        }
+    }
+    places.into_iter().filter(|(_, p)| p.len() > 1).map(|(name, _)| name).collect()
+}
+
+/// Leak hunting order (smaller first): named classes that gained instances, most instances
+/// gained first (a leak is many new objects; a holder's retained size grows without its
+/// count); then functions and arrays that gained instances (closures and backing arrays are
+/// most often parts of the leaking objects, not the leak); then the other changed classes by
+/// retained growth (the holders); V8's internal kinds (`(string)`, `system / Context`…) last —
+/// they belong to the objects that hold them.
+fn rank(r: &ClassDelta) -> (u8, std::cmp::Reverse<(i64, i64, i64)>) {
+    let grew = r.count_delta > 0 && r.new_count > 0;
+    let tier = if crate::leak::is_internal(&r.name) {
+        3
+    } else if grew && !matches!(r.name.as_str(), "Function" | "Array") {
+        0
+    } else if grew {
+        1
+    } else {
+        2
+    };
+    let key = if tier < 2 {
+        (r.count_delta, r.retained_delta, r.shallow_delta)
+    } else {
+        (r.retained_delta, r.count_delta, r.shallow_delta)
+    };
+    (tier, std::cmp::Reverse(key))
 }
 
 /// Merge join of two id-sorted lists; calls `f(true, e)` for ids only in `a`, `f(false, e)` for
@@ -234,8 +256,127 @@ fn new_object_reports(a: &Side, g: &HeapGraph, d: &Dominators, r: &Reporter<'_>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::parser::tests::snapshot_json;
+    use crate::AnalyzeOptions;
+
+    /// A snapshot of two same-named classes `Dup` from two scripts (`a` instances of the one at
+    /// script 11 line 2, `b` of the one at script 12 line 2, ids from `a_id` / `b_id`) and `leaks`
+    /// `Leak` objects in an array, each holding two closures; all held by the global object.
+    pub fn dups(a: u32, a_id: u32, b: u32, b_id: u32, leaks: u32) -> String {
+        // strings
+        const S: [&str; 12] = [
+            "",
+            "global",
+            "Dup",
+            "DupProto",
+            "system / Map",
+            "map",
+            "prototype",
+            "constructor",
+            "x",
+            "Array",
+            "Leak",
+            "cb",
+        ];
+        // fixed nodes: 0 root, 1 global, 2/3 ctor closures, 4/5 protos, 6/7 maps, 8 holder array
+        let mut nodes = vec![
+            (9, 0, 1, 0, 1),
+            (3, 1, 3, 10, 0),
+            (5, 2, 5, 32, 0),
+            (5, 2, 7, 32, 0),
+            (3, 3, 9, 16, 1),
+            (3, 3, 11, 16, 1),
+            (0, 4, 13, 40, 1),
+            (0, 4, 15, 40, 1),
+            (3, 9, 17, 16, leaks),
+        ];
+        let mut edges = vec![(5, 0, 1)];
+        let mut global_edges = vec![(2, 8, 2), (2, 8, 3), (2, 8, 8)];
+        let fixed = vec![(2, 7, 2), (2, 7, 3), (3, 6, 4), (3, 6, 5)];
+        let mut instance_edges = Vec::new();
+        for (count, first_id, map) in [(a, a_id, 6), (b, b_id, 7)] {
+            for i in 0..count {
+                global_edges.push((2, 8, nodes.len() as u32));
+                nodes.push((3, 2, first_id + 2 * i, 24, 1));
+                instance_edges.push((3, 5, map));
+            }
+        }
+        let mut leak_edges = Vec::new();
+        let mut holder_edges = Vec::new();
+        for i in 0..leaks {
+            let at = nodes.len() as u32;
+            holder_edges.push((1, i, at));
+            nodes.push((3, 10, 100_001 + 6 * i, 32, 2));
+            nodes.push((5, 11, 100_003 + 6 * i, 28, 0));
+            nodes.push((5, 11, 100_005 + 6 * i, 28, 0));
+            leak_edges.push((2, 11, at + 1));
+            leak_edges.push((2, 11, at + 2));
+        }
+        nodes[1].4 = global_edges.len() as u32;
+        // Edges in node order: root, global, ctors (none), protos, maps, holder, instances, leaks.
+        edges.extend(global_edges);
+        edges.extend(fixed);
+        edges.extend(holder_edges);
+        edges.extend(instance_edges);
+        edges.extend(leak_edges);
+        // Constructor closures 2 and 3 are at scripts 11 and 12, line 1 (0-based), column 0.
+        snapshot_json(&nodes, &edges, &S).replace(r#""locations":[1,2,3,4]"#, r#""locations":[14,11,1,0,21,12,1,0]"#)
+    }
+
+    fn write_tmp(name: &str, body: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("perf-diff-{}-{name}", std::process::id()));
+        std::fs::write(&p, body).expect("write temp file");
+        p
+    }
+
+    #[test]
+    fn same_named_classes_from_two_scripts_are_two_rows() {
+        // Dup (script 11) grows 2 -> 6; Dup (script 12) falls 5 -> 1: merged, they cancel out.
+        let a = write_tmp("dup1.heapsnapshot", &dups(2, 1001, 5, 2001, 0));
+        let b = write_tmp("dup2.heapsnapshot", &dups(6, 1001, 1, 2001, 0));
+        let an = crate::analyze_path(&a, &AnalyzeOptions::default(), &mut |_| {}).expect("analyze");
+        let mut dup: Vec<(u64, Option<u32>)> = an
+            .classes
+            .iter()
+            .filter(|c| c.name == "Dup" && c.node_type == "object")
+            .map(|c| (c.count, c.location.map(|l| l.script_id)))
+            .collect();
+        dup.sort();
+        assert_eq!(dup, [(2, Some(11)), (5, Some(12))], "{:?}", an.classes);
+        let json = serde_json::to_value(&an.classes).expect("json");
+        let row = json.as_array().and_then(|r| r.iter().find(|c| c["count"] == 2 && c["name"] == "Dup")).expect("row");
+        assert_eq!(row["location"], serde_json::json!({"script_id": 11, "line": 2, "column": 1}));
+        let d = crate::diff_paths(&a, &b, &AnalyzeOptions::default(), &mut |_| {}).expect("diff");
+        let first = &d.classes[0];
+        assert_eq!((first.name.as_str(), first.location.map(|l| l.script_id)), ("Dup", Some(11)), "{:?}", d.classes);
+        assert_eq!((first.count_delta, first.new_count, first.deleted_count), (4, 4, 0));
+        let other = d.classes.iter().find(|c| c.location.map(|l| l.script_id) == Some(12)).expect("script 12 row");
+        assert_eq!((other.count_delta, other.deleted_count), (-4, 4));
+        for p in [a, b] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn the_leaking_class_ranks_above_its_closures_and_its_holder() {
+        // Each leaked object holds two closures: `Function` gains twice as many instances.
+        let a = write_tmp("fn1.heapsnapshot", &dups(1, 1001, 1, 2001, 3));
+        let b = write_tmp("fn2.heapsnapshot", &dups(1, 1001, 1, 2001, 30));
+        let d = crate::diff_paths(&a, &b, &AnalyzeOptions::default(), &mut |_| {}).expect("diff");
+        let names: Vec<&str> = d.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"Leak"), "{names:?}");
+        let function = names.iter().position(|n| *n == "Function").expect("Function row");
+        let array = names.iter().position(|n| *n == "Array").expect("holder row");
+        assert!(function > 0 && array > function, "{names:?}");
+        assert_eq!(d.classes[0].count_delta, 27);
+        // Names with one constructor location each carry none.
+        assert!(d.classes.iter().all(|c| c.location.is_none()), "{:?}", d.classes);
+        for p in [a, b] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 
     #[test]
     fn id_join_finds_new_and_deleted() {

@@ -7,6 +7,10 @@
 //! Objects are named as DevTools names them: `PerfAgentTestLeak @123`, `system / Context @9`,
 //! `"text" @5` for strings, edges by property, variable or `[index]`.
 //!
+//! Two indexes compare like DevTools' Comparison view ([`Explorer::compare`]): per constructor the
+//! objects new in one snapshot (their V8 id not in the other), deleted, and the deltas — then the
+//! new instances themselves, each an object of the newer index to walk as above.
+//!
 //! String contents can hold secrets: every view takes `strings: bool`, and without it a string is
 //! shown as `(string) @5` with its sizes only.
 //!
@@ -20,19 +24,16 @@ use serde::Serialize;
 
 use crate::dominators::{DominatedNodes, Dominators};
 use crate::graph::{HeapGraph, ROOT};
-use crate::summary::{self, percent};
+use crate::summary::{self, percent, ClassSummary, Location};
 use crate::{HeapError, Model, Progress};
 
-/// One constructor row; `index` names it in [`Explorer::instances`].
+/// One constructor row (the summary's, with its `location` where a name is split); `index` names
+/// it in [`Explorer::instances`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClassRow {
     pub index: u32,
-    pub name: String,
-    pub node_type: String,
-    pub count: u64,
-    pub shallow_size: u64,
-    pub retained_size: u64,
-    pub retained_percent: f64,
+    #[serde(flatten)]
+    pub summary: ClassSummary,
 }
 
 /// One object as DevTools shows it in a list.
@@ -81,6 +82,8 @@ pub struct Explorer {
     /// Dominator-tree children, each list sorted largest retained first.
     dominated: DominatedNodes,
     classes: Vec<ClassRow>,
+    /// Per class row: the constructor location its objects share, if one (lines comparisons up).
+    sole_location: Vec<Option<Location>>,
     /// Instances of `classes[i]`: `class_nodes[class_first[i]..class_first[i + 1]]`, largest first.
     class_first: Vec<u32>,
     class_nodes: Vec<u32>,
@@ -117,25 +120,17 @@ impl Explorer {
 
     fn index(g: HeapGraph, dom: Dominators, mut dominated: DominatedNodes, table: &summary::ClassTable) -> Explorer {
         let total_size = dom.retained[ROOT as usize];
-        let mut order: Vec<usize> = (0..table.keys.len()).collect();
-        order.sort_by(|&a, &b| table.retained[b].cmp(&table.retained[a]).then(table.shallow[b].cmp(&table.shallow[a])));
+        let order = summary::class_order(table);
         let mut rank_of_slot = vec![0u32; table.keys.len()];
         let classes: Vec<ClassRow> = order
             .iter()
             .enumerate()
             .map(|(rank, &s)| {
                 rank_of_slot[s] = rank as u32;
-                ClassRow {
-                    index: rank as u32,
-                    name: g.class_name(table.keys[s]),
-                    node_type: g.types.node_types.get(table.node_type[s] as usize).cloned().unwrap_or_default(),
-                    count: table.count[s],
-                    shallow_size: table.shallow[s],
-                    retained_size: table.retained[s],
-                    retained_percent: percent(table.retained[s], total_size),
-                }
+                ClassRow { index: rank as u32, summary: summary::class_row(&g, table, s, total_size) }
             })
             .collect();
+        let sole_location = order.iter().map(|&s| table.location[s]).collect();
         let class_of = |v: u32| table.slot(&g, v).map(|s| rank_of_slot[s as usize]);
         let (class_first, mut class_nodes) = csr(classes.len(), g.node_count() as u32, class_of);
         for c in 0..classes.len() {
@@ -155,6 +150,7 @@ impl Explorer {
             dom,
             dominated,
             classes,
+            sole_location,
             class_first,
             class_nodes,
             distance,
@@ -293,6 +289,209 @@ impl Explorer {
     }
 }
 
+/// One constructor in the comparison of two snapshots (sizes are shallow, as in DevTools).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompareRow {
+    /// Names the row in [`Comparison::new_instances`].
+    pub index: u32,
+    /// The bare constructor name.
+    pub name: String,
+    /// Set when constructors of this name were defined in more than one place: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    pub node_type: String,
+    /// Objects in the newer snapshot whose id is not in the base.
+    pub new_count: u64,
+    pub new_size: u64,
+    /// Objects in the base whose id is not in the newer snapshot.
+    pub deleted_count: u64,
+    pub deleted_size: u64,
+    pub count_before: u64,
+    pub count_after: u64,
+    pub count_delta: i64,
+    pub size_before: u64,
+    pub size_after: u64,
+    pub size_delta: i64,
+}
+
+/// The comparison of a snapshot with a base: rows and, per row, its new instances.
+pub struct Comparison {
+    rows: Vec<CompareRow>,
+    /// New instances of `rows[i]` (ordinals of the newer snapshot), largest retained first:
+    /// `new_nodes[new_first[i]..new_first[i + 1]]`.
+    new_first: Vec<u32>,
+    new_nodes: Vec<u32>,
+    pub new_count: u64,
+    pub new_size: u64,
+    pub deleted_count: u64,
+    pub deleted_size: u64,
+    /// Total (retained by the root) size of the newer snapshot minus the base's.
+    pub total_size_delta: i64,
+}
+
+fn signed_delta(after: u64, before: u64) -> i64 {
+    (i128::from(after) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Comparison order: the largest size growth first (what a developer looks at first), V8's
+/// internal kinds (`(string)`, `system / Context`…) after the named classes they belong to.
+fn compare_order(r: &CompareRow) -> (bool, std::cmp::Reverse<(i64, i64, u64)>) {
+    (crate::leak::is_internal(&r.name), std::cmp::Reverse((r.size_delta, r.count_delta, r.new_count)))
+}
+
+impl Explorer {
+    /// Counted objects' V8 ids, sorted.
+    fn sorted_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.class_nodes.iter().map(|&v| self.g.node_id[v as usize]).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn class_range(&self, c: usize) -> &[u32] {
+        &self.class_nodes[self.class_first[c] as usize..self.class_first[c + 1] as usize]
+    }
+
+    /// Compares this snapshot with `base` (an earlier one of the same process: V8 keeps an
+    /// object's id for its lifetime), per constructor. Rows are matched by name, and by
+    /// constructor location for a name defined in more than one place in either snapshot.
+    pub fn compare(&self, base: &Explorer) -> Comparison {
+        let mut places: std::collections::HashMap<&str, std::collections::BTreeSet<Location>> = Default::default();
+        for x in [self, base] {
+            for (c, loc) in x.classes.iter().zip(&x.sole_location) {
+                if let Some(loc) = loc {
+                    places.entry(c.summary.name.as_str()).or_default().insert(*loc);
+                }
+            }
+        }
+        let key = |x: &Explorer, c: usize| {
+            let name = x.classes[c].summary.name.as_str();
+            let split = places.get(name).is_some_and(|p| p.len() > 1);
+            (name.to_string(), if split { x.sole_location[c] } else { None })
+        };
+        let mut rows: Vec<CompareRow> = Vec::new();
+        let mut row_of: std::collections::HashMap<(String, Option<Location>), usize> = Default::default();
+        let mut row_for = |x: &Explorer, c: usize, rows: &mut Vec<CompareRow>| -> usize {
+            let k = key(x, c);
+            *row_of.entry(k.clone()).or_insert_with(|| {
+                rows.push(CompareRow {
+                    index: 0,
+                    name: k.0,
+                    location: k.1,
+                    node_type: x.classes[c].summary.node_type.clone(),
+                    new_count: 0,
+                    new_size: 0,
+                    deleted_count: 0,
+                    deleted_size: 0,
+                    count_before: 0,
+                    count_after: 0,
+                    count_delta: 0,
+                    size_before: 0,
+                    size_after: 0,
+                    size_delta: 0,
+                });
+                rows.len() - 1
+            })
+        };
+        let base_rows: Vec<usize> = (0..base.classes.len()).map(|c| row_for(base, c, &mut rows)).collect();
+        let my_rows: Vec<usize> = (0..self.classes.len()).map(|c| row_for(self, c, &mut rows)).collect();
+        let (base_ids, my_ids) = (base.sorted_ids(), self.sorted_ids());
+        let mut new_of_row: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
+        for (c, &ri) in my_rows.iter().enumerate() {
+            let r = &mut rows[ri];
+            r.count_after += self.classes[c].summary.count;
+            r.size_after += self.classes[c].summary.shallow_size;
+            for &v in self.class_range(c) {
+                if base_ids.binary_search(&self.g.node_id[v as usize]).is_err() {
+                    r.new_count += 1;
+                    r.new_size += self.g.self_size(v);
+                    new_of_row[ri].push(v);
+                }
+            }
+        }
+        for (c, &ri) in base_rows.iter().enumerate() {
+            let r = &mut rows[ri];
+            r.count_before += base.classes[c].summary.count;
+            r.size_before += base.classes[c].summary.shallow_size;
+            for &v in base.class_range(c) {
+                if my_ids.binary_search(&base.g.node_id[v as usize]).is_err() {
+                    r.deleted_count += 1;
+                    r.deleted_size += base.g.self_size(v);
+                }
+            }
+        }
+        for r in rows.iter_mut() {
+            r.count_delta = signed_delta(r.count_after, r.count_before);
+            r.size_delta = signed_delta(r.size_after, r.size_before);
+        }
+        let mut order: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                rows[i].count_delta != 0
+                    || rows[i].size_delta != 0
+                    || rows[i].new_count != 0
+                    || rows[i].deleted_count != 0
+            })
+            .collect();
+        order.sort_by(|&a, &b| {
+            compare_order(&rows[a])
+                .cmp(&compare_order(&rows[b]))
+                .then(rows[a].name.cmp(&rows[b].name))
+                .then(rows[a].location.cmp(&rows[b].location))
+        });
+        let mut out = Comparison {
+            rows: Vec::with_capacity(order.len()),
+            new_first: vec![0],
+            new_nodes: Vec::new(),
+            new_count: 0,
+            new_size: 0,
+            deleted_count: 0,
+            deleted_size: 0,
+            total_size_delta: signed_delta(self.total_size, base.total_size),
+        };
+        for (rank, &i) in order.iter().enumerate() {
+            let mut row = rows[i].clone();
+            row.index = rank as u32;
+            out.new_count += row.new_count;
+            out.new_size += row.new_size;
+            out.deleted_count += row.deleted_count;
+            out.deleted_size += row.deleted_size;
+            let mut nodes = std::mem::take(&mut new_of_row[i]);
+            nodes.sort_by(|&a, &b| self.dom.retained[b as usize].cmp(&self.dom.retained[a as usize]).then(a.cmp(&b)));
+            out.new_nodes.extend(nodes);
+            out.new_first.push(out.new_nodes.len() as u32);
+            out.rows.push(row);
+        }
+        out
+    }
+}
+
+impl Comparison {
+    /// Rows, largest size growth first.
+    pub fn rows(&self, offset: u64, limit: usize) -> Page<CompareRow> {
+        page(self.rows.len() as u64, offset, limit, |i| self.rows[i].clone())
+    }
+
+    /// The new instances of row `index`, largest retained first, as objects of `newer` (the
+    /// index this comparison was made from).
+    pub fn new_instances(
+        &self,
+        newer: &Explorer,
+        index: u32,
+        offset: u64,
+        limit: usize,
+        strings: bool,
+    ) -> Option<Page<NodeView>> {
+        let i = index as usize;
+        let range = *self.new_first.get(i)? as usize..*self.new_first.get(i + 1)? as usize;
+        let nodes = self.new_nodes.get(range)?;
+        Some(page(nodes.len() as u64, offset, limit, |k| newer.view(nodes[k], strings)))
+    }
+
+    /// Bytes this comparison holds (for a cache budget).
+    pub fn heap_bytes(&self) -> u64 {
+        (self.new_nodes.len() as u64 + self.new_first.len() as u64) * 4 + self.rows.len() as u64 * 160
+    }
+}
+
 fn page<T>(total: u64, offset: u64, limit: usize, item: impl Fn(usize) -> T) -> Page<T> {
     let start = offset.min(total) as usize;
     let end = (start + limit).min(total as usize);
@@ -386,8 +585,8 @@ mod tests {
     fn summary_instances_and_the_path_to_a_root() {
         let x = explorer("path");
         let classes = x.classes(0, 100);
-        let foo = classes.items.iter().find(|c| c.name == "Foo").expect("Foo row");
-        assert_eq!((foo.count, foo.shallow_size), (2, 70));
+        let foo = classes.items.iter().find(|c| c.summary.name == "Foo").expect("Foo row");
+        assert_eq!((foo.summary.count, foo.summary.shallow_size), (2, 70));
         let inst = x.instances(foo.index, 0, 10, false).expect("instances");
         assert_eq!(inst.total, 2);
         assert_eq!(inst.items[0].label, "Foo @5", "largest retained first (20 + its string 30)");
@@ -433,5 +632,52 @@ mod tests {
         assert!(under.items.windows(2).all(|w| w[0].retained_size >= w[1].retained_size), "largest retained first");
         labels.sort();
         assert_eq!(labels, ["Foo @5", "system / Context @9"]);
+    }
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+    use crate::diff::tests::dups;
+
+    fn index(test: &str, json: &str) -> Explorer {
+        let p = std::env::temp_dir().join(format!("perf-compare-{}-{test}.heapsnapshot", std::process::id()));
+        std::fs::write(&p, json).expect("write");
+        let x = Explorer::open(&p, &mut |_| {}).expect("index");
+        let _ = std::fs::remove_file(p);
+        x
+    }
+
+    #[test]
+    fn new_deleted_and_deltas_per_constructor_then_the_new_instances() {
+        let base = index("base", &dups(2, 1001, 5, 2001, 3));
+        let newer = index("newer", &dups(6, 1001, 1, 2001, 30));
+        let c = newer.compare(&base);
+        let rows = c.rows(0, 100);
+        assert!(rows.items.windows(2).all(|w| w[0].size_delta >= w[1].size_delta || w[1].name.starts_with('(')));
+        let leak = rows.items.iter().find(|r| r.name == "Leak").expect("Leak row");
+        assert_eq!((leak.count_before, leak.count_after, leak.count_delta), (3, 30, 27));
+        assert_eq!((leak.new_count, leak.new_size, leak.deleted_count), (27, 27 * 32, 0));
+        assert_eq!(leak.size_delta, 27 * 32);
+        // The two same-named classes stay apart: one grew, the other lost instances.
+        let dup =
+            |script| rows.items.iter().find(|r| r.name == "Dup" && r.location.map(|l| l.script_id) == Some(script));
+        let (a, b) = (dup(11).expect("Dup of script 11"), dup(12).expect("Dup of script 12"));
+        assert_eq!((a.new_count, a.deleted_count, a.count_delta), (4, 0, 4));
+        assert_eq!((b.new_count, b.deleted_count, b.count_delta), (0, 4, -4));
+        assert_eq!(c.new_count, rows.items.iter().map(|r| r.new_count).sum::<u64>());
+        assert_eq!(c.deleted_count, rows.items.iter().map(|r| r.deleted_count).sum::<u64>());
+        let new = c.new_instances(&newer, leak.index, 0, 10, false).expect("new instances");
+        assert_eq!((new.total, new.items.len()), (27, 10));
+        assert!(new.items.iter().all(|n| n.id > 100_001 + 6 * 2 && n.class == "Leak"), "{:?}", new.items);
+        let page2 = c.new_instances(&newer, leak.index, 20, 10, false).expect("page");
+        assert_eq!((page2.offset, page2.items.len()), (20, 7));
+        // A new instance opens in the newer index: its retainer is the holder array.
+        let held = newer.retainers(new.items[0].node, 0, 10, false).expect("retainers");
+        assert_eq!(held.items[0].node.class, "Array");
+        assert!(c.new_instances(&newer, 999, 0, 10, false).is_none());
+        assert!(c.heap_bytes() > 0);
+        // Nothing changed: no rows.
+        assert_eq!(base.compare(&base).rows(0, 10).total, 0);
     }
 }

@@ -108,7 +108,7 @@ pub fn render_analysis_text(a: &Analysis) -> String {
             c.retained_percent,
             human_size(c.shallow_size),
             c.count,
-            truncate(&c.name, 100)
+            located(&c.name, c.location)
         );
     }
     let _ = writeln!(out);
@@ -170,7 +170,7 @@ pub fn render_diff_text(d: &Diff) -> String {
             c.count_delta,
             c.new_count,
             c.deleted_count,
-            truncate(&c.name, 100)
+            located(&c.name, c.location)
         );
     }
     let _ = writeln!(out);
@@ -188,6 +188,14 @@ fn truncate(s: &str, max: usize) -> String {
     let mut t: String = s.chars().take(max).collect();
     t.push('…');
     t
+}
+
+/// A constructor name, with its script location when one name has several.
+fn located(name: &str, location: Option<crate::summary::Location>) -> String {
+    match location {
+        Some(l) => format!("{} (script {} line {} column {})", truncate(name, 100), l.script_id, l.line, l.column),
+        None => truncate(name, 100),
+    }
 }
 
 #[cfg(test)]

@@ -6,14 +6,20 @@
 //! `(compiled code)`, `Function`, `RegExp`, `(string)`, …); the retained size of a class is the sum
 //! of the retained sizes of its objects that are not dominated by another object of the same
 //! class (so nested instances are not counted twice).
+//!
+//! Same-named constructors defined in different places (two scripts each with a `class Foo`) are
+//! separate rows, as DevTools shows them: such a row carries its constructor's `location`; the
+//! name stays the bare constructor name.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use serde::Serialize;
 
 use crate::dominators::{DominatedNodes, Dominators};
 use crate::graph::{HeapGraph, ROOT};
+pub use crate::leak::Location;
 use crate::AnalyzeOptions;
 
 /// Facts about the snapshot as a whole.
@@ -30,9 +36,13 @@ pub struct SnapshotInfo {
 }
 
 /// One row of the constructor summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClassSummary {
+    /// The bare constructor name, as DevTools shows it.
     pub name: String,
+    /// Set when constructors of this name were defined in more than one place: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     /// Node type of the group's objects ("object", "closure", "hidden", …).
     pub node_type: String,
     pub count: u64,
@@ -114,9 +124,17 @@ pub struct Analysis {
 
 /// Per-class aggregate, indexed by a dense class slot.
 pub struct ClassTable {
-    /// Slot of each class key (`u32::MAX`: none).
+    /// Slot of each class key (`u32::MAX`: none; [`SPLIT`]: see `split_nodes`).
     slot_of_key: Vec<u32>,
+    /// `(node, slot)` of each counted node whose class name is split by constructor location,
+    /// by node.
+    split_nodes: Vec<(u32, u32)>,
     pub keys: Vec<u32>,
+    /// The constructor location all of a slot's objects share, if they share one (also for
+    /// names that are not split: a diff lines up snapshots where only one of them splits).
+    pub location: Vec<Option<Location>>,
+    /// True for the slots of a name split by constructor location.
+    pub split: Vec<bool>,
     pub count: Vec<u64>,
     pub shallow: Vec<u64>,
     pub retained: Vec<u64>,
@@ -132,45 +150,206 @@ impl ClassTable {
         if g.self_size[v as usize] == 0 {
             return None;
         }
-        let s = self.slot_of_key[g.class_key(v) as usize];
-        (s != u32::MAX).then_some(s)
+        match self.slot_of_key[g.class_key(v) as usize] {
+            u32::MAX => None,
+            SPLIT => self.split_nodes.binary_search_by_key(&v, |&(n, _)| n).ok().map(|i| self.split_nodes[i].1),
+            s => Some(s),
+        }
+    }
+
+    fn push_slot(&mut self, key: u32, node_type: u8, location: Option<Location>, split: bool) -> u32 {
+        self.keys.push(key);
+        self.count.push(0);
+        self.shallow.push(0);
+        self.retained.push(0);
+        self.max_instance.push(0);
+        self.node_type.push(node_type);
+        self.location.push(location);
+        self.split.push(split);
+        self.keys.len() as u32 - 1
     }
 }
 
-/// Counts and shallow sizes per class (DevTools `buildAggregates`).
+/// `slot_of_key` marker: the key's nodes have slots of their own (`split_nodes`).
+const SPLIT: u32 = u32::MAX - 1;
+
+/// Finds where objects' constructors were defined, 1-based (as DevTools and the leak hunt show
+/// it): object → its map (the internal edge named "map") → the map's prototype's `constructor`.
+struct Locator<'a> {
+    g: &'a HeapGraph,
+    /// The string index of "map", if the snapshot has one.
+    map_name: Option<u32>,
+    /// Objects of one map share their constructor: looked up once per map; objects of one class
+    /// mostly come in runs of one map, hence the last one first.
+    last: Option<(u32, Option<Location>)>,
+    by_map: OrdinalMap<Option<Location>>,
+}
+
+/// A map keyed by node ordinals or class keys.
+type OrdinalMap<V> = HashMap<u32, V, BuildHasherDefault<OrdinalHasher>>;
+
+/// A hasher for node ordinals (this runs once per object of the snapshot: SipHash's DoS
+/// resistance buys nothing for ordinals of a file, and costs most of the lookup). Fibonacci
+/// hashing spreads consecutive ordinals over the high bits the table's control bytes use.
+#[derive(Default)]
+struct OrdinalHasher(u64);
+
+impl std::hash::Hasher for OrdinalHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl<'a> Locator<'a> {
+    fn new(g: &'a HeapGraph) -> Self {
+        let map_name = (0..g.strings.len() as u32).find(|&i| g.strings.get(i) == "map");
+        Locator { g, map_name, last: None, by_map: HashMap::default() }
+    }
+
+    /// Only objects have constructors (other kinds are grouped by type).
+    fn applies(&self, v: u32) -> bool {
+        self.map_name.is_some() && self.g.is_type(v, self.g.types.node_object)
+    }
+
+    fn of(&mut self, v: u32) -> Option<Location> {
+        let g = self.g;
+        let (map_name, internal) = (self.map_name?, g.types.edge_internal);
+        let map = g
+            .edges(v)
+            .find(|&e| g.edge_name[e] == map_name && Some(g.edge_type(e)) == internal)
+            .map(|e| g.edge_target(e))?;
+        if let Some((m, loc)) = self.last {
+            if m == map {
+                return loc;
+            }
+        }
+        let loc = *self.by_map.entry(map).or_insert_with(|| {
+            g.constructor_location(v).map(|(script_id, line, column)| Location {
+                script_id,
+                line: line.saturating_add(1),
+                column: column.saturating_add(1),
+            })
+        });
+        self.last = Some((map, loc));
+        loc
+    }
+}
+
+/// The constructor locations seen among one slot's objects.
+#[derive(Clone, Copy, Default)]
+struct Places {
+    first: Option<Location>,
+    /// An object with a location other than `first`.
+    another: bool,
+    /// An object without a location.
+    unlocated: bool,
+}
+
+impl Places {
+    fn add(&mut self, loc: Option<Location>) {
+        match (loc, self.first) {
+            (None, _) => self.unlocated = true,
+            (Some(l), None) => self.first = Some(l),
+            (Some(l), Some(f)) => self.another |= l != f,
+        }
+    }
+}
+
+/// Counts and shallow sizes per class (DevTools `buildAggregates`), a name whose objects'
+/// constructors were defined in more than one place split into one slot per location.
 pub fn aggregate(g: &HeapGraph) -> ClassTable {
     let mut t = ClassTable {
         slot_of_key: vec![u32::MAX; g.class_key_count()],
+        split_nodes: Vec::new(),
         keys: Vec::new(),
+        location: Vec::new(),
+        split: Vec::new(),
         count: Vec::new(),
         shallow: Vec::new(),
         retained: Vec::new(),
         max_instance: Vec::new(),
         node_type: Vec::new(),
     };
+    let mut locator = Locator::new(g);
+    let mut places: Vec<Places> = Vec::new();
     for v in 0..g.node_count() as u32 {
         let size = g.self_size(v);
         if size == 0 {
             continue;
         }
         let key = g.class_key(v);
-        let Some(slot_ref) = t.slot_of_key.get_mut(key as usize) else {
+        let Some(&slot) = t.slot_of_key.get(key as usize) else {
             continue;
         };
-        if *slot_ref == u32::MAX {
-            *slot_ref = t.keys.len() as u32;
-            t.keys.push(key);
-            t.count.push(0);
-            t.shallow.push(0);
-            t.retained.push(0);
-            t.max_instance.push(0);
-            t.node_type.push(g.node_type[v as usize]);
-        }
-        let s = *slot_ref as usize;
+        let s = if slot == u32::MAX {
+            let s = t.push_slot(key, g.node_type[v as usize], None, false);
+            t.slot_of_key[key as usize] = s;
+            places.push(Places::default());
+            s
+        } else {
+            slot
+        } as usize;
         t.count[s] += 1;
         t.shallow[s] += size;
+        if locator.applies(v) {
+            places[s].add(locator.of(v));
+        }
+    }
+    let mut parents = Vec::new();
+    for (s, p) in places.iter().enumerate() {
+        if p.another {
+            parents.push(s);
+        } else if !p.unlocated {
+            t.location[s] = p.first;
+        }
+    }
+    if !parents.is_empty() {
+        split_by_location(g, &mut t, &parents, &mut locator);
     }
     t
+}
+
+/// Moves the objects of each slot in `parents` to one slot per constructor location (the parent
+/// keeps a count of zero and is never a node's slot again).
+fn split_by_location(g: &HeapGraph, t: &mut ClassTable, parents: &[usize], locator: &mut Locator<'_>) {
+    let mut children: OrdinalMap<Vec<(Option<Location>, u32)>> = HashMap::default();
+    for &p in parents {
+        t.slot_of_key[t.keys[p] as usize] = SPLIT;
+        children.insert(t.keys[p], Vec::new());
+        t.count[p] = 0;
+        t.shallow[p] = 0;
+    }
+    for v in 0..g.node_count() as u32 {
+        let size = g.self_size(v);
+        if size == 0 || t.slot_of_key[g.class_key(v) as usize] != SPLIT {
+            continue;
+        }
+        let key = g.class_key(v);
+        let loc = if locator.applies(v) { locator.of(v) } else { None };
+        let known = children.get(&key).and_then(|c| c.iter().find(|(l, _)| *l == loc).map(|&(_, s)| s));
+        let s = match known {
+            Some(s) => s,
+            None => {
+                let s = t.push_slot(key, g.node_type[v as usize], loc, true);
+                children.entry(key).or_default().push((loc, s));
+                s
+            }
+        };
+        t.count[s as usize] += 1;
+        t.shallow[s as usize] += size;
+        // In node order: sorted for the binary search in `slot`.
+        t.split_nodes.push((v, s));
+    }
 }
 
 /// Retained size per class: objects not dominated by an object of the same class
@@ -357,22 +536,34 @@ const MIN_CLASS_SUSPECT_COUNT: u64 = 100;
 
 /// The constructor summary rows, largest retained first.
 pub fn class_rows(g: &HeapGraph, t: &ClassTable, total: u64, max: usize) -> Vec<ClassSummary> {
-    let mut order: Vec<usize> = (0..t.keys.len()).collect();
-    order.sort_by(|&a, &b| t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])));
+    let mut order = class_order(t);
     if max > 0 {
         order.truncate(max);
     }
+    order.into_iter().map(|s| class_row(g, t, s, total)).collect()
+}
+
+/// Class slots, largest retained first.
+pub fn class_order(t: &ClassTable) -> Vec<usize> {
+    // A slot split by constructor location has no objects of its own.
+    let mut order: Vec<usize> = (0..t.keys.len()).filter(|&s| t.count[s] > 0).collect();
+    order.sort_by(|&a, &b| {
+        t.retained[b].cmp(&t.retained[a]).then(t.shallow[b].cmp(&t.shallow[a])).then(t.location[a].cmp(&t.location[b]))
+    });
     order
-        .into_iter()
-        .map(|s| ClassSummary {
-            name: g.class_name(t.keys[s]),
-            node_type: g.types.node_types.get(t.node_type[s] as usize).cloned().unwrap_or_default(),
-            count: t.count[s],
-            shallow_size: t.shallow[s],
-            retained_size: t.retained[s],
-            retained_percent: percent(t.retained[s], total),
-        })
-        .collect()
+}
+
+/// The summary row of class slot `s`; its location only for a name split by location.
+pub fn class_row(g: &HeapGraph, t: &ClassTable, s: usize, total: u64) -> ClassSummary {
+    ClassSummary {
+        name: g.class_name(t.keys[s]),
+        location: if t.split[s] { t.location[s] } else { None },
+        node_type: g.types.node_types.get(t.node_type[s] as usize).cloned().unwrap_or_default(),
+        count: t.count[s],
+        shallow_size: t.shallow[s],
+        retained_size: t.retained[s],
+        retained_percent: percent(t.retained[s], total),
+    }
 }
 
 /// `part` as a percentage of `total`, two decimals.

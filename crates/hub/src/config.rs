@@ -96,6 +96,10 @@ pub struct HubConfig {
     pub autopilot_max_captures_per_hour: u32,
     /// A rule's cooldown per process when it gives none.
     pub autopilot_default_cooldown_secs: u64,
+
+    // ---- Heap explorer (issue 14, see `crate::api::heap`) ----
+    /// Bytes of explorer indexes kept in memory at once, least recently used evicted first.
+    pub heap_index_budget_bytes: u64,
 }
 
 impl HubConfig {
@@ -146,6 +150,7 @@ impl HubConfig {
             rules: vec![],
             autopilot_max_captures_per_hour: 20,
             autopilot_default_cooldown_secs: 300,
+            heap_index_budget_bytes: crate::api::heap::CACHE_BUDGET_BYTES,
         }
     }
 

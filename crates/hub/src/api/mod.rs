@@ -55,7 +55,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/capture-kinds", get(capture_kinds))
         .route("/metrics", get(prometheus))
         .merge(viewers::viewer_routes())
-        .merge(heap::viewer_routes());
+        .merge(heap::viewer_routes(hub.config.heap_index_budget_bytes));
     // Commands: operator. Downloads, pins and deletes: `storage::router`.
     let operator = Router::new()
         .route("/api/processes/{id}/commands", post(post_command))
@@ -249,6 +249,7 @@ async fn console() -> Html<&'static str> {
 async fn console_asset(Path(file): Path<String>) -> Response {
     let (body, ty): (&'static str, &'static str) = match file.as_str() {
         "app.js" => (include_str!("../../../../console/app.js"), "text/javascript"),
+        "heap.js" => (include_str!("../../../../console/heap.js"), "text/javascript"),
         "style.css" => (include_str!("../../../../console/style.css"), "text/css"),
         "uPlot.iife.min.js" => (include_str!("../../../../console/vendor/uPlot.iife.min.js"), "text/javascript"),
         "uPlot.min.css" => (include_str!("../../../../console/vendor/uPlot.min.css"), "text/css"),
