@@ -90,7 +90,8 @@ pub fn hunt_paths(
         let path = path.as_ref();
         let (file, size) = crate::open(path)?;
         let snapshot = u8::try_from(i).unwrap_or(u8::MAX);
-        let loaded = crate::load(file, size, snapshot, opts.model, shapes.as_deref(), progress)
+        // Only the last snapshot's retainer paths are reported: only it walks the parents.
+        let mut loaded = crate::load_with(file, size, snapshot, opts.model, shapes.as_deref(), i + 1 == n, progress)
             .map_err(|e| crate::with_path(e, path))?;
         if shapes.is_none() {
             // The first snapshot's object shapes name plain objects in all, so rows line up.
@@ -108,7 +109,8 @@ pub fn hunt_paths(
         by_ctor.push(per_constructor(&loaded, &side));
         if i + 1 == n {
             let first = first.take().unwrap_or(side);
-            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, opts));
+            let parent_edge = loaded.parent_edge.take();
+            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, parent_edge, opts));
         }
         if first.is_none() {
             first = Some(side);
@@ -194,6 +196,7 @@ fn report(
     total_sizes: Vec<u64>,
     first: &Side,
     last: &crate::Loaded,
+    parent_edge: Option<Vec<u32>>,
     opts: &AnalyzeOptions,
 ) -> LeakReport {
     let mut suspects: Vec<LeakSuspect> = per_class
@@ -220,7 +223,7 @@ fn report(
     let reporter = Reporter {
         g,
         d: &last.dom,
-        parent_edge: Some(crate::summary::bfs_parents(g)),
+        parent_edge: Some(parent_edge.unwrap_or_else(|| crate::summary::bfs_parents(g))),
         max_path: opts.max_path_len.max(10),
     };
     let wanted: HashMap<(&str, Option<Location>), usize> =

@@ -1,0 +1,339 @@
+//! Parsing the big integer arrays (`nodes`, `edges`) on two threads.
+//!
+//! The arrays are flat lists of records of a fixed number of fields. The scanner's buffer is
+//! filled with a block of the array; the block is cut right after a comma that ends a whole
+//! record, and cut again near its middle the same way (commas are counted, which is much cheaper
+//! than parsing), so both halves start at field 0 of a known record ordinal. The first half is
+//! parsed on the calling thread into the final columns, the second on a scoped thread into a
+//! scratch sink that is then appended: the columns come out exactly as a sequential parse makes
+//! them. The rest of the array (less than half a block, with its closing `]`) goes through the
+//! sequential [`Scanner::read_uint_array`], which also reports every syntax error the
+//! halves cannot see (a trailing comma, a truncated file).
+
+use std::io::Read;
+
+use crate::error::HeapError;
+use crate::scan::Scanner;
+
+/// Bytes of the array handed to the two threads at a time (the scanner's buffer grows to this).
+pub const BLOCK: usize = 8 << 20;
+
+/// Receiver of the values of one half: record by record, field by field.
+pub trait RecordSink: Send {
+    /// Value of field `field` of record `record` (the ordinal within the whole array).
+    fn value(&mut self, field: usize, record: u64, v: u64) -> Result<(), String>;
+    /// Moves everything `later` received (the records after this sink's) onto the end of this
+    /// one and leaves `later` empty (ready for the next block, keeping its allocations).
+    fn append(&mut self, later: &mut Self) -> Result<(), String>;
+}
+
+/// Reads an integer array whose `[` has been consumed, up to and including `]`, handing values
+/// to `sink` (`scratch` is the second thread's sink, empty). `block` is the number of bytes
+/// split between the two threads at a time (0: all sequential). Returns the number of records;
+/// an array whose length is not a multiple of `fields` is an error.
+pub fn read_records<R: Read, S: RecordSink>(
+    sc: &mut Scanner<'_, R>,
+    context: &'static str,
+    fields: usize,
+    block: usize,
+    sink: &mut S,
+    scratch: &mut S,
+) -> Result<u64, HeapError> {
+    let fields = fields.max(1);
+    let mut records: u64 = 0;
+    let mut resumed = false;
+    if block > 0 {
+        loop {
+            let avail = sc.ensure(block)?;
+            let bytes = sc.unread();
+            let region = &bytes[..avail.min(bytes.len())];
+            // The array's end stops the parallel phase (the halves reject any other stray byte).
+            let limit = memchr::memchr(b']', region).unwrap_or(region.len());
+            if limit < block / 2 {
+                break;
+            }
+            let Some(cuts) = record_cuts(&region[..limit], fields) else { break };
+            let base = sc.offset();
+            let (first, second) = (&region[..cuts.mid], &region[cuts.mid..cuts.end]);
+            let second_start = records + cuts.mid_records;
+            let (r1, r2) = std::thread::scope(|s| {
+                let later = s.spawn(|| parse_half(second, fields, second_start, scratch));
+                let r1 = parse_half(first, fields, records, sink);
+                (r1, later.join())
+            });
+            let fail =
+                |at: usize, message: String| HeapError::corrupt(base + at as u64, format!("{context}: {message}"));
+            r1.map_err(|(at, m)| fail(at, m))?;
+            match r2 {
+                Ok(r) => r.map_err(|(at, m)| fail(cuts.mid + at, m))?,
+                Err(_) => return Err(fail(cuts.mid, "parser thread panicked".into())),
+            }
+            sink.append(scratch).map_err(|m| fail(cuts.end, m))?;
+            records += cuts.end_records;
+            sc.consume(cuts.end);
+            resumed = true;
+        }
+    }
+    let mut k = 0usize;
+    sc.read_uint_array_resumed(context, resumed, |v| {
+        sink.value(k, records, v)?;
+        k += 1;
+        if k == fields {
+            k = 0;
+            records += 1;
+        }
+        Ok(())
+    })?;
+    if k != 0 {
+        return Err(sc.corrupt(format!("{context} array length is not a multiple of its fields ({fields})")));
+    }
+    Ok(records)
+}
+
+/// Where a block is cut: both offsets are just after a comma that ends a record.
+#[derive(Debug, PartialEq, Eq)]
+struct Cuts {
+    mid: usize,
+    mid_records: u64,
+    end: usize,
+    end_records: u64,
+}
+
+/// Cuts `body` (digits, commas, whitespace; starting at a record) after the record-ending comma
+/// nearest past its middle and after the last record-ending comma. None when `body` holds no
+/// whole record.
+fn record_cuts(body: &[u8], fields: usize) -> Option<Cuts> {
+    let commas = count_commas;
+    let half = body.len() / 2;
+    let mut count = commas(&body[..half]);
+    let mut mid = None;
+    for (i, &b) in body[half..].iter().enumerate() {
+        if b == b',' {
+            count += 1;
+            if count.is_multiple_of(fields) {
+                mid = Some((half + i + 1, count));
+                break;
+            }
+        }
+    }
+    // Past the middle there may be no record end; then the first half takes what there is.
+    let (mid, mid_commas) = match mid {
+        Some(m) => m,
+        None => last_record_end(body, count, fields)?,
+    };
+    let rest = &body[mid..];
+    let (end, rest_commas) = last_record_end(rest, commas(rest), fields).unwrap_or((0, 0));
+    Some(Cuts {
+        mid,
+        mid_records: (mid_commas / fields) as u64,
+        end: mid + end,
+        end_records: ((mid_commas + rest_commas) / fields) as u64,
+    })
+}
+
+/// Number of commas in `s`. Counted in byte-wide lanes, 255 bytes at a time (what keeps the
+/// compiler's vectorised loop from widening every comparison to 64 bits).
+fn count_commas(s: &[u8]) -> usize {
+    s.chunks(255).map(|c| usize::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b',')))).sum()
+}
+
+/// The offset just after the last comma of `s` that ends a record (`commas` is the number of
+/// commas in `s`), with the number of commas up to it. None when no record ends in `s`.
+fn last_record_end(s: &[u8], commas: usize, fields: usize) -> Option<(usize, usize)> {
+    let want = commas - commas % fields;
+    if want == 0 {
+        return None;
+    }
+    // Walk back over the commas of the unfinished record.
+    let mut seen = commas;
+    for (i, &b) in s.iter().enumerate().rev() {
+        if b == b',' {
+            if seen == want {
+                return Some((i + 1, want));
+            }
+            seen -= 1;
+        }
+    }
+    None
+}
+
+/// Parses one half: whole records, each value followed by a comma. Errors carry the offset
+/// within `body`.
+fn parse_half<S: RecordSink>(body: &[u8], fields: usize, mut record: u64, sink: &mut S) -> Result<(), (usize, String)> {
+    let mut k = 0usize;
+    let mut want_value = true;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b.is_ascii_digit() {
+            if !want_value {
+                return Err((i, "missing ','".into()));
+            }
+            let start = i;
+            let mut v: u64 = 0;
+            while i < body.len() && body[i].is_ascii_digit() {
+                v = v.wrapping_mul(10).wrapping_add(u64::from(body[i] - b'0'));
+                i += 1;
+            }
+            if i - start > 19 {
+                return Err((start, "integer too large".into()));
+            }
+            sink.value(k, record, v).map_err(|m| (start, m))?;
+            k += 1;
+            if k == fields {
+                k = 0;
+                record += 1;
+            }
+            want_value = false;
+        } else if b == b',' {
+            if want_value {
+                return Err((i, "unexpected ','".into()));
+            }
+            want_value = true;
+            i += 1;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+        } else {
+            return Err((i, format!("unexpected byte 0x{b:02x} (only non-negative integers expected)")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects `(field, record, value)` triples.
+    #[derive(Default, Debug, PartialEq)]
+    struct Triples(Vec<(usize, u64, u64)>);
+
+    impl RecordSink for Triples {
+        fn value(&mut self, field: usize, record: u64, v: u64) -> Result<(), String> {
+            if v == 666 {
+                return Err("the number of the beast".into());
+            }
+            self.0.push((field, record, v));
+            Ok(())
+        }
+        fn append(&mut self, later: &mut Self) -> Result<(), String> {
+            self.0.append(&mut later.0);
+            Ok(())
+        }
+    }
+
+    /// Reads `json` (the array after its `[`) with a reader that returns `chunk` bytes at a time.
+    fn read(json: &str, fields: usize, block: usize, chunk: usize) -> Result<(u64, Triples, String), HeapError> {
+        let reader = Trickle { data: json.as_bytes(), chunk };
+        let mut progress = |_| {};
+        let mut sc = Scanner::new(reader, 0, &mut progress);
+        let (mut sink, mut scratch) = (Triples::default(), Triples::default());
+        let n = read_records(&mut sc, "test", fields, block, &mut sink, &mut scratch)?;
+        let mut rest = Vec::new();
+        while let Some(b) = sc.peek_non_ws()? {
+            rest.push(b);
+            sc.bump();
+        }
+        Ok((n, sink, String::from_utf8_lossy(&rest).into_owned()))
+    }
+
+    /// A reader handing out at most `chunk` bytes per call (chunk boundaries everywhere).
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn expected(values: &[u64], fields: usize) -> Triples {
+        Triples(values.iter().enumerate().map(|(i, &v)| (i % fields, (i / fields) as u64, v)).collect())
+    }
+
+    /// An array of `n` values with varied widths and whitespace, as V8 and hand-written JSON have them.
+    fn array(n: usize) -> (String, Vec<u64>) {
+        let values: Vec<u64> = (0..n as u64).map(|i| (i * 7919) % 100_003 * 10u64.pow((i % 5) as u32)).collect();
+        let seps = [",", ",\n", " , ", ",\r\n\t"];
+        let mut s = String::new();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                s.push_str(seps[i % seps.len()]);
+            }
+            s.push_str(&v.to_string());
+        }
+        s.push_str("]}");
+        (s, values)
+    }
+
+    #[test]
+    fn every_block_size_gives_the_sequential_result() {
+        let (json, values) = array(300);
+        for fields in [1, 3, 7] {
+            let n = values.len() - values.len() % fields;
+            let json = if n == values.len() { json.clone() } else { array(n).0 };
+            let want = expected(&values[..n], fields);
+            for block in (0..64).chain([100, 333, 1000, 1 << 20]) {
+                for chunk in [1, 3, 4096] {
+                    let (records, got, rest) = read(&json, fields, block, chunk).unwrap();
+                    assert_eq!(records, (n / fields) as u64, "fields {fields} block {block} chunk {chunk}");
+                    assert_eq!(got, want, "fields {fields} block {block} chunk {chunk}");
+                    assert_eq!(rest, "}", "the scanner stops right after the ']'");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_tiny_arrays() {
+        for block in [0, 1, 2, 8] {
+            assert_eq!(read("]", 3, block, 1).unwrap().0, 0);
+            assert_eq!(read("  \n]", 3, block, 1).unwrap().0, 0);
+            assert_eq!(read("1,2,3]", 3, block, 1).unwrap().1, expected(&[1, 2, 3], 3));
+        }
+    }
+
+    #[test]
+    fn errors_inside_a_block_are_found_in_either_half() {
+        let (json, _) = array(120);
+        let bytes = json.as_bytes();
+        // Every comma, in turn, doubled or replaced by garbage: an error whichever half it lands in.
+        let commas: Vec<usize> = bytes.iter().enumerate().filter(|(_, &b)| b == b',').map(|(i, _)| i).collect();
+        for &at in &commas {
+            for repl in [",,", "x", "1 2", "\"", "[", "-"] {
+                let bad = format!("{}{}{}", &json[..at], repl, &json[at + 1..]);
+                for block in [0, 16, 64, 200] {
+                    let r = read(&bad, 3, block, 7);
+                    let ok_shape = matches!(r, Err(HeapError::Corrupt { .. }));
+                    // "1 2" in place of a comma removes the comma: also a missing-comma error.
+                    assert!(ok_shape, "{repl:?} at {at} block {block}: {r:?}");
+                }
+            }
+        }
+        // A trailing comma, a missing ']', an unfinished record, a too-long number, a sink error.
+        for bad in ["1,2,3,]", "1,2,3,4,5,6", "1,2,3,4]", "1,2,12345678901234567890]", "1,666,3]"] {
+            for block in [0, 2, 4, 6] {
+                assert!(read(bad, 3, block, 1).is_err(), "{bad} block {block}");
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_fall_after_record_ending_commas() {
+        let body = b"1,2,3,4,5,6,7,8,9,";
+        let c = record_cuts(body, 3).unwrap();
+        assert_eq!(&body[..c.mid], b"1,2,3,4,5,6,");
+        assert_eq!((c.mid_records, c.end, c.end_records), (2, body.len(), 3));
+        // An unfinished record at the end stays for the next block.
+        let body = b"10,20,30,40,";
+        let c = record_cuts(body, 3).unwrap();
+        assert_eq!((c.mid, c.end, c.end_records), (9, 9, 1));
+        assert_eq!(record_cuts(b"1,2,", 3), None);
+        assert_eq!(record_cuts(b"", 3), None);
+    }
+}
