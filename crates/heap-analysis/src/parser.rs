@@ -263,8 +263,9 @@ impl Builder {
         };
         g.first_edge.push(0);
         let types = layout.types.node_types.len() as u64;
-        let mut sink = NodeSink { roles: &layout.node_roles, types, g, edge_total: 0 };
-        let mut scratch = NodeSink { roles: &layout.node_roles, types, g: PartialGraph::default(), edge_total: 0 };
+        let fields = NodeFields::new(&layout.node_roles)?;
+        let mut sink = NodeSink { fields: &fields, types, g, edge_total: 0 };
+        let mut scratch = NodeSink { fields: &fields, types, g: PartialGraph::default(), edge_total: 0 };
         sc.expect(b'[', "nodes")?;
         split::read_records(sc, "nodes", layout.node_roles.len(), self.block, &mut sink, &mut scratch)?;
         self.graph = Some(sink.g);
@@ -278,11 +279,12 @@ impl Builder {
         let Some(g) = self.graph.as_mut() else {
             return Err(HeapError::Unsupported("edges before nodes".into()));
         };
+        let at = |role| layout.edge_roles.iter().position(|r| *r == role).unwrap_or(0);
+        let fields = (at(EdgeRole::Type), at(EdgeRole::Name), at(EdgeRole::To));
         let new_sink = |cap: usize| EdgeSink {
-            roles: &layout.edge_roles,
+            fields,
             types: layout.types.edge_types.len() as u64,
             node_fields: layout.node_roles.len() as u64,
-            record: (0, 0, 0),
             edge_to: Vec::with_capacity(cap),
             edge_name: Vec::with_capacity(cap),
         };
@@ -387,9 +389,34 @@ impl Builder {
     }
 }
 
+/// Positions of the node fields this crate reads (from `meta.node_fields`).
+struct NodeFields {
+    ty: usize,
+    name: usize,
+    id: usize,
+    size: usize,
+    edges: usize,
+    detachedness: Option<usize>,
+}
+
+impl NodeFields {
+    fn new(roles: &[NodeRole]) -> Result<NodeFields, HeapError> {
+        let at = |role| roles.iter().position(|r| *r == role);
+        let need = |role| at(role).ok_or_else(|| HeapError::Unsupported("a node field is missing from meta".into()));
+        Ok(NodeFields {
+            ty: need(NodeRole::Type)?,
+            name: need(NodeRole::Name)?,
+            id: need(NodeRole::Id)?,
+            size: need(NodeRole::SelfSize)?,
+            edges: need(NodeRole::EdgeCount)?,
+            detachedness: at(NodeRole::Detachedness),
+        })
+    }
+}
+
 /// Node columns filled from the `nodes` array (one per thread; see [`split`]).
 struct NodeSink<'l> {
-    roles: &'l [NodeRole],
+    fields: &'l NodeFields,
     types: u64,
     g: PartialGraph,
     /// Sum of the edge counts received (`first_edge` holds the running sums: after the leading
@@ -399,34 +426,29 @@ struct NodeSink<'l> {
 
 impl RecordSink for NodeSink<'_> {
     #[inline]
-    fn value(&mut self, field: usize, record: u64, v: u64) -> Result<(), String> {
-        let g = &mut self.g;
-        match self.roles[field] {
-            NodeRole::Type => {
-                if record >= MAX_NODES {
-                    return Err(format!("more than {MAX_NODES} nodes are not supported"));
-                }
-                if v >= self.types {
-                    return Err(format!("node type {v} out of range"));
-                }
-                g.node_type.push(v as u8);
-            }
-            NodeRole::Name => g.node_name.push(to_u32(v, "node name")?),
-            NodeRole::Id => g.node_id.push(to_u32(v, "node id")?),
-            NodeRole::SelfSize => {
-                if v >= u64::from(u32::MAX) {
-                    g.big_sizes.insert(record as u32, v);
-                    g.self_size.push(u32::MAX);
-                } else {
-                    g.self_size.push(v as u32);
-                }
-            }
-            NodeRole::EdgeCount => {
-                self.edge_total += v;
-                g.first_edge.push(to_u32(self.edge_total, "total edge count")?);
-            }
-            NodeRole::Detachedness => g.detachedness.push(v.min(255) as u8),
-            NodeRole::Skip => {}
+    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
+        let (f, g) = (self.fields, &mut self.g);
+        if record >= MAX_NODES {
+            return Err(format!("more than {MAX_NODES} nodes are not supported"));
+        }
+        let ty = values[f.ty];
+        if ty >= self.types {
+            return Err(format!("node type {ty} out of range"));
+        }
+        g.node_type.push(ty as u8);
+        g.node_name.push(to_u32(values[f.name], "node name")?);
+        g.node_id.push(to_u32(values[f.id], "node id")?);
+        let size = values[f.size];
+        if size >= u64::from(u32::MAX) {
+            g.big_sizes.insert(record as u32, size);
+            g.self_size.push(u32::MAX);
+        } else {
+            g.self_size.push(size as u32);
+        }
+        self.edge_total += values[f.edges];
+        g.first_edge.push(to_u32(self.edge_total, "total edge count")?);
+        if let Some(d) = f.detachedness {
+            g.detachedness.push(values[d].min(255) as u8);
         }
         Ok(())
     }
@@ -451,45 +473,32 @@ impl RecordSink for NodeSink<'_> {
 }
 
 /// Edge columns filled from the `edges` array (one per thread; see [`split`]).
-struct EdgeSink<'l> {
-    roles: &'l [EdgeRole],
+struct EdgeSink {
+    /// Positions of type, name_or_index and to_node in a record.
+    fields: (usize, usize, usize),
     types: u64,
     node_fields: u64,
-    /// Type, name and target ordinal of the edge being read.
-    record: (u32, u32, u32),
     edge_to: Vec<u32>,
     edge_name: Vec<u32>,
 }
 
-impl RecordSink for EdgeSink<'_> {
+impl RecordSink for EdgeSink {
     #[inline]
-    fn value(&mut self, field: usize, _record: u64, v: u64) -> Result<(), String> {
-        match self.roles[field] {
-            EdgeRole::Type => {
-                if v >= self.types {
-                    return Err(format!("edge type {v} out of range"));
-                }
-                self.record.0 = v as u32;
-            }
-            EdgeRole::Name => self.record.1 = to_u32(v, "edge name_or_index")?,
-            EdgeRole::To => {
-                let nf = self.node_fields;
-                if !v.is_multiple_of(nf) {
-                    return Err(format!("to_node {v} is not a multiple of node_fields ({nf})"));
-                }
-                let ord = v / nf;
-                if ord >= MAX_NODES {
-                    return Err(format!("to_node {v} out of range"));
-                }
-                self.record.2 = ord as u32;
-            }
-            EdgeRole::Skip => {}
+    fn record(&mut self, _record: u64, values: &[u64]) -> Result<(), String> {
+        let (ty, name, to) = (values[self.fields.0], values[self.fields.1], values[self.fields.2]);
+        if ty >= self.types {
+            return Err(format!("edge type {ty} out of range"));
         }
-        if field + 1 == self.roles.len() {
-            let (ty, name, to) = self.record;
-            self.edge_to.push(to << EDGE_TYPE_BITS | ty);
-            self.edge_name.push(name);
+        let nf = self.node_fields;
+        if !to.is_multiple_of(nf) {
+            return Err(format!("to_node {to} is not a multiple of node_fields ({nf})"));
         }
+        let ord = to / nf;
+        if ord >= MAX_NODES {
+            return Err(format!("to_node {to} out of range"));
+        }
+        self.edge_to.push((ord as u32) << EDGE_TYPE_BITS | ty as u32);
+        self.edge_name.push(to_u32(name, "edge name_or_index")?);
         Ok(())
     }
 

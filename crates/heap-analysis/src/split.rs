@@ -18,10 +18,10 @@ use crate::scan::Scanner;
 /// Bytes of the array handed to the two threads at a time (the scanner's buffer grows to this).
 pub const BLOCK: usize = 8 << 20;
 
-/// Receiver of the values of one half: record by record, field by field.
+/// Receiver of the records of one half.
 pub trait RecordSink: Send {
-    /// Value of field `field` of record `record` (the ordinal within the whole array).
-    fn value(&mut self, field: usize, record: u64, v: u64) -> Result<(), String>;
+    /// The field values of record `record` (its ordinal within the whole array).
+    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String>;
     /// Moves everything `later` received (the records after this sink's) onto the end of this
     /// one and leaves `later` empty (ready for the next block, keeping its allocations).
     fn append(&mut self, later: &mut Self) -> Result<(), String>;
@@ -75,10 +75,12 @@ pub fn read_records<R: Read, S: RecordSink>(
         }
     }
     let mut k = 0usize;
+    let mut values = vec![0u64; fields];
     sc.read_uint_array_resumed(context, resumed, |v| {
-        sink.value(k, records, v)?;
+        values[k] = v;
         k += 1;
         if k == fields {
+            sink.record(records, &values)?;
             k = 0;
             records += 1;
         }
@@ -161,6 +163,8 @@ fn last_record_end(s: &[u8], commas: usize, fields: usize) -> Option<(usize, usi
 /// within `body`.
 fn parse_half<S: RecordSink>(body: &[u8], fields: usize, mut record: u64, sink: &mut S) -> Result<(), (usize, String)> {
     let mut k = 0usize;
+    let mut values = vec![0u64; fields];
+    let mut record_start = 0;
     let mut want_value = true;
     let mut i = 0;
     while i < body.len() {
@@ -178,9 +182,13 @@ fn parse_half<S: RecordSink>(body: &[u8], fields: usize, mut record: u64, sink: 
             if i - start > 19 {
                 return Err((start, "integer too large".into()));
             }
-            sink.value(k, record, v).map_err(|m| (start, m))?;
+            if k == 0 {
+                record_start = start;
+            }
+            values[k] = v;
             k += 1;
             if k == fields {
+                sink.record(record, &values).map_err(|m| (record_start, m))?;
                 k = 0;
                 record += 1;
             }
@@ -209,11 +217,11 @@ mod tests {
     struct Triples(Vec<(usize, u64, u64)>);
 
     impl RecordSink for Triples {
-        fn value(&mut self, field: usize, record: u64, v: u64) -> Result<(), String> {
-            if v == 666 {
+        fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
+            if values.contains(&666) {
                 return Err("the number of the beast".into());
             }
-            self.0.push((field, record, v));
+            self.0.extend(values.iter().enumerate().map(|(field, &v)| (field, record, v)));
             Ok(())
         }
         fn append(&mut self, later: &mut Self) -> Result<(), String> {
