@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diff::Side;
+use crate::graph::ConstructorNames;
 use crate::summary::Reporter;
 use crate::{AnalyzeOptions, HeapError, Progress};
 
@@ -120,8 +121,8 @@ pub fn hunt_paths(
 }
 
 /// Where the constructor of object `v` was defined, in DevTools' 1-based numbering.
-fn constructor_of(g: &crate::graph::HeapGraph, v: u32) -> Option<Location> {
-    g.constructor_location(v).map(|(script_id, line, column)| Location {
+fn constructor_of(g: &crate::graph::HeapGraph, v: u32, names: &ConstructorNames) -> Option<Location> {
+    g.constructor_location_by(v, names).map(|(script_id, line, column)| Location {
         script_id,
         line: line.saturating_add(1),
         column: column.saturating_add(1),
@@ -134,10 +135,13 @@ fn constructor_of(g: &crate::graph::HeapGraph, v: u32) -> Option<Location> {
 fn per_constructor(l: &crate::Loaded, side: &Side) -> Totals {
     let g = &l.graph;
     let mut of_map: HashMap<u32, Option<Location>> = HashMap::new();
+    let names = ConstructorNames::new(g);
     let mut key_of = |v: u32| -> Option<(u32, Option<Location>)> {
         let slot = l.table.slot(g, v)?;
         // Objects of one map share their constructor: look it up once per map.
-        let loc = g.edge_named(v, "map").and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v)));
+        let loc = g
+            .edge_named_among(v, &names.map)
+            .and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v, &names)));
         Some((slot, loc))
     };
     let mut out = Totals::new();
@@ -232,12 +236,24 @@ fn report(
         suspects.iter().filter(|s| s.location.is_some()).map(|s| s.name.as_str()).collect();
     let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
     let mut new_counts = vec![0u64; suspects.len()];
+    let names = ConstructorNames::new(g);
+    // Per class key, the class name if some suspect may have it (looked up once per class, not
+    // once per object): None until seen, Some(None) for no suspect's class.
+    let mut of_key: Vec<Option<Option<String>>> = vec![None; g.class_key_count()];
     for v in 0..g.node_count() as u32 {
         if last.table.slot(g, v).is_none() {
             continue;
         }
-        let name = g.class_name(g.class_key(v));
-        let loc = if split.contains(name.as_str()) { constructor_of(g, v) } else { None };
+        let key = g.class_key(v);
+        let Some(Some(name)) = of_key.get_mut(key as usize).map(|k| {
+            &*k.get_or_insert_with(|| {
+                let name = g.class_name(key);
+                (split.contains(name.as_str()) || wanted.contains_key(&(name.as_str(), None))).then_some(name)
+            })
+        }) else {
+            continue;
+        };
+        let loc = if split.contains(name.as_str()) { constructor_of(g, v, &names) } else { None };
         let Some(&i) = wanted.get(&(name.as_str(), loc)) else { continue };
         let id = g.node_id[v as usize];
         if first.ids.binary_search_by_key(&id, |e| e.id).is_err() {
