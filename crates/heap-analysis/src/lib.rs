@@ -8,8 +8,10 @@
 //! - the diff of two snapshots of one process (per-class deltas, new objects by V8 id).
 //!
 //! Snapshots are streamed through a hand-written scanner into compact column arrays (see
-//! `parser`, `graph`); dominators are computed without recursion (see `dominators`), so a 1 GB
-//! snapshot is analysed in seconds in well under twice its size in memory.
+//! `parser`, `graph`), the big `nodes` and `edges` arrays on two threads (see `split`);
+//! dominators are computed without recursion (see `dominators`), with the class table and the
+//! retainer-path walk on the second thread beside them, so a 1 GB snapshot is analysed in
+//! seconds in little more than its size in memory. `PERF_HEAP_THREADS=1` keeps it on one thread.
 //!
 //! Entry points: [`analyze_path`], [`diff_paths`], [`render_analysis_text`], [`render_diff_text`],
 //! and [`cli_main`] for `perf-hub analyze` / `perf-hub diff`.
@@ -211,7 +213,8 @@ fn load<R: Read>(
 }
 
 /// [`load`], with the breadth-first parents of the retainer paths too when `parents` is set
-/// (walked on a second thread while this one computes the dominators).
+/// (walked on a second thread while this one builds the dominator tree's children lists and
+/// the classes' retained sizes).
 fn load_with<R: Read>(
     reader: R,
     total: u64,

@@ -279,12 +279,15 @@ impl Builder {
         let Some(g) = self.graph.as_mut() else {
             return Err(HeapError::Unsupported("edges before nodes".into()));
         };
+        // Fewer than MAX_NODES (checked while reading them).
+        let nodes = g.node_type.len() as u64;
         let at = |role| layout.edge_roles.iter().position(|r| *r == role).unwrap_or(0);
         let fields = (at(EdgeRole::Type), at(EdgeRole::Name), at(EdgeRole::To));
         let new_sink = |cap: usize| EdgeSink {
             fields,
             types: layout.types.edge_types.len() as u64,
             node_fields: layout.node_roles.len() as u64,
+            nodes,
             edge_to: Vec::with_capacity(cap),
             edge_name: Vec::with_capacity(cap),
         };
@@ -478,6 +481,8 @@ struct EdgeSink {
     fields: (usize, usize, usize),
     types: u64,
     node_fields: u64,
+    /// Number of nodes (the `nodes` section comes first): targets are checked as they are read.
+    nodes: u64,
     edge_to: Vec<u32>,
     edge_name: Vec<u32>,
 }
@@ -494,8 +499,8 @@ impl RecordSink for EdgeSink {
             return Err(format!("to_node {to} is not a multiple of node_fields ({nf})"));
         }
         let ord = to / nf;
-        if ord >= MAX_NODES {
-            return Err(format!("to_node {to} out of range"));
+        if ord >= self.nodes {
+            return Err(format!("to_node {to} points past the last node"));
         }
         self.edge_to.push((ord as u32) << EDGE_TYPE_BITS | ty as u32);
         self.edge_name.push(to_u32(name, "edge name_or_index")?);
@@ -509,17 +514,13 @@ impl RecordSink for EdgeSink {
     }
 }
 
-/// Every edge target must be a node, every name a string.
+/// Every name must be a string (edge targets were checked while reading the edges).
 fn validate_references(g: &HeapGraph, end: u64) -> Result<(), HeapError> {
-    let n = g.node_count() as u32;
     let s = g.strings.len() as u32;
     if let Some(bad) = g.node_name.iter().find(|&&x| x >= s) {
         return Err(HeapError::corrupt(end, format!("node name index {bad} >= {s} strings")));
     }
     for e in 0..g.edge_count() {
-        if g.edge_target(e) >= n {
-            return Err(HeapError::corrupt(end, format!("edge {e} points past the last node")));
-        }
         if !g.edge_is_indexed(e) && g.edge_name[e] >= s {
             return Err(HeapError::corrupt(end, format!("edge {e} name index out of range")));
         }
