@@ -666,6 +666,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_cut_inside_the_arrays_is_a_truncation_not_corruption() {
+        // Cut inside a number, the sink would see a wrong value ("14" -> "1": not a multiple of
+        // node_fields) and call the file corrupt; it is cut short, and says so.
+        let s = snapshot_json(&[(9, 0, 1, 0, 1), (3, 1, 3, 10, 0), (3, 1, 1234567, 10, 0)], &[(1, 1, 2)], &["", "A"]);
+        let b = s.trim_end().as_bytes();
+        let from = s.find("\"nodes\"").unwrap();
+        for block in [0, 4, 16] {
+            for cut in from..b.len() {
+                let r = parse_with_block(&b[..cut], cut as u64, block, &mut |_| {});
+                assert!(matches!(r, Err(HeapError::Truncated { .. })), "cut at {cut} block {block}: {r:?}");
+            }
+        }
+    }
+
+    #[test]
     fn corrupt_inputs_are_errors() {
         let s = tiny();
         assert!(matches!(parse_str("hello"), Err(HeapError::NotSnapshot(_))));

@@ -195,7 +195,13 @@ impl<'p, R: Read> Scanner<'p, R> {
                         v = v.wrapping_mul(10).wrapping_add(u64::from(self.buf[i] - b'0'));
                         i += 1;
                     }
-                    if i == end && !self.eof {
+                    if i == end && self.eof {
+                        // An array cannot end in a digit: the input was cut inside this number
+                        // (what the sink gets would be a wrong value, not a corrupt file).
+                        self.pos = start;
+                        return Err(self.truncated(context));
+                    }
+                    if i == end {
                         // The number may continue in the next chunk: re-read it whole.
                         self.pos = start;
                         if !self.refill()? {
