@@ -265,9 +265,9 @@ impl Builder {
         let types = layout.types.node_types.len() as u64;
         let fields = NodeFields::new(&layout.node_roles)?;
         let mut sink = NodeSink { fields: &fields, types, g, edge_total: 0 };
-        let mut scratch = NodeSink { fields: &fields, types, g: PartialGraph::default(), edge_total: 0 };
+        let scratch = || NodeSink { fields: &fields, types, g: PartialGraph::default(), edge_total: 0 };
         sc.expect(b'[', "nodes")?;
-        split::read_records(sc, "nodes", layout.node_roles.len(), self.block, &mut sink, &mut scratch)?;
+        split::read_records(sc, "nodes", layout.node_roles.len(), self.block, &mut sink, scratch)?;
         self.graph = Some(sink.g);
         Ok(())
     }
@@ -291,9 +291,9 @@ impl Builder {
             edge_to: Vec::with_capacity(cap),
             edge_name: Vec::with_capacity(cap),
         };
-        let (mut sink, mut scratch) = (new_sink(cap), new_sink(0));
+        let mut sink = new_sink(cap);
         sc.expect(b'[', "edges")?;
-        split::read_records(sc, "edges", layout.edge_roles.len(), self.block, &mut sink, &mut scratch)?;
+        split::read_records(sc, "edges", layout.edge_roles.len(), self.block, &mut sink, || new_sink(0))?;
         g.edge_to = sink.edge_to;
         g.edge_name = sink.edge_name;
         self.edges_done = true;

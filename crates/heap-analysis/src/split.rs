@@ -1,14 +1,16 @@
 //! Parsing the big integer arrays (`nodes`, `edges`) on two threads.
 //!
 //! The arrays are flat lists of records of a fixed number of fields. The scanner's buffer is
-//! filled with a block of the array; the block is cut right after a comma that ends a whole
-//! record, and cut again near its middle the same way (commas are counted, which is much cheaper
-//! than parsing), so both halves start at field 0 of a known record ordinal. The first half is
-//! parsed on the calling thread into the final columns, the second on a scoped thread into a
-//! scratch sink that is then appended: the columns come out exactly as a sequential parse makes
-//! them. The rest of the array (less than half a block, with its closing `]`) goes through the
-//! sequential [`Scanner::read_uint_array`], which also reports every syntax error the
-//! halves cannot see (a trailing comma, a truncated file).
+//! filled with a block of the array, which is cut into pieces, each cut right after a comma that
+//! ends a whole record (commas are counted, which is much cheaper than parsing), so every piece
+//! starts at field 0 of a known record ordinal. The calling thread parses pieces from the front
+//! straight into the final columns, a scoped thread parses them from the back, each into a
+//! scratch sink of its own that is appended in order afterwards: the columns come out exactly
+//! as a sequential parse makes them, and when the scheduler holds one thread back (the cores
+//! are shared) the other one takes its pieces instead of waiting. The rest of the array (less
+//! than half a block, with its closing `]`) goes through the sequential
+//! [`Scanner::read_uint_array`], which also reports every syntax error the pieces cannot see
+//! (a trailing comma, a truncated file).
 
 use std::io::Read;
 
@@ -28,49 +30,44 @@ pub trait RecordSink: Send {
 }
 
 /// Reads an integer array whose `[` has been consumed, up to and including `]`, handing values
-/// to `sink` (`scratch` is the second thread's sink, empty). `block` is the number of bytes
-/// split between the two threads at a time (0: all sequential). Returns the number of records;
-/// an array whose length is not a multiple of `fields` is an error.
+/// to `sink`; `new_scratch` makes the empty sinks of the second thread. `block` is the number of
+/// bytes split between the two threads at a time (0: all sequential). Returns the number of
+/// records; an array whose length is not a multiple of `fields` is an error.
 pub fn read_records<R: Read, S: RecordSink>(
     sc: &mut Scanner<'_, R>,
     context: &'static str,
     fields: usize,
     block: usize,
     sink: &mut S,
-    scratch: &mut S,
+    new_scratch: impl Fn() -> S,
 ) -> Result<u64, HeapError> {
     let fields = fields.max(1);
     let mut records: u64 = 0;
     let mut resumed = false;
+    let mut scratch: Vec<S> = Vec::new();
     if block > 0 {
         loop {
             let avail = sc.ensure(block)?;
             let bytes = sc.unread();
             let region = &bytes[..avail.min(bytes.len())];
-            // The array's end stops the parallel phase (the halves reject any other stray byte).
+            // The array's end stops the parallel phase (the pieces reject any other stray byte).
             let limit = memchr::memchr(b']', region).unwrap_or(region.len());
             if limit < block / 2 {
                 break;
             }
-            let Some(cuts) = record_cuts(&region[..limit], fields) else { break };
+            let cuts = piece_cuts(&region[..limit], fields, PIECES);
+            let Some(&(end, end_records)) = cuts.last() else { break };
+            scratch.resize_with(cuts.len(), &new_scratch);
             let base = sc.offset();
-            let (first, second) = (&region[..cuts.mid], &region[cuts.mid..cuts.end]);
-            let second_start = records + cuts.mid_records;
-            let (r1, r2) = std::thread::scope(|s| {
-                let later = s.spawn(|| parse_half(second, fields, second_start, scratch));
-                let r1 = parse_half(first, fields, records, sink);
-                (r1, later.join())
-            });
             let fail =
                 |at: usize, message: String| HeapError::corrupt(base + at as u64, format!("{context}: {message}"));
-            r1.map_err(|(at, m)| fail(at, m))?;
-            match r2 {
-                Ok(r) => r.map_err(|(at, m)| fail(cuts.mid + at, m))?,
-                Err(_) => return Err(fail(cuts.mid, "parser thread panicked".into())),
+            let later = share_pieces(&region[..end], &cuts, fields, records, sink, &mut scratch)
+                .map_err(|(at, m)| fail(at, m))?;
+            for (i, piece) in scratch.iter_mut().enumerate().skip(later) {
+                sink.append(piece).map_err(|m| fail(cuts[i].0, m))?;
             }
-            sink.append(scratch).map_err(|m| fail(cuts.end, m))?;
-            records += cuts.end_records;
-            sc.consume(cuts.end);
+            records += end_records;
+            sc.consume(end);
             resumed = true;
         }
     }
@@ -92,45 +89,97 @@ pub fn read_records<R: Read, S: RecordSink>(
     Ok(records)
 }
 
-/// Where a block is cut: both offsets are just after a comma that ends a record.
-#[derive(Debug, PartialEq, Eq)]
-struct Cuts {
-    mid: usize,
-    mid_records: u64,
-    end: usize,
-    end_records: u64,
+/// Pieces a block is cut into: few enough that handing them out costs nothing, enough that
+/// a thread the scheduler holds back leaves its share to the other.
+const PIECES: usize = 16;
+
+/// Cuts `body` (digits, commas, whitespace; starting at a record) into about `pieces` pieces of
+/// whole records: each cut is just after the record-ending comma at or past an even share of the
+/// bytes, the last after the last record-ending comma. Returns the cuts as (end offset, records
+/// up to it), increasing; empty when `body` holds no whole record.
+fn piece_cuts(body: &[u8], fields: usize, pieces: usize) -> Vec<(usize, u64)> {
+    let mut cuts = Vec::with_capacity(pieces);
+    let (mut start, mut commas) = (0usize, 0usize);
+    for p in 1..pieces {
+        let target = body.len() * p / pieces;
+        if target <= start {
+            continue;
+        }
+        let mut count = commas + count_commas(&body[start..target]);
+        let mut found = None;
+        for (i, &b) in body[target..].iter().enumerate() {
+            if b == b',' {
+                count += 1;
+                if count.is_multiple_of(fields) {
+                    found = Some(target + i + 1);
+                    break;
+                }
+            }
+        }
+        let Some(end) = found else { break };
+        cuts.push((end, (count / fields) as u64));
+        (start, commas) = (end, count);
+    }
+    let rest = &body[start..];
+    if let Some((end, rest_commas)) = last_record_end(rest, count_commas(rest), fields) {
+        cuts.push((start + end, ((commas + rest_commas) / fields) as u64));
+    }
+    cuts
 }
 
-/// Cuts `body` (digits, commas, whitespace; starting at a record) after the record-ending comma
-/// nearest past its middle and after the last record-ending comma. None when `body` holds no
-/// whole record.
-fn record_cuts(body: &[u8], fields: usize) -> Option<Cuts> {
-    let commas = count_commas;
-    let half = body.len() / 2;
-    let mut count = commas(&body[..half]);
-    let mut mid = None;
-    for (i, &b) in body[half..].iter().enumerate() {
-        if b == b',' {
-            count += 1;
-            if count.is_multiple_of(fields) {
-                mid = Some((half + i + 1, count));
+/// Parses the pieces of `body` (ending at `cuts`) on two threads: this one takes pieces from the
+/// front into `sink`, a scoped thread takes them from the back, each into its own `scratch`
+/// sink. Returns the index of the first piece the second thread parsed (`cuts.len()` if none);
+/// errors carry the offset within `body`. `records` is the ordinal of the first record.
+fn share_pieces<S: RecordSink>(
+    body: &[u8],
+    cuts: &[(usize, u64)],
+    fields: usize,
+    records: u64,
+    sink: &mut S,
+    scratch: &mut [S],
+) -> Result<usize, (usize, String)> {
+    let piece = |i: usize| {
+        let (from, first) = if i == 0 { (0, 0) } else { cuts[i - 1] };
+        (from, &body[from..cuts[i].0], records + first)
+    };
+    // Unclaimed pieces: front..back.
+    let claims = std::sync::Mutex::new((0usize, cuts.len()));
+    let claim = |from_back: bool| {
+        let mut c = claims.lock().ok()?;
+        (c.0 < c.1).then(|| {
+            if from_back {
+                c.1 -= 1;
+                c.1
+            } else {
+                c.0 += 1;
+                c.0 - 1
+            }
+        })
+    };
+    let (front, back) = std::thread::scope(|s| {
+        let back = s.spawn(|| {
+            while let Some(i) = claim(true) {
+                let (from, bytes, first) = piece(i);
+                parse_half(bytes, fields, first, &mut scratch[i]).map_err(|(at, m)| (from + at, m))?;
+            }
+            Ok(())
+        });
+        let mut front = Ok(());
+        while let Some(i) = claim(false) {
+            let (from, bytes, first) = piece(i);
+            if let Err((at, m)) = parse_half(bytes, fields, first, sink) {
+                front = Err((from + at, m));
                 break;
             }
         }
-    }
-    // Past the middle there may be no record end; then the first half takes what there is.
-    let (mid, mid_commas) = match mid {
-        Some(m) => m,
-        None => last_record_end(body, count, fields)?,
-    };
-    let rest = &body[mid..];
-    let (end, rest_commas) = last_record_end(rest, commas(rest), fields).unwrap_or((0, 0));
-    Some(Cuts {
-        mid,
-        mid_records: (mid_commas / fields) as u64,
-        end: mid + end,
-        end_records: ((mid_commas + rest_commas) / fields) as u64,
-    })
+        (front, back.join())
+    });
+    // The front's pieces come first, so its error is the earlier one.
+    front?;
+    back.map_err(|_| (0, "parser thread panicked".to_string()))??;
+    let c = claims.lock().map_err(|_| (0, "parser thread panicked".to_string()))?;
+    Ok(c.0)
 }
 
 /// Number of commas in `s`. Counted in byte-wide lanes, 255 bytes at a time (what keeps the
@@ -235,8 +284,8 @@ mod tests {
         let reader = Trickle { data: json.as_bytes(), chunk };
         let mut progress = |_| {};
         let mut sc = Scanner::new(reader, 0, &mut progress);
-        let (mut sink, mut scratch) = (Triples::default(), Triples::default());
-        let n = read_records(&mut sc, "test", fields, block, &mut sink, &mut scratch)?;
+        let mut sink = Triples::default();
+        let n = read_records(&mut sc, "test", fields, block, &mut sink, Triples::default)?;
         let mut rest = Vec::new();
         while let Some(b) = sc.peek_non_ws()? {
             rest.push(b);
@@ -334,14 +383,33 @@ mod tests {
     #[test]
     fn cuts_fall_after_record_ending_commas() {
         let body = b"1,2,3,4,5,6,7,8,9,";
-        let c = record_cuts(body, 3).unwrap();
-        assert_eq!(&body[..c.mid], b"1,2,3,4,5,6,");
-        assert_eq!((c.mid_records, c.end, c.end_records), (2, body.len(), 3));
+        // Two pieces: the first cut is at the record end past the middle, the last at the end.
+        assert_eq!(piece_cuts(body, 3, 2), vec![(12, 2), (18, 3)]);
+        assert_eq!(&body[..12], b"1,2,3,4,5,6,");
+        // More pieces than records: one cut per record.
+        assert_eq!(piece_cuts(body, 3, 16), vec![(6, 1), (12, 2), (18, 3)]);
         // An unfinished record at the end stays for the next block.
-        let body = b"10,20,30,40,";
-        let c = record_cuts(body, 3).unwrap();
-        assert_eq!((c.mid, c.end, c.end_records), (9, 9, 1));
-        assert_eq!(record_cuts(b"1,2,", 3), None);
-        assert_eq!(record_cuts(b"", 3), None);
+        assert_eq!(piece_cuts(b"10,20,30,40,", 3, 2), vec![(9, 1)]);
+        assert_eq!(piece_cuts(b"1,2,", 3, 4), vec![]);
+        assert_eq!(piece_cuts(b"", 3, 4), vec![]);
+    }
+
+    #[test]
+    fn pieces_parsed_on_either_thread_come_out_in_order() {
+        // However the two threads share the pieces, the records come out in order.
+        let (json, values) = array(3000);
+        let body_end = json.rfind(',').map(|i| i + 1).unwrap_or(0);
+        let body = &json.as_bytes()[..body_end];
+        for pieces in [1, 2, 3, 16, 100] {
+            let cuts = piece_cuts(body, 1, pieces);
+            let mut sink = Triples::default();
+            let mut scratch: Vec<Triples> = (0..cuts.len()).map(|_| Triples::default()).collect();
+            let later = share_pieces(body, &cuts, 1, 0, &mut sink, &mut scratch).unwrap();
+            for piece in scratch.iter_mut().skip(later) {
+                sink.append(piece).unwrap();
+            }
+            let n = cuts.last().map_or(0, |c| c.1 as usize);
+            assert_eq!(sink, expected(&values[..n], 1), "{pieces} pieces");
+        }
     }
 }
