@@ -12,7 +12,8 @@
 #     --explore /work/heapbench/heap-1000.heapsnapshot
 #
 # Env: HEAP_ANALYZE_BIN (default: release build in $CARGO_TARGET_DIR or the workspace target),
-#      SKIP_MEMLAB=1, SKIP_DEVTOOLS=1, DEVTOOLS_DIFF_MAX_MB (default 500: DevTools' diff is slow),
+#      SKIP_MEMLAB=1, SKIP_DEVTOOLS=1, DEVTOOLS_MAX_MB (default 2000) and DEVTOOLS_DIFF_MAX_MB
+#      (default 500: DevTools' diff is slow): largest file DevTools' model is run on,
 #      PERF_HEAP_THREADS=1 (ours on one thread, to see what the second core brings).
 # References come from bench/heap/node_modules:
 #   (cd bench/heap && PUPPETEER_SKIP_DOWNLOAD=1 npm i --ignore-scripts)
@@ -25,6 +26,7 @@ if [[ -z "${HEAP_ANALYZE_BIN:-}" ]]; then
   HEAP_ANALYZE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/heap-analyze"
 fi
 NODE_MEM="--max-old-space-size=16384"
+DEVTOOLS_MAX_MB="${DEVTOOLS_MAX_MB:-2000}"
 DEVTOOLS_DIFF_MAX_MB="${DEVTOOLS_DIFF_MAX_MB:-500}"
 TMP="$(mktemp)"
 trap 'rm -f "$TMP"' EXIT
@@ -72,7 +74,7 @@ for spec in "${SPECS[@]}"; do
   if [[ -z "${SKIP_MEMLAB:-}" && -d "$HERE/node_modules/@memlab/core" ]]; then
     measure "memlab: parse+retained sizes" "$size" 'speedup $ours' node $NODE_MEM "$HERE/memlab-retained.cjs" "$a"
   fi
-  if [[ -z "${SKIP_DEVTOOLS:-}" && -d "$HERE/node_modules/heap-snapshot-toolkit" ]]; then
+  if [[ -z "${SKIP_DEVTOOLS:-}" && "$size" -le "$DEVTOOLS_MAX_MB" && -d "$HERE/node_modules/heap-snapshot-toolkit" ]]; then
     measure "DevTools model: summary" "$size" 'echo' node $NODE_MEM "$HERE/devtools-summary.mjs" "$a"
     if [[ -n "$b" && "$size" -le "$DEVTOOLS_DIFF_MAX_MB" ]]; then
       measure "DevTools model: diff A B" "$size" 'echo' node $NODE_MEM "$HERE/devtools-summary.mjs" "$a" "$b"
