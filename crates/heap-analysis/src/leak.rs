@@ -144,15 +144,22 @@ fn per_constructor(l: &crate::Loaded, side: &Side) -> Totals {
             .and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v, &names)));
         Some((slot, loc))
     };
-    let mut out = Totals::new();
+    // Summed by (class slot, location) first: the names are cloned once per row, not per object.
+    let mut per_slot: HashMap<(u32, Location), (u64, u64)> = HashMap::new();
     for v in 0..g.node_count() as u32 {
-        let Some((slot, loc @ Some(_))) = key_of(v) else { continue };
-        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, loc));
-        let t = out.entry((side.names[slot as usize].clone(), loc)).or_default();
+        let Some((slot, Some(loc))) = key_of(v) else { continue };
+        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, Some(loc)));
+        let t = per_slot.entry((slot, loc)).or_default();
         t.0 += 1;
         if !nested {
             t.1 += l.dom.retained[v as usize];
         }
+    }
+    let mut out = Totals::new();
+    for ((slot, loc), (count, retained)) in per_slot {
+        let t = out.entry((side.names[slot as usize].clone(), Some(loc))).or_default();
+        t.0 += count;
+        t.1 += retained;
     }
     out
 }
