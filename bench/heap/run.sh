@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Heap-analysis benchmark: for each snapshot, wall time and peak RSS of
 #   ours (perf-heap-analysis `heap-analyze analyze --json`), memlab, and DevTools' model
-#   (heap-snapshot-toolkit), side by side; for a pair A:B also the diff (ours and DevTools').
+#   (heap-snapshot-toolkit), side by side, with memlab's time over ours; for a pair A:B also the
+#   diff (ours, and DevTools' below DEVTOOLS_DIFF_MAX_MB); then optionally
+#   --leak A,B,C   the leak hunt over those snapshots (`heap-analyze leak`, the hub's leak_hunt code)
+#   --explore F    the heap explorer's index of F (`heap-analyze explore`, what the hub caches)
 #
-#   bench/heap/run.sh /tmp/heap-300.heapsnapshot:/tmp/heap-300b.heapsnapshot /tmp/heap-1000.heapsnapshot
+#   bench/heap/run.sh /work/heapbench/heap-300.heapsnapshot \
+#     /work/heapbench/heap-1000.heapsnapshot:/work/heapbench/heap-1000b.heapsnapshot \
+#     --leak /work/heapbench/heap-1000.heapsnapshot,/work/heapbench/heap-1000b.heapsnapshot,/work/heapbench/heap-1000c.heapsnapshot \
+#     --explore /work/heapbench/heap-1000.heapsnapshot
 #
-# Env: HEAP_ANALYZE_BIN (default: release build in $CARGO_TARGET_DIR or crates/heap-analysis/target),
-#      SKIP_MEMLAB=1, SKIP_DEVTOOLS=1, SKIP_DEVTOOLS_DIFF=1 (DevTools' diff is slow).
+# Env: HEAP_ANALYZE_BIN (default: release build in $CARGO_TARGET_DIR or the workspace target),
+#      SKIP_MEMLAB=1, SKIP_DEVTOOLS=1, DEVTOOLS_MAX_MB (default 2000) and DEVTOOLS_DIFF_MAX_MB
+#      (default 500: DevTools' diff is slow): largest file DevTools' model is run on,
+#      PERF_HEAP_THREADS=1 (ours on one thread, to see what the second core brings).
 # References come from bench/heap/node_modules:
 #   (cd bench/heap && PUPPETEER_SKIP_DOWNLOAD=1 npm i --ignore-scripts)
 # Make snapshots with gen-snapshot.mjs (see its header).
@@ -14,38 +22,75 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 if [[ -z "${HEAP_ANALYZE_BIN:-}" ]]; then
-  (cd "$ROOT/crates/heap-analysis" && cargo build --release --bin heap-analyze -q) || exit 1
-  HEAP_ANALYZE_BIN="${CARGO_TARGET_DIR:-$ROOT/crates/heap-analysis/target}/release/heap-analyze"
+  (cd "$ROOT" && cargo build --release -p perf-heap-analysis --bin heap-analyze -q) || exit 1
+  HEAP_ANALYZE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/heap-analyze"
 fi
 NODE_MEM="--max-old-space-size=16384"
+DEVTOOLS_MAX_MB="${DEVTOOLS_MAX_MB:-2000}"
+DEVTOOLS_DIFF_MAX_MB="${DEVTOOLS_DIFF_MAX_MB:-500}"
 TMP="$(mktemp)"
 trap 'rm -f "$TMP"' EXIT
+WALL=0
+RSS=0
 
-# measure LABEL FILE-LABEL CMD...: runs CMD under /usr/bin/time -v and prints one row.
+mb() { du -m "$1" 2>/dev/null | cut -f1; }
+
+# measure LABEL FILE-MB NOTE CMD...: runs CMD under /usr/bin/time -v, prints one row and leaves
+# the wall time (s) and peak RSS (MB) in WALL and RSS. NOTE is a shell snippet printed after
+# the row (evaluated once WALL/RSS are set).
 measure() {
-  local label="$1" file="$2"; shift 2
+  local label="$1" size="$2" note="$3"; shift 3
+  local status
   if /usr/bin/time -v "$@" >/dev/null 2>"$TMP"; then status=ok; else status="FAILED($(grep -m1 -i error "$TMP" | cut -c1-60))"; fi
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP")
-  printf '%-28s %9s  %-34s %8.2f s %8s MB  %s\n' "$file" "$(du -m "${file%%:*}" 2>/dev/null | cut -f1) MB" "$label" "$wall" "$rss" "$status"
+  WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+  RSS=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP")
+  printf '%9s  %-40s %8.2f s %8s MB  %-28s %s\n' "$size MB" "$label" "$WALL" "$RSS" "$(eval "$note")" "$status"
 }
 
-printf '%-28s %9s  %-34s %10s %11s\n' "snapshot" "size" "tool" "wall" "peak RSS"
-for spec in "$@"; do
+rss_ratio() { awk -v r="$RSS" -v f="$1" 'BEGIN { printf "RSS %.2fx file", r / f }'; }
+speedup() { awk -v t="$WALL" -v o="$1" 'BEGIN { printf "memlab/ours %.1fx", t / o }'; }
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%9s  %-40s %10s %11s  %s\n' "file" "tool" "wall" "peak RSS" "ratio"
+LEAK="" EXPLORE=""
+SPECS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --leak) LEAK="$2"; shift 2 ;;
+    --explore) EXPLORE="$2"; shift 2 ;;
+    *) SPECS+=("$1"); shift ;;
+  esac
+done
+for spec in "${SPECS[@]}"; do
   a="${spec%%:*}"; b=""
   [[ "$spec" == *:* ]] && b="${spec#*:}"
-  measure "ours: analyze (summary+retained)" "$a" "$HEAP_ANALYZE_BIN" analyze "$a" --json --quiet
+  size=$(mb "$a")
+  echo "## $(basename "$a")"
+  measure "ours: analyze (summary+retained+paths)" "$size" 'rss_ratio $size' "$HEAP_ANALYZE_BIN" analyze "$a" --json --quiet
+  ours=$WALL
   if [[ -n "$b" ]]; then
-    measure "ours: diff A B" "$a" "$HEAP_ANALYZE_BIN" diff "$a" "$b" --json --quiet
+    measure "ours: diff A B ($(mb "$b") MB)" "$size" 'rss_ratio $size' "$HEAP_ANALYZE_BIN" diff "$a" "$b" --json --quiet
   fi
   if [[ -z "${SKIP_MEMLAB:-}" && -d "$HERE/node_modules/@memlab/core" ]]; then
-    measure "memlab: parse+retained sizes" "$a" node $NODE_MEM "$HERE/memlab-retained.cjs" "$a"
+    measure "memlab: parse+retained sizes" "$size" 'speedup $ours' node $NODE_MEM "$HERE/memlab-retained.cjs" "$a"
   fi
-  if [[ -z "${SKIP_DEVTOOLS:-}" && -d "$HERE/node_modules/heap-snapshot-toolkit" ]]; then
-    measure "DevTools model: summary" "$a" node $NODE_MEM "$HERE/devtools-summary.mjs" "$a"
-    if [[ -n "$b" && -z "${SKIP_DEVTOOLS_DIFF:-}" ]]; then
-      measure "DevTools model: diff A B" "$a" node $NODE_MEM "$HERE/devtools-summary.mjs" "$a" "$b"
+  if [[ -z "${SKIP_DEVTOOLS:-}" && "$size" -le "$DEVTOOLS_MAX_MB" && -d "$HERE/node_modules/heap-snapshot-toolkit" ]]; then
+    measure "DevTools model: summary" "$size" 'echo' node $NODE_MEM "$HERE/devtools-summary.mjs" "$a"
+    if [[ -n "$b" && "$size" -le "$DEVTOOLS_DIFF_MAX_MB" ]]; then
+      measure "DevTools model: diff A B" "$size" 'echo' node $NODE_MEM "$HERE/devtools-summary.mjs" "$a" "$b"
     fi
   fi
 done
+if [[ -n "$LEAK" ]]; then
+  IFS=',' read -r -a files <<<"$LEAK"
+  total=0
+  for f in "${files[@]}"; do total=$((total + $(mb "$f"))); done
+  echo "## leak hunt over ${#files[@]} snapshots"
+  measure "ours: leak ${#files[@]} snapshots" "$total" 'rss_ratio $(mb ${files[-1]})' "$HEAP_ANALYZE_BIN" leak "${files[@]}" --json --quiet
+fi
+if [[ -n "$EXPLORE" ]]; then
+  size=$(mb "$EXPLORE")
+  echo "## heap explorer index"
+  measure "ours: explore (Explorer::open)" "$size" 'rss_ratio $size' "$HEAP_ANALYZE_BIN" explore "$EXPLORE" --quiet
+fi
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,18 +1,24 @@
 //! Command line of `heap-analyze` (and of `perf-hub analyze` / `perf-hub diff`, which delegate
-//! here): `analyze FILE [--json]`, `diff BEFORE AFTER [--json]`.
+//! here): `analyze FILE [--json]`, `diff BEFORE AFTER [--json]`, and for benchmarks of what the
+//! hub does with snapshots: `leak FIRST SECOND [MORE...]` (the leak hunt's report, the function
+//! the hub's `leak_hunt` calls) and `explore FILE` (builds the heap explorer's index and prints
+//! its size).
 //!
 //! Results go to stdout (text tables, or one JSON document with `--json`); progress and errors go
 //! to stderr. Exit status: 0 on success, 1 when the analysis failed, 2 on bad usage.
 
 use std::io::{IsTerminal, Write};
 
-use crate::{analyze_path, diff_paths, render, AnalyzeOptions, Progress, Stage};
+use crate::{analyze_path, diff_paths, hunt_paths, render, AnalyzeOptions, Explorer, Progress, Stage};
 
 const USAGE: &str = "usage:
   analyze FILE.heapsnapshot [--json] [--top N] [--no-paths] [--model devtools|memlab] [--quiet]
-  diff BEFORE.heapsnapshot AFTER.heapsnapshot [--json] [--top N] [--no-paths] [--model devtools|memlab] [--quiet]";
+  diff BEFORE.heapsnapshot AFTER.heapsnapshot [--json] [--top N] [--no-paths] [--model devtools|memlab] [--quiet]
+  leak FIRST.heapsnapshot SECOND.heapsnapshot [MORE.heapsnapshot...] [--json] [--quiet]
+  explore FILE.heapsnapshot [--quiet]";
 
-/// Parsed command line: one file for `analyze`, two (before, after) for `diff`.
+/// Parsed command line: one file for `analyze` and `explore`, two (before, after) for `diff`,
+/// two or more (in the order taken) for `leak`.
 pub struct Command {
     pub files: Vec<String>,
     pub json: bool,
@@ -46,15 +52,22 @@ fn parse_args(args: &[String]) -> Result<(String, Command), String> {
             _ => cmd.files.push(a.clone()),
         }
     }
-    let want = match sub.as_str() {
-        "analyze" => 1,
-        "diff" => 2,
+    files_fit(&sub, cmd.files.len())?;
+    Ok((sub, cmd))
+}
+
+/// Checks the number of files a subcommand takes.
+fn files_fit(sub: &str, got: usize) -> Result<(), String> {
+    let (min, max, want) = match sub {
+        "analyze" | "explore" => (1, 1, "1 file argument"),
+        "diff" => (2, 2, "2 file arguments"),
+        "leak" => (2, usize::MAX, "2 or more file arguments"),
         other => return Err(format!("unknown command {other}")),
     };
-    if cmd.files.len() != want {
-        return Err(format!("{sub} takes {want} file argument(s), got {}", cmd.files.len()));
+    if got < min || got > max {
+        return Err(format!("{sub} takes {want}, got {got}"));
     }
-    Ok((sub, cmd))
+    Ok(())
 }
 
 /// Runs the command line `args` (without the program name: `["analyze", "FILE", "--json"]`).
@@ -70,22 +83,25 @@ pub fn cli_main(args: &[String]) -> i32 {
     run(&sub, &cmd)
 }
 
-/// Runs `analyze` (one file) or `diff` (two) with already parsed options (for callers with
-/// their own argument parser, such as `perf-hub`). Returns the process exit status.
+/// Runs `analyze` (one file), `diff` (two), `leak` (two or more) or `explore` (one) with already
+/// parsed options (for callers with their own argument parser, such as `perf-hub`). Returns the
+/// process exit status.
 pub fn run(sub: &str, cmd: &Command) -> i32 {
-    let want = if sub == "diff" { 2 } else { 1 };
-    if cmd.files.len() != want || !matches!(sub, "analyze" | "diff") {
-        eprintln!("error: {sub} takes {want} file argument(s)\n{USAGE}");
+    if let Err(e) = files_fit(sub, cmd.files.len()) {
+        eprintln!("error: {e}\n{USAGE}");
         return 2;
     }
-    let mut printer = ProgressPrinter::new(cmd.quiet, if sub == "diff" { 2 } else { 1 });
+    let files = u8::try_from(cmd.files.len()).unwrap_or(u8::MAX);
+    let mut printer = ProgressPrinter::new(cmd.quiet, files);
     let mut progress = |p: Progress| printer.report(p);
-    let output = if sub == "analyze" {
-        analyze_path(&cmd.files[0], &cmd.opts, &mut progress)
-            .and_then(|a| Ok(if cmd.json { to_json(&a)? } else { render::render_analysis_text(&a) }))
-    } else {
-        diff_paths(&cmd.files[0], &cmd.files[1], &cmd.opts, &mut progress)
-            .and_then(|d| Ok(if cmd.json { to_json(&d)? } else { render::render_diff_text(&d) }))
+    let output = match sub {
+        "analyze" => analyze_path(&cmd.files[0], &cmd.opts, &mut progress)
+            .and_then(|a| Ok(if cmd.json { to_json(&a)? } else { render::render_analysis_text(&a) })),
+        "diff" => diff_paths(&cmd.files[0], &cmd.files[1], &cmd.opts, &mut progress)
+            .and_then(|d| Ok(if cmd.json { to_json(&d)? } else { render::render_diff_text(&d) })),
+        // The report is JSON only (the console renders it).
+        "leak" => hunt_paths(&cmd.files, &cmd.opts, &mut progress).and_then(|r| to_json(&r)),
+        _ => Explorer::open(&cmd.files[0], &mut progress).and_then(|x| to_json(&index_size(&x))),
     };
     printer.finish();
     match output {
@@ -101,6 +117,19 @@ pub fn run(sub: &str, cmd: &Command) -> i32 {
             1
         }
     }
+}
+
+/// What `explore` prints: the size of the explorer's index.
+#[derive(serde::Serialize)]
+struct IndexSize {
+    node_count: u32,
+    total_size: u64,
+    /// [`Explorer::heap_bytes`]: what the hub's cache budget counts.
+    heap_bytes: u64,
+}
+
+fn index_size(x: &Explorer) -> IndexSize {
+    IndexSize { node_count: x.node_count(), total_size: x.total_size(), heap_bytes: x.heap_bytes() }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, crate::HeapError> {
@@ -173,6 +202,10 @@ mod tests {
         assert_eq!(cli_main(&args("frobnicate x")), 2);
         assert_eq!(cli_main(&args("analyze")), 2);
         assert_eq!(cli_main(&args("diff a")), 2);
+        assert_eq!(cli_main(&args("leak a")), 2);
+        assert_eq!(cli_main(&args("explore a b")), 2);
+        assert_eq!(cli_main(&args("leak /nonexistent/a /nonexistent/b --quiet")), 1);
+        assert_eq!(cli_main(&args("explore /nonexistent/a --quiet")), 1);
         assert_eq!(cli_main(&args("analyze a --bogus")), 2);
         assert_eq!(cli_main(&args("analyze /nonexistent/x.heapsnapshot --quiet")), 1);
     }

@@ -13,6 +13,26 @@ pub const EDGE_TYPE_BITS: u32 = 4;
 /// Largest number of nodes the packed edge layout can address.
 pub const MAX_NODES: u64 = 1 << (32 - EDGE_TYPE_BITS);
 
+/// String indices of the edge names from an object to its constructor (`map`, `prototype`,
+/// `constructor`), looked up once so that walking many objects compares numbers, not text.
+#[derive(Debug, Clone)]
+pub struct ConstructorNames {
+    pub map: Vec<u32>,
+    pub prototype: Vec<u32>,
+    pub constructor: Vec<u32>,
+}
+
+impl ConstructorNames {
+    pub fn new(g: &HeapGraph) -> ConstructorNames {
+        let s = &g.strings;
+        ConstructorNames {
+            map: s.indices_of("map"),
+            prototype: s.indices_of("prototype"),
+            constructor: s.indices_of("constructor"),
+        }
+    }
+}
+
 /// Interned strings of the snapshot (`strings` section), UTF-8, one contiguous buffer.
 #[derive(Debug, Default)]
 pub struct StringTable {
@@ -58,6 +78,19 @@ impl StringTable {
     /// True when there are no strings.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Indices of the strings equal to `s` (V8 interns strings, so usually one).
+    pub fn indices_of(&self, s: &str) -> Vec<u32> {
+        let mut start = 0;
+        let mut out = Vec::new();
+        for (i, &end) in self.ends.iter().enumerate() {
+            if &self.data[start..end] == s.as_bytes() {
+                out.push(i as u32);
+            }
+            start = end;
+        }
+        out
     }
 
     /// String `i`, or "" when out of range.
@@ -258,6 +291,22 @@ impl HeapGraph {
         self.edges(n)
             .find(|&e| !self.edge_is_indexed(e) && self.strings.get(self.edge_name[e]) == name)
             .map(|e| self.edge_target(e))
+    }
+
+    /// The first non-indexed edge of `n` whose name is one of the strings `names`, and where it
+    /// leads ([`HeapGraph::edge_named`] without comparing text).
+    pub fn edge_named_among(&self, n: u32, names: &[u32]) -> Option<u32> {
+        self.edges(n)
+            .find(|&e| !self.edge_is_indexed(e) && names.contains(&self.edge_name[e]))
+            .map(|e| self.edge_target(e))
+    }
+
+    /// [`HeapGraph::constructor_location`] with the edge names resolved once (for many objects).
+    pub fn constructor_location_by(&self, n: u32, names: &ConstructorNames) -> Option<(u32, u32, u32)> {
+        let map = self.edge_named_among(n, &names.map)?;
+        let proto = self.edge_named_among(map, &names.prototype)?;
+        let ctor = self.edge_named_among(proto, &names.constructor)?;
+        self.location(ctor)
     }
 
     /// Where the constructor of object `n` was defined: through its map's prototype's

@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diff::Side;
+use crate::graph::ConstructorNames;
 use crate::summary::Reporter;
 use crate::{AnalyzeOptions, HeapError, Progress};
 
@@ -90,7 +91,8 @@ pub fn hunt_paths(
         let path = path.as_ref();
         let (file, size) = crate::open(path)?;
         let snapshot = u8::try_from(i).unwrap_or(u8::MAX);
-        let loaded = crate::load(file, size, snapshot, opts.model, shapes.as_deref(), progress)
+        // Only the last snapshot's retainer paths are reported: only it walks the parents.
+        let mut loaded = crate::load_with(file, size, snapshot, opts.model, shapes.as_deref(), i + 1 == n, progress)
             .map_err(|e| crate::with_path(e, path))?;
         if shapes.is_none() {
             // The first snapshot's object shapes name plain objects in all, so rows line up.
@@ -108,7 +110,8 @@ pub fn hunt_paths(
         by_ctor.push(per_constructor(&loaded, &side));
         if i + 1 == n {
             let first = first.take().unwrap_or(side);
-            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, opts));
+            let parent_edge = loaded.parent_edge.take();
+            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, parent_edge, opts));
         }
         if first.is_none() {
             first = Some(side);
@@ -118,8 +121,8 @@ pub fn hunt_paths(
 }
 
 /// Where the constructor of object `v` was defined, in DevTools' 1-based numbering.
-fn constructor_of(g: &crate::graph::HeapGraph, v: u32) -> Option<Location> {
-    g.constructor_location(v).map(|(script_id, line, column)| Location {
+fn constructor_of(g: &crate::graph::HeapGraph, v: u32, names: &ConstructorNames) -> Option<Location> {
+    g.constructor_location_by(v, names).map(|(script_id, line, column)| Location {
         script_id,
         line: line.saturating_add(1),
         column: column.saturating_add(1),
@@ -132,21 +135,31 @@ fn constructor_of(g: &crate::graph::HeapGraph, v: u32) -> Option<Location> {
 fn per_constructor(l: &crate::Loaded, side: &Side) -> Totals {
     let g = &l.graph;
     let mut of_map: HashMap<u32, Option<Location>> = HashMap::new();
+    let names = ConstructorNames::new(g);
     let mut key_of = |v: u32| -> Option<(u32, Option<Location>)> {
         let slot = l.table.slot(g, v)?;
         // Objects of one map share their constructor: look it up once per map.
-        let loc = g.edge_named(v, "map").and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v)));
+        let loc = g
+            .edge_named_among(v, &names.map)
+            .and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v, &names)));
         Some((slot, loc))
     };
-    let mut out = Totals::new();
+    // Summed by (class slot, location) first: the names are cloned once per row, not per object.
+    let mut per_slot: HashMap<(u32, Location), (u64, u64)> = HashMap::new();
     for v in 0..g.node_count() as u32 {
-        let Some((slot, loc @ Some(_))) = key_of(v) else { continue };
-        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, loc));
-        let t = out.entry((side.names[slot as usize].clone(), loc)).or_default();
+        let Some((slot, Some(loc))) = key_of(v) else { continue };
+        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, Some(loc)));
+        let t = per_slot.entry((slot, loc)).or_default();
         t.0 += 1;
         if !nested {
             t.1 += l.dom.retained[v as usize];
         }
+    }
+    let mut out = Totals::new();
+    for ((slot, loc), (count, retained)) in per_slot {
+        let t = out.entry((side.names[slot as usize].clone(), Some(loc))).or_default();
+        t.0 += count;
+        t.1 += retained;
     }
     out
 }
@@ -194,6 +207,7 @@ fn report(
     total_sizes: Vec<u64>,
     first: &Side,
     last: &crate::Loaded,
+    parent_edge: Option<Vec<u32>>,
     opts: &AnalyzeOptions,
 ) -> LeakReport {
     let mut suspects: Vec<LeakSuspect> = per_class
@@ -220,7 +234,7 @@ fn report(
     let reporter = Reporter {
         g,
         d: &last.dom,
-        parent_edge: Some(crate::summary::bfs_parents(g)),
+        parent_edge: Some(parent_edge.unwrap_or_else(|| crate::summary::bfs_parents(g))),
         max_path: opts.max_path_len.max(10),
     };
     let wanted: HashMap<(&str, Option<Location>), usize> =
@@ -229,12 +243,24 @@ fn report(
         suspects.iter().filter(|s| s.location.is_some()).map(|s| s.name.as_str()).collect();
     let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
     let mut new_counts = vec![0u64; suspects.len()];
+    let names = ConstructorNames::new(g);
+    // Per class key, the class name if some suspect may have it (looked up once per class, not
+    // once per object): None until seen, Some(None) for no suspect's class.
+    let mut of_key: Vec<Option<Option<String>>> = vec![None; g.class_key_count()];
     for v in 0..g.node_count() as u32 {
         if last.table.slot(g, v).is_none() {
             continue;
         }
-        let name = g.class_name(g.class_key(v));
-        let loc = if split.contains(name.as_str()) { constructor_of(g, v) } else { None };
+        let key = g.class_key(v);
+        let Some(Some(name)) = of_key.get_mut(key as usize).map(|k| {
+            &*k.get_or_insert_with(|| {
+                let name = g.class_name(key);
+                (split.contains(name.as_str()) || wanted.contains_key(&(name.as_str(), None))).then_some(name)
+            })
+        }) else {
+            continue;
+        };
+        let loc = if split.contains(name.as_str()) { constructor_of(g, v, &names) } else { None };
         let Some(&i) = wanted.get(&(name.as_str(), loc)) else { continue };
         let id = g.node_id[v as usize];
         if first.ids.binary_search_by_key(&id, |e| e.id).is_err() {

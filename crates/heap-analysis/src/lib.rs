@@ -8,8 +8,10 @@
 //! - the diff of two snapshots of one process (per-class deltas, new objects by V8 id).
 //!
 //! Snapshots are streamed through a hand-written scanner into compact column arrays (see
-//! `parser`, `graph`); dominators are computed without recursion (see `dominators`), so a 1 GB
-//! snapshot is analysed in seconds in well under twice its size in memory.
+//! `parser`, `graph`), the big `nodes` and `edges` arrays on two threads (see `split`);
+//! dominators are computed without recursion (see `dominators`), with the class table and the
+//! retainer-path walk on the second thread beside them, so a 1 GB snapshot is analysed in
+//! seconds in little more than its size in memory. `PERF_HEAP_THREADS=1` keeps it on one thread.
 //!
 //! Entry points: [`analyze_path`], [`diff_paths`], [`render_analysis_text`], [`render_diff_text`],
 //! and [`cli_main`] for `perf-hub analyze` / `perf-hub diff`.
@@ -27,6 +29,7 @@ mod parser;
 pub mod render;
 mod scan;
 mod shallow;
+mod split;
 pub mod summary;
 
 use std::fs::File;
@@ -139,7 +142,7 @@ pub fn analyze_reader<R: Read>(
     opts: &AnalyzeOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Analysis, HeapError> {
-    let loaded = load(reader, total, 0, opts.model, None, progress)?;
+    let loaded = load_with(reader, total, 0, opts.model, None, opts.paths, progress)?;
     Ok(loaded.analysis(opts, progress))
 }
 
@@ -158,10 +161,12 @@ pub fn diff_paths(
         let a = load(fa, sa, 0, opts.model, None, progress).map_err(|e| with_path(e, a_path))?;
         (diff::Side::new(&a.graph, &a.table, a.info.clone()), a.shapes)
     };
-    let b = load(fb, sb, 1, opts.model, Some(&shapes), progress).map_err(|e| with_path(e, b_path))?;
+    let mut b =
+        load_with(fb, sb, 1, opts.model, Some(&shapes), opts.paths, progress).map_err(|e| with_path(e, b_path))?;
+    let parent_edge = b.parent_edge.take();
     let side_b = diff::Side::new(&b.graph, &b.table, b.info.clone());
     progress(Progress { snapshot: 1, stage: Stage::Paths, done: 0, total: 1 });
-    let reporter = b.reporter(opts);
+    let reporter = b.reporter(opts, parent_edge);
     let d = diff::compare(&side_a, &side_b, &b.graph, &b.dom, &reporter, opts.top_new_objects);
     progress(Progress { snapshot: 1, stage: Stage::Paths, done: 1, total: 1 });
     Ok(d)
@@ -192,6 +197,8 @@ struct Loaded {
     timings: Timings,
     /// Plain-object shapes used for class names.
     shapes: Vec<interfaces::Interface>,
+    /// Breadth-first parents for retainer paths, when asked for at load time.
+    parent_edge: Option<Vec<u32>>,
 }
 
 fn load<R: Read>(
@@ -200,6 +207,21 @@ fn load<R: Read>(
     snapshot: u8,
     model: Model,
     shapes: Option<&[interfaces::Interface]>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Loaded, HeapError> {
+    load_with(reader, total, snapshot, model, shapes, false, progress)
+}
+
+/// [`load`], with the breadth-first parents of the retainer paths too when `parents` is set
+/// (walked on a second thread while this one builds the dominator tree's children lists and
+/// the classes' retained sizes).
+fn load_with<R: Read>(
+    reader: R,
+    total: u64,
+    snapshot: u8,
+    model: Model,
+    shapes: Option<&[interfaces::Interface]>,
+    parents: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Loaded, HeapError> {
     let mut timings = Timings::default();
@@ -222,13 +244,31 @@ fn load<R: Read>(
         };
         interfaces::apply(&mut graph, &shapes_used);
     }
-    let dom = dominators::compute(&graph, model);
-    let dominated = DominatedNodes::build(&dom.idom);
+    // The class table and the parents only read the finished graph, so they are built on a
+    // second thread: the table while this one computes the dominator tree (the longest step), the
+    // parents afterwards (the dominators' working arrays are gone by then, so the walk's arrays
+    // do not raise the peak memory).
+    let one_thread = one_thread();
+    let (dom, table) = std::thread::scope(|s| {
+        if one_thread {
+            return (dominators::compute(&graph, model), summary::aggregate(&graph));
+        }
+        let side = s.spawn(|| summary::aggregate(&graph));
+        let dom = dominators::compute(&graph, model);
+        (dom, side.join().unwrap_or_else(|_| summary::aggregate(&graph)))
+    });
     timings.dominators_ms = ms(t1);
     let t2 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Summary, done: 0, total: 1 });
-    let mut table = summary::aggregate(&graph);
-    summary::class_retained(&graph, &dom, &dominated, &mut table);
+    let (dominated, table, parent_edge) = std::thread::scope(|s| {
+        let walk = (parents && !one_thread).then(|| s.spawn(|| summary::bfs_parents(&graph)));
+        let dominated = DominatedNodes::build(&dom.idom);
+        let mut table = table;
+        summary::class_retained(&graph, &dom, &dominated, &mut table);
+        // A failed walk is walked again by the reporter.
+        let parent_edge = walk.and_then(|w| w.join().ok());
+        (dominated, table, parent_edge)
+    });
     timings.summary_ms = ms(t2);
     let info = SnapshotInfo {
         file_size: total,
@@ -238,25 +278,28 @@ fn load<R: Read>(
         total_size: dom.retained[graph::ROOT as usize],
         unreachable_nodes: dom.unreachable,
     };
-    Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used })
+    Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used, parent_edge })
 }
 
 impl Loaded {
-    fn reporter(&self, opts: &AnalyzeOptions) -> Reporter<'_> {
+    /// The reporter; `parent_edge` are the parents walked at load time (walked now if None and
+    /// paths are wanted).
+    fn reporter(&self, opts: &AnalyzeOptions, parent_edge: Option<Vec<u32>>) -> Reporter<'_> {
         Reporter {
             g: &self.graph,
             d: &self.dom,
-            parent_edge: opts.paths.then(|| summary::bfs_parents(&self.graph)),
+            parent_edge: opts.paths.then(|| parent_edge.unwrap_or_else(|| summary::bfs_parents(&self.graph))),
             max_path: opts.max_path_len.max(10),
         }
     }
 
-    fn analysis(self, opts: &AnalyzeOptions, progress: &mut dyn FnMut(Progress)) -> Analysis {
+    fn analysis(mut self, opts: &AnalyzeOptions, progress: &mut dyn FnMut(Progress)) -> Analysis {
         let t = Instant::now();
         progress(Progress { snapshot: 0, stage: Stage::Paths, done: 0, total: 1 });
+        let parent_edge = self.parent_edge.take();
         let g = &self.graph;
         let total = self.info.total_size;
-        let r = self.reporter(opts);
+        let r = self.reporter(opts, parent_edge);
         let top = summary::top_k(
             g.node_count(),
             opts.top_objects,
@@ -271,6 +314,13 @@ impl Loaded {
         progress(Progress { snapshot: 0, stage: Stage::Paths, done: 1, total: 1 });
         Analysis { snapshot: self.info.clone(), classes, largest_objects, leak_suspects, timings }
     }
+}
+
+/// `PERF_HEAP_THREADS=1` keeps the analysis on the calling thread (to compare in benchmarks, or
+/// on a host that must leave its other core alone); by default parsing and the side passes use
+/// a second thread.
+fn one_thread() -> bool {
+    std::env::var_os("PERF_HEAP_THREADS").is_some_and(|v| v == "1")
 }
 
 fn ms(t: Instant) -> u64 {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::error::HeapError;
 use crate::graph::{HeapGraph, StringTable, TypeCodes, EDGE_TYPE_BITS, MAX_NODES};
 use crate::scan::Scanner;
+use crate::split::{self, RecordSink};
 
 /// The `snapshot` header object.
 #[derive(Deserialize)]
@@ -147,6 +148,18 @@ fn type_enum(specs: &[TypeSpec], fields: &[String], field: &str, what: &str) -> 
 /// Parses a heap snapshot from `reader`. `total` is the input size if known (0 otherwise), used
 /// to bound preallocation; `on_bytes` receives the number of bytes read so far.
 pub fn parse<R: Read>(reader: R, total: u64, on_bytes: &mut dyn FnMut(u64)) -> Result<HeapGraph, HeapError> {
+    let block = if crate::one_thread() { 0 } else { split::BLOCK };
+    parse_with_block(reader, total, block, on_bytes)
+}
+
+/// [`parse`] with `block` bytes of the big arrays split between two threads at a time (0: all
+/// on this thread; tests use tiny blocks to put the cuts everywhere).
+pub fn parse_with_block<R: Read>(
+    reader: R,
+    total: u64,
+    block: usize,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<HeapGraph, HeapError> {
     let mut sc = Scanner::new(reader, total, on_bytes);
     match sc.peek_non_ws()? {
         Some(b'{') => sc.bump(),
@@ -154,7 +167,8 @@ pub fn parse<R: Read>(reader: R, total: u64, on_bytes: &mut dyn FnMut(u64)) -> R
         Some(_) => return Err(HeapError::NotSnapshot("input does not start with a JSON object".into())),
         None => return Err(HeapError::NotSnapshot("input is empty".into())),
     }
-    let mut builder = Builder::default();
+    let mut builder =
+        Builder { block, layout: None, graph: None, edges_done: false, strings: None, locations: Vec::new() };
     let mut key = Vec::new();
     let mut first = true;
     loop {
@@ -193,8 +207,9 @@ pub fn parse<R: Read>(reader: R, total: u64, on_bytes: &mut dyn FnMut(u64)) -> R
 }
 
 /// Accumulates the sections as they are read.
-#[derive(Default)]
 struct Builder {
+    /// Bytes of `nodes` / `edges` parsed on two threads at a time (0: one thread).
+    block: usize,
     layout: Option<Layout>,
     graph: Option<PartialGraph>,
     edges_done: bool,
@@ -237,10 +252,7 @@ impl Builder {
 
     fn read_nodes<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
         let layout = self.layout()?;
-        let roles = layout.node_roles.clone();
-        let ntypes = layout.types.node_types.len() as u64;
-        let nf = roles.len();
-        let cap = capacity_hint(layout.node_count_hint, total, 2 * nf as u64);
+        let cap = capacity_hint(layout.node_count_hint, total, 2 * layout.node_roles.len() as u64);
         let mut g = PartialGraph {
             node_type: Vec::with_capacity(cap),
             node_name: Vec::with_capacity(cap),
@@ -250,98 +262,40 @@ impl Builder {
             ..PartialGraph::default()
         };
         g.first_edge.push(0);
+        let types = layout.types.node_types.len() as u64;
+        let fields = NodeFields::new(&layout.node_roles)?;
+        let mut sink = NodeSink { fields: &fields, types, g, edge_total: 0 };
+        let scratch = || NodeSink { fields: &fields, types, g: PartialGraph::default(), edge_total: 0 };
         sc.expect(b'[', "nodes")?;
-        let mut k = 0usize;
-        let mut ordinal: u64 = 0;
-        let mut edge_total: u64 = 0;
-        sc.read_uint_array("nodes", |v| {
-            match roles[k] {
-                NodeRole::Type => {
-                    if v >= ntypes {
-                        return Err(format!("node type {v} out of range"));
-                    }
-                    g.node_type.push(v as u8);
-                }
-                NodeRole::Name => g.node_name.push(to_u32(v, "node name")?),
-                NodeRole::Id => g.node_id.push(to_u32(v, "node id")?),
-                NodeRole::SelfSize => {
-                    if v >= u64::from(u32::MAX) {
-                        g.big_sizes.insert(ordinal as u32, v);
-                        g.self_size.push(u32::MAX);
-                    } else {
-                        g.self_size.push(v as u32);
-                    }
-                }
-                NodeRole::EdgeCount => {
-                    edge_total += v;
-                    g.first_edge.push(to_u32(edge_total, "total edge count")?);
-                }
-                NodeRole::Detachedness => g.detachedness.push(v.min(255) as u8),
-                NodeRole::Skip => {}
-            }
-            k += 1;
-            if k == nf {
-                k = 0;
-                ordinal += 1;
-                if ordinal > MAX_NODES {
-                    return Err(format!("more than {MAX_NODES} nodes are not supported"));
-                }
-            }
-            Ok(())
-        })?;
-        if k != 0 {
-            return Err(sc.corrupt("nodes array length is not a multiple of node_fields"));
-        }
-        self.graph = Some(g);
+        split::read_records(sc, "nodes", layout.node_roles.len(), self.block, &mut sink, scratch)?;
+        self.graph = Some(sink.g);
         Ok(())
     }
 
     fn read_edges<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
-        let layout = self.layout()?;
-        let roles = layout.edge_roles.clone();
-        let etypes = layout.types.edge_types.len() as u64;
-        let nf = layout.node_roles.len() as u64;
-        let ef = roles.len();
-        let cap = capacity_hint(layout.edge_count_hint, total, 2 * ef as u64);
+        let layout =
+            self.layout.as_ref().ok_or_else(|| HeapError::Unsupported("nodes/edges before snapshot.meta".into()))?;
+        let cap = capacity_hint(layout.edge_count_hint, total, 2 * layout.edge_roles.len() as u64);
         let Some(g) = self.graph.as_mut() else {
             return Err(HeapError::Unsupported("edges before nodes".into()));
         };
-        g.edge_to = Vec::with_capacity(cap);
-        g.edge_name = Vec::with_capacity(cap);
+        // Fewer than MAX_NODES (checked while reading them).
+        let nodes = g.node_type.len() as u64;
+        let at = |role| layout.edge_roles.iter().position(|r| *r == role).unwrap_or(0);
+        let fields = (at(EdgeRole::Type), at(EdgeRole::Name), at(EdgeRole::To));
+        let new_sink = |cap: usize| EdgeSink {
+            fields,
+            types: layout.types.edge_types.len() as u64,
+            node_fields: layout.node_roles.len() as u64,
+            nodes,
+            edge_to: Vec::with_capacity(cap),
+            edge_name: Vec::with_capacity(cap),
+        };
+        let mut sink = new_sink(cap);
         sc.expect(b'[', "edges")?;
-        let (mut k, mut ty, mut name, mut to) = (0usize, 0u32, 0u32, 0u32);
-        sc.read_uint_array("edges", |v| {
-            match roles[k] {
-                EdgeRole::Type => {
-                    if v >= etypes {
-                        return Err(format!("edge type {v} out of range"));
-                    }
-                    ty = v as u32;
-                }
-                EdgeRole::Name => name = to_u32(v, "edge name_or_index")?,
-                EdgeRole::To => {
-                    if v % nf != 0 {
-                        return Err(format!("to_node {v} is not a multiple of node_fields ({nf})"));
-                    }
-                    let ord = v / nf;
-                    if ord >= MAX_NODES {
-                        return Err(format!("to_node {v} out of range"));
-                    }
-                    to = ord as u32;
-                }
-                EdgeRole::Skip => {}
-            }
-            k += 1;
-            if k == ef {
-                k = 0;
-                g.edge_to.push(to << EDGE_TYPE_BITS | ty);
-                g.edge_name.push(name);
-            }
-            Ok(())
-        })?;
-        if k != 0 {
-            return Err(sc.corrupt("edges array length is not a multiple of edge_fields"));
-        }
+        split::read_records(sc, "edges", layout.edge_roles.len(), self.block, &mut sink, || new_sink(0))?;
+        g.edge_to = sink.edge_to;
+        g.edge_name = sink.edge_name;
         self.edges_done = true;
         Ok(())
     }
@@ -438,17 +392,135 @@ impl Builder {
     }
 }
 
-/// Every edge target must be a node, every name a string.
+/// Positions of the node fields this crate reads (from `meta.node_fields`).
+struct NodeFields {
+    ty: usize,
+    name: usize,
+    id: usize,
+    size: usize,
+    edges: usize,
+    detachedness: Option<usize>,
+}
+
+impl NodeFields {
+    fn new(roles: &[NodeRole]) -> Result<NodeFields, HeapError> {
+        let at = |role| roles.iter().position(|r| *r == role);
+        let need = |role| at(role).ok_or_else(|| HeapError::Unsupported("a node field is missing from meta".into()));
+        Ok(NodeFields {
+            ty: need(NodeRole::Type)?,
+            name: need(NodeRole::Name)?,
+            id: need(NodeRole::Id)?,
+            size: need(NodeRole::SelfSize)?,
+            edges: need(NodeRole::EdgeCount)?,
+            detachedness: at(NodeRole::Detachedness),
+        })
+    }
+}
+
+/// Node columns filled from the `nodes` array (one per thread; see [`split`]).
+struct NodeSink<'l> {
+    fields: &'l NodeFields,
+    types: u64,
+    g: PartialGraph,
+    /// Sum of the edge counts received (`first_edge` holds the running sums: after the leading
+    /// 0 in the first sink, from the first node's end in a second thread's).
+    edge_total: u64,
+}
+
+impl RecordSink for NodeSink<'_> {
+    #[inline]
+    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
+        let (f, g) = (self.fields, &mut self.g);
+        if record >= MAX_NODES {
+            return Err(format!("more than {MAX_NODES} nodes are not supported"));
+        }
+        let ty = values[f.ty];
+        if ty >= self.types {
+            return Err(format!("node type {ty} out of range"));
+        }
+        g.node_type.push(ty as u8);
+        g.node_name.push(to_u32(values[f.name], "node name")?);
+        g.node_id.push(to_u32(values[f.id], "node id")?);
+        let size = values[f.size];
+        if size >= u64::from(u32::MAX) {
+            g.big_sizes.insert(record as u32, size);
+            g.self_size.push(u32::MAX);
+        } else {
+            g.self_size.push(size as u32);
+        }
+        self.edge_total += values[f.edges];
+        g.first_edge.push(to_u32(self.edge_total, "total edge count")?);
+        if let Some(d) = f.detachedness {
+            g.detachedness.push(values[d].min(255) as u8);
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, later: &mut Self) -> Result<(), String> {
+        let (g, l) = (&mut self.g, &mut later.g);
+        let base = self.edge_total;
+        for &end in &l.first_edge {
+            g.first_edge.push(to_u32(base + u64::from(end), "total edge count")?);
+        }
+        self.edge_total += later.edge_total;
+        later.edge_total = 0;
+        l.first_edge.clear();
+        g.node_type.append(&mut l.node_type);
+        g.node_name.append(&mut l.node_name);
+        g.node_id.append(&mut l.node_id);
+        g.self_size.append(&mut l.self_size);
+        g.detachedness.append(&mut l.detachedness);
+        g.big_sizes.extend(l.big_sizes.drain());
+        Ok(())
+    }
+}
+
+/// Edge columns filled from the `edges` array (one per thread; see [`split`]).
+struct EdgeSink {
+    /// Positions of type, name_or_index and to_node in a record.
+    fields: (usize, usize, usize),
+    types: u64,
+    node_fields: u64,
+    /// Number of nodes (the `nodes` section comes first): targets are checked as they are read.
+    nodes: u64,
+    edge_to: Vec<u32>,
+    edge_name: Vec<u32>,
+}
+
+impl RecordSink for EdgeSink {
+    #[inline]
+    fn record(&mut self, _record: u64, values: &[u64]) -> Result<(), String> {
+        let (ty, name, to) = (values[self.fields.0], values[self.fields.1], values[self.fields.2]);
+        if ty >= self.types {
+            return Err(format!("edge type {ty} out of range"));
+        }
+        let nf = self.node_fields;
+        if !to.is_multiple_of(nf) {
+            return Err(format!("to_node {to} is not a multiple of node_fields ({nf})"));
+        }
+        let ord = to / nf;
+        if ord >= self.nodes {
+            return Err(format!("to_node {to} points past the last node"));
+        }
+        self.edge_to.push((ord as u32) << EDGE_TYPE_BITS | ty as u32);
+        self.edge_name.push(to_u32(name, "edge name_or_index")?);
+        Ok(())
+    }
+
+    fn append(&mut self, later: &mut Self) -> Result<(), String> {
+        self.edge_to.append(&mut later.edge_to);
+        self.edge_name.append(&mut later.edge_name);
+        Ok(())
+    }
+}
+
+/// Every name must be a string (edge targets were checked while reading the edges).
 fn validate_references(g: &HeapGraph, end: u64) -> Result<(), HeapError> {
-    let n = g.node_count() as u32;
     let s = g.strings.len() as u32;
     if let Some(bad) = g.node_name.iter().find(|&&x| x >= s) {
         return Err(HeapError::corrupt(end, format!("node name index {bad} >= {s} strings")));
     }
     for e in 0..g.edge_count() {
-        if g.edge_target(e) >= n {
-            return Err(HeapError::corrupt(end, format!("edge {e} points past the last node")));
-        }
         if !g.edge_is_indexed(e) && g.edge_name[e] >= s {
             return Err(HeapError::corrupt(end, format!("edge {e} name index out of range")));
         }
@@ -498,6 +570,77 @@ pub(crate) mod tests {
         )
     }
 
+    /// A reader handing out at most `chunk` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The columns of a graph, for comparing two parses.
+    fn columns(g: &HeapGraph) -> impl PartialEq + std::fmt::Debug {
+        let mut big: Vec<_> = g.big_sizes.iter().map(|(k, v)| (*k, *v)).collect();
+        big.sort_unstable();
+        let strings: Vec<String> = (0..g.strings.len() as u32).map(|i| g.strings.get(i).to_string()).collect();
+        (
+            (g.node_type.clone(), g.node_name.clone(), g.node_id.clone(), g.self_size.clone(), big),
+            (g.first_edge.clone(), g.detachedness.clone(), g.edge_to.clone(), g.edge_name.clone()),
+            (strings, g.locations.clone()),
+        )
+    }
+
+    #[test]
+    fn a_split_parse_equals_the_sequential_one() {
+        // 60 nodes in a chain with 0..3 edges each, a size over 4 GB, names with escapes,
+        // multi-byte UTF-8 and a surrogate pair; read a few bytes at a time.
+        let n = 60u32;
+        let nodes: Vec<_> = (0..n).map(|i| (i % 9, i % 5, 2 * i + 1, i * 1000 + 7, i % 4)).collect();
+        let edge_total: u32 = nodes.iter().map(|t| t.4).sum();
+        let edges: Vec<_> = (0..edge_total).map(|e| (e % 7, e % 5, (e * 13) % n)).collect();
+        let json = snapshot_json(&nodes, &edges, &["", "A\"q\\", "B\u{e9}\u{4e2d}", "x\u{1F600}y", "\n\t"]).replacen(
+            ",7007,",
+            ",5000000000,",
+            1,
+        );
+        let want = parse_str(&json).unwrap();
+        assert_eq!(want.big_sizes.len(), 1, "the big size is in the test");
+        for block in [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 400, 1000] {
+            for chunk in [1, 2, 7, 64, 1 << 20] {
+                let got = parse_with_block(Trickle(json.as_bytes(), chunk), 0, block, &mut |_| {}).unwrap();
+                assert_eq!(columns(&got), columns(&want), "block {block} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_parses_reject_what_the_sequential_one_rejects() {
+        let s = tiny();
+        let b = s.trim_end().as_bytes();
+        for block in [2, 5, 16] {
+            for cut in 0..b.len() {
+                let r = parse_with_block(&b[..cut], cut as u64, block, &mut |_| {});
+                assert!(r.is_err(), "cut at {cut} parsed with block {block}");
+            }
+            for i in 0..b.len() {
+                for repl in [b'9', b',', b']', b' ', b'x'] {
+                    let mut v = b.to_vec();
+                    v[i] = repl;
+                    let seq = parse_with_block(&v[..], v.len() as u64, 0, &mut |_| {});
+                    let split = parse_with_block(&v[..], v.len() as u64, block, &mut |_| {});
+                    assert_eq!(seq.is_ok(), split.is_ok(), "byte {i} -> {repl} block {block}");
+                    if let (Ok(a), Ok(b)) = (seq, split) {
+                        assert_eq!(columns(&a), columns(&b), "byte {i} -> {repl} block {block}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn parses_a_tiny_snapshot() {
         let g = parse_str(&tiny()).unwrap();
@@ -519,6 +662,21 @@ pub(crate) mod tests {
         for cut in 0..b.len() {
             let r = parse(&b[..cut], cut as u64, &mut |_| {});
             assert!(r.is_err(), "cut at {cut} parsed");
+        }
+    }
+
+    #[test]
+    fn a_cut_inside_the_arrays_is_a_truncation_not_corruption() {
+        // Cut inside a number, the sink would see a wrong value ("14" -> "1": not a multiple of
+        // node_fields) and call the file corrupt; it is cut short, and says so.
+        let s = snapshot_json(&[(9, 0, 1, 0, 1), (3, 1, 3, 10, 0), (3, 1, 1234567, 10, 0)], &[(1, 1, 2)], &["", "A"]);
+        let b = s.trim_end().as_bytes();
+        let from = s.find("\"nodes\"").unwrap();
+        for block in [0, 4, 16] {
+            for cut in from..b.len() {
+                let r = parse_with_block(&b[..cut], cut as u64, block, &mut |_| {});
+                assert!(matches!(r, Err(HeapError::Truncated { .. })), "cut at {cut} block {block}: {r:?}");
+            }
         }
     }
 

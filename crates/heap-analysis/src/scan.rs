@@ -100,7 +100,7 @@ impl<'p, R: Read> Scanner<'p, R> {
 
     /// Makes at least `n` unread bytes available if the input has them. Returns the number
     /// of available bytes (less than `n` only at end of input).
-    fn ensure(&mut self, n: usize) -> Result<usize, HeapError> {
+    pub fn ensure(&mut self, n: usize) -> Result<usize, HeapError> {
         while self.end - self.pos < n {
             if !self.refill()? {
                 break;
@@ -137,6 +137,16 @@ impl<'p, R: Read> Scanner<'p, R> {
         }
     }
 
+    /// The bytes read but not consumed yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// Consumes `n` of the [`Scanner::unread`] bytes.
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.end);
+    }
+
     /// Consumes one byte (after `peek*` returned it).
     pub fn bump(&mut self) {
         if self.pos < self.end {
@@ -149,11 +159,23 @@ impl<'p, R: Read> Scanner<'p, R> {
     pub fn read_uint_array(
         &mut self,
         context: &'static str,
+        sink: impl FnMut(u64) -> Result<(), String>,
+    ) -> Result<u64, HeapError> {
+        self.read_uint_array_resumed(context, false, sink)
+    }
+
+    /// [`Scanner::read_uint_array`] for an array of which some values and the comma after the
+    /// last of them were consumed already (`resumed`), so a value must come next. Returns the
+    /// number of values read here.
+    pub fn read_uint_array_resumed(
+        &mut self,
+        context: &'static str,
+        resumed: bool,
         mut sink: impl FnMut(u64) -> Result<(), String>,
     ) -> Result<u64, HeapError> {
-        let mut count = 0u64;
+        let mut count = u64::from(resumed);
         // true when a value (not a ',' or ']') must come next.
-        let mut want_value = false;
+        let mut want_value = resumed;
         loop {
             if self.pos >= self.end && !self.refill()? {
                 return Err(self.truncated(context));
@@ -173,7 +195,13 @@ impl<'p, R: Read> Scanner<'p, R> {
                         v = v.wrapping_mul(10).wrapping_add(u64::from(self.buf[i] - b'0'));
                         i += 1;
                     }
-                    if i == end && !self.eof {
+                    if i == end && self.eof {
+                        // An array cannot end in a digit: the input was cut inside this number
+                        // (what the sink gets would be a wrong value, not a corrupt file).
+                        self.pos = start;
+                        return Err(self.truncated(context));
+                    }
+                    if i == end {
                         // The number may continue in the next chunk: re-read it whole.
                         self.pos = start;
                         if !self.refill()? {
@@ -208,7 +236,7 @@ impl<'p, R: Read> Scanner<'p, R> {
                         return Err(self.corrupt(format!("trailing ',' in {context}")));
                     }
                     self.pos = i + 1;
-                    return Ok(count);
+                    return Ok(count - u64::from(resumed));
                 } else {
                     self.pos = i;
                     return Err(self.corrupt(format!(

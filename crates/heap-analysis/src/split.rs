@@ -1,0 +1,415 @@
+//! Parsing the big integer arrays (`nodes`, `edges`) on two threads.
+//!
+//! The arrays are flat lists of records of a fixed number of fields. The scanner's buffer is
+//! filled with a block of the array, which is cut into pieces, each cut right after a comma that
+//! ends a whole record (commas are counted, which is much cheaper than parsing), so every piece
+//! starts at field 0 of a known record ordinal. The calling thread parses pieces from the front
+//! straight into the final columns, a scoped thread parses them from the back, each into a
+//! scratch sink of its own that is appended in order afterwards: the columns come out exactly
+//! as a sequential parse makes them, and when the scheduler holds one thread back (the cores
+//! are shared) the other one takes its pieces instead of waiting. The rest of the array (less
+//! than half a block, with its closing `]`) goes through the sequential
+//! [`Scanner::read_uint_array`], which also reports every syntax error the pieces cannot see
+//! (a trailing comma, a truncated file).
+
+use std::io::Read;
+
+use crate::error::HeapError;
+use crate::scan::Scanner;
+
+/// Bytes of the array handed to the two threads at a time (the scanner's buffer grows to this).
+pub const BLOCK: usize = 8 << 20;
+
+/// Receiver of the records of one half.
+pub trait RecordSink: Send {
+    /// The field values of record `record` (its ordinal within the whole array).
+    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String>;
+    /// Moves everything `later` received (the records after this sink's) onto the end of this
+    /// one and leaves `later` empty (ready for the next block, keeping its allocations).
+    fn append(&mut self, later: &mut Self) -> Result<(), String>;
+}
+
+/// Reads an integer array whose `[` has been consumed, up to and including `]`, handing values
+/// to `sink`; `new_scratch` makes the empty sinks of the second thread. `block` is the number of
+/// bytes split between the two threads at a time (0: all sequential). Returns the number of
+/// records; an array whose length is not a multiple of `fields` is an error.
+pub fn read_records<R: Read, S: RecordSink>(
+    sc: &mut Scanner<'_, R>,
+    context: &'static str,
+    fields: usize,
+    block: usize,
+    sink: &mut S,
+    new_scratch: impl Fn() -> S,
+) -> Result<u64, HeapError> {
+    let fields = fields.max(1);
+    let mut records: u64 = 0;
+    let mut resumed = false;
+    let mut scratch: Vec<S> = Vec::new();
+    if block > 0 {
+        loop {
+            let avail = sc.ensure(block)?;
+            let bytes = sc.unread();
+            let region = &bytes[..avail.min(bytes.len())];
+            // The array's end stops the parallel phase (the pieces reject any other stray byte).
+            let limit = memchr::memchr(b']', region).unwrap_or(region.len());
+            if limit < block / 2 {
+                break;
+            }
+            let cuts = piece_cuts(&region[..limit], fields, PIECES);
+            let Some(&(end, end_records)) = cuts.last() else { break };
+            scratch.resize_with(cuts.len(), &new_scratch);
+            let base = sc.offset();
+            let fail =
+                |at: usize, message: String| HeapError::corrupt(base + at as u64, format!("{context}: {message}"));
+            let later = share_pieces(&region[..end], &cuts, fields, records, sink, &mut scratch)
+                .map_err(|(at, m)| fail(at, m))?;
+            for (i, piece) in scratch.iter_mut().enumerate().skip(later) {
+                sink.append(piece).map_err(|m| fail(cuts[i].0, m))?;
+            }
+            records += end_records;
+            sc.consume(end);
+            resumed = true;
+        }
+    }
+    let mut k = 0usize;
+    let mut values = vec![0u64; fields];
+    sc.read_uint_array_resumed(context, resumed, |v| {
+        values[k] = v;
+        k += 1;
+        if k == fields {
+            sink.record(records, &values)?;
+            k = 0;
+            records += 1;
+        }
+        Ok(())
+    })?;
+    if k != 0 {
+        return Err(sc.corrupt(format!("{context} array length is not a multiple of its fields ({fields})")));
+    }
+    Ok(records)
+}
+
+/// Pieces a block is cut into: few enough that handing them out costs nothing, enough that
+/// a thread the scheduler holds back leaves its share to the other.
+const PIECES: usize = 16;
+
+/// Cuts `body` (digits, commas, whitespace; starting at a record) into about `pieces` pieces of
+/// whole records: each cut is just after the record-ending comma at or past an even share of the
+/// bytes, the last after the last record-ending comma. Returns the cuts as (end offset, records
+/// up to it), increasing; empty when `body` holds no whole record.
+fn piece_cuts(body: &[u8], fields: usize, pieces: usize) -> Vec<(usize, u64)> {
+    let mut cuts = Vec::with_capacity(pieces);
+    let (mut start, mut commas) = (0usize, 0usize);
+    for p in 1..pieces {
+        let target = body.len() * p / pieces;
+        if target <= start {
+            continue;
+        }
+        let mut count = commas + count_commas(&body[start..target]);
+        let mut found = None;
+        for (i, &b) in body[target..].iter().enumerate() {
+            if b == b',' {
+                count += 1;
+                if count.is_multiple_of(fields) {
+                    found = Some(target + i + 1);
+                    break;
+                }
+            }
+        }
+        let Some(end) = found else { break };
+        cuts.push((end, (count / fields) as u64));
+        (start, commas) = (end, count);
+    }
+    let rest = &body[start..];
+    if let Some((end, rest_commas)) = last_record_end(rest, count_commas(rest), fields) {
+        cuts.push((start + end, ((commas + rest_commas) / fields) as u64));
+    }
+    cuts
+}
+
+/// Parses the pieces of `body` (ending at `cuts`) on two threads: this one takes pieces from the
+/// front into `sink`, a scoped thread takes them from the back, each into its own `scratch`
+/// sink. Returns the index of the first piece the second thread parsed (`cuts.len()` if none);
+/// errors carry the offset within `body`. `records` is the ordinal of the first record.
+fn share_pieces<S: RecordSink>(
+    body: &[u8],
+    cuts: &[(usize, u64)],
+    fields: usize,
+    records: u64,
+    sink: &mut S,
+    scratch: &mut [S],
+) -> Result<usize, (usize, String)> {
+    let piece = |i: usize| {
+        let (from, first) = if i == 0 { (0, 0) } else { cuts[i - 1] };
+        (from, &body[from..cuts[i].0], records + first)
+    };
+    // Unclaimed pieces: front..back.
+    let claims = std::sync::Mutex::new((0usize, cuts.len()));
+    let claim = |from_back: bool| {
+        let mut c = claims.lock().ok()?;
+        (c.0 < c.1).then(|| {
+            if from_back {
+                c.1 -= 1;
+                c.1
+            } else {
+                c.0 += 1;
+                c.0 - 1
+            }
+        })
+    };
+    let (front, back) = std::thread::scope(|s| {
+        let back = s.spawn(|| {
+            while let Some(i) = claim(true) {
+                let (from, bytes, first) = piece(i);
+                parse_half(bytes, fields, first, &mut scratch[i]).map_err(|(at, m)| (from + at, m))?;
+            }
+            Ok(())
+        });
+        let mut front = Ok(());
+        while let Some(i) = claim(false) {
+            let (from, bytes, first) = piece(i);
+            if let Err((at, m)) = parse_half(bytes, fields, first, sink) {
+                front = Err((from + at, m));
+                break;
+            }
+        }
+        (front, back.join())
+    });
+    // The front's pieces come first, so its error is the earlier one.
+    front?;
+    back.map_err(|_| (0, "parser thread panicked".to_string()))??;
+    let c = claims.lock().map_err(|_| (0, "parser thread panicked".to_string()))?;
+    Ok(c.0)
+}
+
+/// Number of commas in `s`. Counted in byte-wide lanes, 255 bytes at a time (what keeps the
+/// compiler's vectorised loop from widening every comparison to 64 bits).
+fn count_commas(s: &[u8]) -> usize {
+    s.chunks(255).map(|c| usize::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b',')))).sum()
+}
+
+/// The offset just after the last comma of `s` that ends a record (`commas` is the number of
+/// commas in `s`), with the number of commas up to it. None when no record ends in `s`.
+fn last_record_end(s: &[u8], commas: usize, fields: usize) -> Option<(usize, usize)> {
+    let want = commas - commas % fields;
+    if want == 0 {
+        return None;
+    }
+    // Walk back over the commas of the unfinished record.
+    let mut seen = commas;
+    for (i, &b) in s.iter().enumerate().rev() {
+        if b == b',' {
+            if seen == want {
+                return Some((i + 1, want));
+            }
+            seen -= 1;
+        }
+    }
+    None
+}
+
+/// Parses one half: whole records, each value followed by a comma. Errors carry the offset
+/// within `body`.
+fn parse_half<S: RecordSink>(body: &[u8], fields: usize, mut record: u64, sink: &mut S) -> Result<(), (usize, String)> {
+    let mut k = 0usize;
+    let mut values = vec![0u64; fields];
+    let mut record_start = 0;
+    let mut want_value = true;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b.is_ascii_digit() {
+            if !want_value {
+                return Err((i, "missing ','".into()));
+            }
+            let start = i;
+            let mut v: u64 = 0;
+            while i < body.len() && body[i].is_ascii_digit() {
+                v = v.wrapping_mul(10).wrapping_add(u64::from(body[i] - b'0'));
+                i += 1;
+            }
+            if i - start > 19 {
+                return Err((start, "integer too large".into()));
+            }
+            if k == 0 {
+                record_start = start;
+            }
+            values[k] = v;
+            k += 1;
+            if k == fields {
+                sink.record(record, &values).map_err(|m| (record_start, m))?;
+                k = 0;
+                record += 1;
+            }
+            want_value = false;
+        } else if b == b',' {
+            if want_value {
+                return Err((i, "unexpected ','".into()));
+            }
+            want_value = true;
+            i += 1;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+        } else {
+            return Err((i, format!("unexpected byte 0x{b:02x} (only non-negative integers expected)")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects `(field, record, value)` triples.
+    #[derive(Default, Debug, PartialEq)]
+    struct Triples(Vec<(usize, u64, u64)>);
+
+    impl RecordSink for Triples {
+        fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
+            if values.contains(&666) {
+                return Err("the number of the beast".into());
+            }
+            self.0.extend(values.iter().enumerate().map(|(field, &v)| (field, record, v)));
+            Ok(())
+        }
+        fn append(&mut self, later: &mut Self) -> Result<(), String> {
+            self.0.append(&mut later.0);
+            Ok(())
+        }
+    }
+
+    /// Reads `json` (the array after its `[`) with a reader that returns `chunk` bytes at a time.
+    fn read(json: &str, fields: usize, block: usize, chunk: usize) -> Result<(u64, Triples, String), HeapError> {
+        let reader = Trickle { data: json.as_bytes(), chunk };
+        let mut progress = |_| {};
+        let mut sc = Scanner::new(reader, 0, &mut progress);
+        let mut sink = Triples::default();
+        let n = read_records(&mut sc, "test", fields, block, &mut sink, Triples::default)?;
+        let mut rest = Vec::new();
+        while let Some(b) = sc.peek_non_ws()? {
+            rest.push(b);
+            sc.bump();
+        }
+        Ok((n, sink, String::from_utf8_lossy(&rest).into_owned()))
+    }
+
+    /// A reader handing out at most `chunk` bytes per call (chunk boundaries everywhere).
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn expected(values: &[u64], fields: usize) -> Triples {
+        Triples(values.iter().enumerate().map(|(i, &v)| (i % fields, (i / fields) as u64, v)).collect())
+    }
+
+    /// An array of `n` values with varied widths and whitespace, as V8 and hand-written JSON have them.
+    fn array(n: usize) -> (String, Vec<u64>) {
+        let values: Vec<u64> = (0..n as u64).map(|i| (i * 7919) % 100_003 * 10u64.pow((i % 5) as u32)).collect();
+        let seps = [",", ",\n", " , ", ",\r\n\t"];
+        let mut s = String::new();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                s.push_str(seps[i % seps.len()]);
+            }
+            s.push_str(&v.to_string());
+        }
+        s.push_str("]}");
+        (s, values)
+    }
+
+    #[test]
+    fn every_block_size_gives_the_sequential_result() {
+        let (json, values) = array(300);
+        for fields in [1, 3, 7] {
+            let n = values.len() - values.len() % fields;
+            let json = if n == values.len() { json.clone() } else { array(n).0 };
+            let want = expected(&values[..n], fields);
+            for block in (0..64).chain([100, 333, 1000, 1 << 20]) {
+                for chunk in [1, 3, 4096] {
+                    let (records, got, rest) = read(&json, fields, block, chunk).unwrap();
+                    assert_eq!(records, (n / fields) as u64, "fields {fields} block {block} chunk {chunk}");
+                    assert_eq!(got, want, "fields {fields} block {block} chunk {chunk}");
+                    assert_eq!(rest, "}", "the scanner stops right after the ']'");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_tiny_arrays() {
+        for block in [0, 1, 2, 8] {
+            assert_eq!(read("]", 3, block, 1).unwrap().0, 0);
+            assert_eq!(read("  \n]", 3, block, 1).unwrap().0, 0);
+            assert_eq!(read("1,2,3]", 3, block, 1).unwrap().1, expected(&[1, 2, 3], 3));
+        }
+    }
+
+    #[test]
+    fn errors_inside_a_block_are_found_in_either_half() {
+        let (json, _) = array(120);
+        let bytes = json.as_bytes();
+        // Every comma, in turn, doubled or replaced by garbage: an error whichever half it lands in.
+        let commas: Vec<usize> = bytes.iter().enumerate().filter(|(_, &b)| b == b',').map(|(i, _)| i).collect();
+        for &at in &commas {
+            for repl in [",,", "x", "1 2", "\"", "[", "-"] {
+                let bad = format!("{}{}{}", &json[..at], repl, &json[at + 1..]);
+                for block in [0, 16, 64, 200] {
+                    let r = read(&bad, 3, block, 7);
+                    let ok_shape = matches!(r, Err(HeapError::Corrupt { .. }));
+                    // "1 2" in place of a comma removes the comma: also a missing-comma error.
+                    assert!(ok_shape, "{repl:?} at {at} block {block}: {r:?}");
+                }
+            }
+        }
+        // A trailing comma, a missing ']', an unfinished record, a too-long number, a sink error.
+        for bad in ["1,2,3,]", "1,2,3,4,5,6", "1,2,3,4]", "1,2,12345678901234567890]", "1,666,3]"] {
+            for block in [0, 2, 4, 6] {
+                assert!(read(bad, 3, block, 1).is_err(), "{bad} block {block}");
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_fall_after_record_ending_commas() {
+        let body = b"1,2,3,4,5,6,7,8,9,";
+        // Two pieces: the first cut is at the record end past the middle, the last at the end.
+        assert_eq!(piece_cuts(body, 3, 2), vec![(12, 2), (18, 3)]);
+        assert_eq!(&body[..12], b"1,2,3,4,5,6,");
+        // More pieces than records: one cut per record.
+        assert_eq!(piece_cuts(body, 3, 16), vec![(6, 1), (12, 2), (18, 3)]);
+        // An unfinished record at the end stays for the next block.
+        assert_eq!(piece_cuts(b"10,20,30,40,", 3, 2), vec![(9, 1)]);
+        assert_eq!(piece_cuts(b"1,2,", 3, 4), vec![]);
+        assert_eq!(piece_cuts(b"", 3, 4), vec![]);
+    }
+
+    #[test]
+    fn pieces_parsed_on_either_thread_come_out_in_order() {
+        // However the two threads share the pieces, the records come out in order.
+        let (json, values) = array(3000);
+        let body_end = json.rfind(',').map(|i| i + 1).unwrap_or(0);
+        let body = &json.as_bytes()[..body_end];
+        for pieces in [1, 2, 3, 16, 100] {
+            let cuts = piece_cuts(body, 1, pieces);
+            let mut sink = Triples::default();
+            let mut scratch: Vec<Triples> = (0..cuts.len()).map(|_| Triples::default()).collect();
+            let later = share_pieces(body, &cuts, 1, 0, &mut sink, &mut scratch).unwrap();
+            for piece in scratch.iter_mut().skip(later) {
+                sink.append(piece).unwrap();
+            }
+            let n = cuts.last().map_or(0, |c| c.1 as usize);
+            assert_eq!(sink, expected(&values[..n], 1), "{pieces} pieces");
+        }
+    }
+}
