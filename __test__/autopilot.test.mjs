@@ -2,10 +2,9 @@
 // their guards, against a real hub and real Node processes with the addon.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startHub, startApp, hubEnv, processByPid, api, waitArtifact, waitFor, download, cleanup, tempDir, HUB_BIN, sleep } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, api, waitArtifact, waitFor, download, cleanup, tempDir, createToken, sleep } from './helpers.mjs';
 
 const hubs = [];
 const apps = [];
@@ -34,11 +33,6 @@ async function app(hub, { env = {}, nodeArgs = [] } = {}) {
   apps.push(a);
   a.proc = await processByPid(hub, a.child.pid);
   return a;
-}
-
-function createToken(hub, name, role, ...extra) {
-  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role, ...extra], { encoding: 'utf8' });
-  return out.trim().split(/\s+/).pop();
 }
 
 async function ruleArtifacts(hub, processId, rule) {

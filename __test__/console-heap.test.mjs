@@ -7,8 +7,7 @@
 // Also the diff's rows on this realistic case: the leaking class first, same-named classes apart.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, sleep, TOKEN, HUB_BIN, launchChromium } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, sleep, TOKEN, createToken, launchChromium } from './helpers.mjs';
 
 const LEAK = 'AutopilotLeakyEntry';
 let hub, app, browser, before1, after1;
@@ -40,10 +39,7 @@ after(async () => {
   cleanup(hub && hub.dataDir);
 });
 
-function tokenFor(name, role) {
-  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return out.trim().split(/\s+/).pop();
-}
+const tokenFor = (name, role) => createToken(hub, name, role);
 
 /** A fresh browser context signed in with `token`; resolves once artifact `id` is listed. */
 async function signedIn(id, token = TOKEN) {

@@ -6,8 +6,7 @@
 // gets a 401/403 — what their role can't use is disabled or absent and says which role it needs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startHub, startApp, hubEnv, processByPid, waitArtifact, api, cleanup, TOKEN, HUB_BIN, launchChromium } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, api, cleanup, TOKEN, createToken, launchChromium } from './helpers.mjs';
 
 const RULE = 'console-stall';
 let hub, app, browser;
@@ -24,11 +23,7 @@ after(async () => {
   cleanup(hub && hub.dataDir);
 });
 
-/** A token of `role` made with the CLI (prints it as the last word). */
-function tokenFor(name, role) {
-  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return out.trim().split(/\s+/).pop();
-}
+const tokenFor = (name, role) => createToken(hub, name, role);
 
 /** A fresh context signed in with `token` at `viewport`; `responses` collects every API answer from the start. */
 async function signedIn(token, { viewport = { width: 1280, height: 800 }, ready = '#main:not([hidden])' } = {}) {

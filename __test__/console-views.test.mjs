@@ -7,8 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { execFileSync } from 'node:child_process';
-import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, HUB_BIN, launchChromium } from './helpers.mjs';
+import { startHub, startApp, hubEnv, processByPid, waitArtifact, waitFor, api, cleanup, TOKEN, createToken, launchChromium } from './helpers.mjs';
 
 const HOT = 'perfAgentUniqueSpinner';
 let hub, app, browser, idleProfile, hotProfile, snapshot;
@@ -111,11 +110,7 @@ test('compare: two profiles of the same app; the function that got hotter comes 
   await context.close();
 });
 
-/** A token of `role` made with the CLI (prints it as the last word). */
-function tokenFor(name, role) {
-  const out = execFileSync(HUB_BIN, ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return out.trim().split(/\s+/).pop();
-}
+const tokenFor = (name, role) => createToken(hub, name, role);
 
 /** The status a WebSocket upgrade request to `path` gets (101 if the hub accepts it). */
 function upgradeStatus(path) {

@@ -1,6 +1,6 @@
 // Shared helpers for the Node tests: a real perf-hub process, real Node apps with the addon,
 // and the HTTP API over real TCP.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { before, after } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,6 +57,13 @@ export async function startHub({ dataDir = tempDir(), agentPort = 0, httpPort = 
 }
 
 /** Calls the HTTP API; returns `{ status, body }` (body parsed as JSON when possible). */
+/** A token of `role` made with `perf-hub token create` in the hub's data dir (the CLI prints it last). */
+export function createToken(hub, name, role, ...extra) {
+  const args = ['token', 'create', '--data-dir', hub.dataDir, '--name', name, '--role', role, ...extra];
+  const out = execFileSync(HUB_BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return out.trim().split(/\s+/).pop();
+}
+
 export async function api(hub, method, path, body, { token = TOKEN } = {}) {
   const headers = {};
   if (token) headers.authorization = `Bearer ${token}`;

@@ -80,16 +80,7 @@ try {
   const cls = page.locator('#explorer > li[data-kind=class]', { hasText: 'PerfAgentTestLeak' });
   await cls.waitFor({ timeout: 60000 });
   await cls.locator(':scope > button.toggle').click();
-  const instance = cls.locator(':scope > ul > li[data-kind=object]').first();
-  await instance.locator(':scope > button.toggle').click();
-  let level = instance.locator(':scope > ul > li[data-kind=group]').first();
-  for (let i = 0; i < 3; i++) {
-    const r = level.locator(':scope > ul > li[data-kind=retainer]').first();
-    await r.waitFor();
-    await r.locator(':scope > button.toggle').click();
-    level = r.locator(':scope > ul > li[data-kind=group]').first();
-  }
-  await level.locator(':scope > ul > li').first().waitFor();
+  await expandFirstInstance(cls, 3);
   await cls.scrollIntoViewIfNeeded();
   await shot('heap-explorer.png');
 
@@ -123,6 +114,20 @@ try {
  * console/heap.js's views (HEAP-VIEWS): two heap snapshots compared and a leak hunt's report, on
  * a hub and an app of their own (the autopilot fixture leaking one class amid churn).
  */
+/** Opens the first instance under a class row, then its first retainer `steps` times up. */
+async function expandFirstInstance(classRow, steps) {
+  const instance = classRow.locator(':scope > ul > li[data-kind=object]').first();
+  await instance.locator(':scope > button.toggle').click();
+  let level = instance.locator(':scope > ul > li[data-kind=group]').first();
+  for (let i = 0; i < steps; i++) {
+    const r = level.locator(':scope > ul > li[data-kind=retainer]').first();
+    await r.waitFor();
+    await r.locator(':scope > button.toggle').click();
+    level = r.locator(':scope > ul > li[data-kind=group]').first();
+  }
+  await level.locator(':scope > ul > li').first().waitFor();
+}
+
 async function heapViewShots(browser) {
   const hub = await startHub();
   const app = await startApp('autopilot-app.js', { env: hubEnv(hub) });
@@ -148,16 +153,7 @@ async function heapViewShots(browser) {
     const row = page.locator('#heap-compare > li[data-name="AutopilotLeakyEntry"]');
     await row.waitFor({ timeout: 90000 });
     await row.locator(':scope > button.toggle').click();
-    const instance = row.locator(':scope > ul > li[data-kind=object]').first();
-    await instance.locator(':scope > button.toggle').click();
-    let level = instance.locator(':scope > ul > li[data-kind=group]').first();
-    for (let i = 0; i < 3; i++) {
-      const r = level.locator(':scope > ul > li[data-kind=retainer]').first();
-      await r.waitFor();
-      await r.locator(':scope > button.toggle').click();
-      level = r.locator(':scope > ul > li[data-kind=group]').first();
-    }
-    await level.locator(':scope > ul > li').first().waitFor();
+    await expandFirstInstance(row, 3);
     const toViewer = () => page.locator('#viewer').evaluate((e) => e.scrollIntoView({ block: 'start' }));
     await toViewer();
     await page.screenshot({ path: join(OUT, 'heap-compare.png') });
