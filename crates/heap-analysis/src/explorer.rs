@@ -573,7 +573,11 @@ mod tests {
         // 5 shortcut, 6 weak.
         let edges = vec![(5, 0, 1), (2, 5, 2), (3, 6, 4), (2, 7, 3), (0, 8, 5)];
         let strings = ["", "global", "Foo", "hunter2", "system / Context", "holder", "context", "secret", "cache"];
-        let json = snapshot_json(&nodes, &edges, &strings);
+        index(test, &snapshot_json(&nodes, &edges, &strings))
+    }
+
+    /// The explorer of a snapshot written to its own temporary file (tests run in parallel).
+    pub(super) fn index(test: &str, json: &str) -> Explorer {
         let p = std::env::temp_dir().join(format!("perf-explorer-{}-{test}.heapsnapshot", std::process::id()));
         std::fs::write(&p, json).expect("write");
         let x = Explorer::open(&p, &mut |_| {}).expect("index");
@@ -637,16 +641,8 @@ mod tests {
 
 #[cfg(test)]
 mod compare_tests {
-    use super::*;
+    use super::tests::index;
     use crate::diff::tests::dups;
-
-    fn index(test: &str, json: &str) -> Explorer {
-        let p = std::env::temp_dir().join(format!("perf-compare-{}-{test}.heapsnapshot", std::process::id()));
-        std::fs::write(&p, json).expect("write");
-        let x = Explorer::open(&p, &mut |_| {}).expect("index");
-        let _ = std::fs::remove_file(p);
-        x
-    }
 
     #[test]
     fn new_deleted_and_deltas_per_constructor_then_the_new_instances() {
