@@ -51,6 +51,12 @@ impl Side {
             }
         }
         ids.sort_unstable_by_key(|e| e.id);
+        Side { ids, ..Side::classes(g, t, info) }
+    }
+
+    /// The per-class totals only, without the sorted object ids (what a leak hunt keeps of the
+    /// snapshots it does not compare object by object).
+    pub fn classes(g: &HeapGraph, t: &ClassTable, info: SnapshotInfo) -> Side {
         Side {
             info,
             names: t.keys.iter().map(|&k| g.class_name(k)).collect(),
@@ -58,7 +64,7 @@ impl Side {
             count: t.count.clone(),
             shallow: t.shallow.clone(),
             retained: t.retained.clone(),
-            ids,
+            ids: Vec::new(),
         }
     }
 }

@@ -328,18 +328,25 @@ fn eval(v: u32, ancestor: &mut [u32], label: &mut [u32], path: &mut Vec<u32>) ->
 
 /// Builds the dominator tree and retained sizes of `g` with the edge rules of `model`.
 pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
+    let mut t = std::time::Instant::now();
     let page = page_owned(g, model);
+    crate::phase("page_owned", &mut t);
     let ess = essential_edges(g, &page, model);
+    crate::phase("essential_edges", &mut t);
     drop(page);
     let mut preds = build_preds(g, &ess);
+    crate::phase("build_preds", &mut t);
     let Numbering { pre, vertex, parent, detached_from, unreachable } = number_nodes(g, &ess, &preds, model);
+    crate::phase("number_nodes", &mut t);
     drop(ess);
     // Retainers in DFS numbers from here on.
     for p in preds.preds.iter_mut() {
         *p = pre[*p as usize];
     }
     drop(pre);
+    crate::phase("remap", &mut t);
     let semi = semidominators(&vertex, &parent, &preds, detached_from);
+    crate::phase("semi", &mut t);
     drop(preds);
     // NCA pass, in place over `parent`: idom(w) = nearest ancestor of w at or above semi(w).
     let mut idom = parent;
@@ -354,6 +361,7 @@ pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
         idom[w] = d;
     }
     drop(semi);
+    crate::phase("nca", &mut t);
     let mut retained: Vec<u64> = (0..g.node_count() as u32).map(|v| g.self_size(v)).collect();
     let mut idom_ord = vec![ROOT; g.node_count()];
     for w in (2..=n).rev() {
@@ -363,6 +371,7 @@ pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
     }
     let mut preorder = vertex;
     preorder.remove(0);
+    crate::phase("retained", &mut t);
     Dominators { idom: idom_ord, retained, preorder, unreachable }
 }
 

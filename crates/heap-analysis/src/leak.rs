@@ -19,7 +19,6 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diff::Side;
-use crate::graph::ConstructorNames;
 use crate::summary::Reporter;
 use crate::{AnalyzeOptions, HeapError, Progress};
 
@@ -98,7 +97,12 @@ pub fn hunt_paths(
             // The first snapshot's object shapes name plain objects in all, so rows line up.
             shapes = Some(loaded.shapes.clone());
         }
-        let side = Side::new(&loaded.graph, &loaded.table, loaded.info.clone());
+        // Only the first snapshot's object ids are compared (with the last's objects).
+        let side = if i == 0 {
+            Side::new(&loaded.graph, &loaded.table, loaded.info.clone())
+        } else {
+            Side::classes(&loaded.graph, &loaded.table, loaded.info.clone())
+        };
         total_sizes.push(side.info.total_size);
         let mut names = Totals::new();
         for (slot, name) in side.names.iter().enumerate() {
@@ -107,7 +111,7 @@ pub fn hunt_paths(
             t.1 += side.retained[slot];
         }
         by_name.push(names);
-        by_ctor.push(per_constructor(&loaded, &side));
+        by_ctor.push(per_constructor(&side));
         if i + 1 == n {
             let first = first.take().unwrap_or(side);
             let parent_edge = loaded.parent_edge.take();
@@ -120,46 +124,16 @@ pub fn hunt_paths(
     Err(HeapError::Invalid("no snapshot read".into()))
 }
 
-/// Where the constructor of object `v` was defined, in DevTools' 1-based numbering.
-fn constructor_of(g: &crate::graph::HeapGraph, v: u32, names: &ConstructorNames) -> Option<Location> {
-    g.constructor_location_by(v, names).map(|(script_id, line, column)| Location {
-        script_id,
-        line: line.saturating_add(1),
-        column: column.saturating_add(1),
-    })
-}
-
-/// Counts and retained sizes per (class, constructor location). An instance's retained size
-/// counts unless its immediate dominator is an instance of the same class and constructor (the
-/// nesting DevTools' class totals leave out, one level deep).
-fn per_constructor(l: &crate::Loaded, side: &Side) -> Totals {
-    let g = &l.graph;
-    let mut of_map: HashMap<u32, Option<Location>> = HashMap::new();
-    let names = ConstructorNames::new(g);
-    let mut key_of = |v: u32| -> Option<(u32, Option<Location>)> {
-        let slot = l.table.slot(g, v)?;
-        // Objects of one map share their constructor: look it up once per map.
-        let loc = g
-            .edge_named_among(v, &names.map)
-            .and_then(|map| *of_map.entry(map).or_insert_with(|| constructor_of(g, v, &names)));
-        Some((slot, loc))
-    };
-    // Summed by (class slot, location) first: the names are cloned once per row, not per object.
-    let mut per_slot: HashMap<(u32, Location), (u64, u64)> = HashMap::new();
-    for v in 0..g.node_count() as u32 {
-        let Some((slot, Some(loc))) = key_of(v) else { continue };
-        let nested = key_of(l.dom.idom[v as usize]) == Some((slot, Some(loc)));
-        let t = per_slot.entry((slot, loc)).or_default();
-        t.0 += 1;
-        if !nested {
-            t.1 += l.dom.retained[v as usize];
-        }
-    }
+/// Counts and retained sizes per (class, constructor location): the class table's slots whose
+/// objects share one constructor location (a name defined in several places has a slot per
+/// place, with DevTools' retained size: objects nested in one of their own class count once).
+fn per_constructor(side: &Side) -> Totals {
     let mut out = Totals::new();
-    for ((slot, loc), (count, retained)) in per_slot {
-        let t = out.entry((side.names[slot as usize].clone(), Some(loc))).or_default();
-        t.0 += count;
-        t.1 += retained;
+    for (slot, loc) in side.locations.iter().enumerate() {
+        let Some(loc) = loc else { continue };
+        let t = out.entry((side.names[slot].clone(), Some(*loc))).or_default();
+        t.0 += side.count[slot];
+        t.1 += side.retained[slot];
     }
     out
 }
@@ -241,31 +215,33 @@ fn report(
         suspects.iter().enumerate().map(|(i, s)| ((s.name.as_str(), s.location), i)).collect();
     let split: std::collections::HashSet<&str> =
         suspects.iter().filter(|s| s.location.is_some()).map(|s| s.name.as_str()).collect();
+    // Which suspect each class slot of the last snapshot belongs to, if any.
+    let t = &last.table;
+    let suspect_of_slot: Vec<Option<usize>> = (0..t.keys.len())
+        .map(|slot| {
+            let name = g.class_name(t.keys[slot]);
+            let loc = if split.contains(name.as_str()) { t.location[slot] } else { None };
+            wanted.get(&(name.as_str(), loc)).copied()
+        })
+        .collect();
+    // The suspects' objects by id, merged with the first snapshot's sorted ids: the new ones
+    // are those it lacks; the representative is the first new one in node order.
+    let mut candidates: Vec<(u32, u32, usize)> = Vec::new();
+    for v in 0..g.node_count() as u32 {
+        if let Some(i) = t.slot(g, v).and_then(|slot| suspect_of_slot[slot as usize]) {
+            candidates.push((g.node_id[v as usize], v, i));
+        }
+    }
+    candidates.sort_unstable();
     let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
     let mut new_counts = vec![0u64; suspects.len()];
-    let names = ConstructorNames::new(g);
-    // Per class key, the class name if some suspect may have it (looked up once per class, not
-    // once per object): None until seen, Some(None) for no suspect's class.
-    let mut of_key: Vec<Option<Option<String>>> = vec![None; g.class_key_count()];
-    for v in 0..g.node_count() as u32 {
-        if last.table.slot(g, v).is_none() {
-            continue;
-        }
-        let key = g.class_key(v);
-        let Some(Some(name)) = of_key.get_mut(key as usize).map(|k| {
-            &*k.get_or_insert_with(|| {
-                let name = g.class_name(key);
-                (split.contains(name.as_str()) || wanted.contains_key(&(name.as_str(), None))).then_some(name)
-            })
-        }) else {
-            continue;
-        };
-        let loc = if split.contains(name.as_str()) { constructor_of(g, v, &names) } else { None };
-        let Some(&i) = wanted.get(&(name.as_str(), loc)) else { continue };
-        let id = g.node_id[v as usize];
-        if first.ids.binary_search_by_key(&id, |e| e.id).is_err() {
+    let mut old = first.ids.iter().map(|e| e.id).peekable();
+    for (id, v, i) in candidates {
+        while old.next_if(|&o| o < id).is_some() {}
+        if old.peek() != Some(&id) {
             new_counts[i] += 1;
-            representative[i].get_or_insert(v);
+            let r = representative[i].get_or_insert(v);
+            *r = (*r).min(v);
         }
     }
     for (i, s) in suspects.iter_mut().enumerate() {

@@ -236,13 +236,18 @@ fn load_with<R: Read>(
     progress(Progress { snapshot, stage: Stage::Dominators, done: 0, total: 1 });
     let mut shapes_used = Vec::new();
     if model == Model::DevTools {
+        let mut t = Instant::now();
         dom_state::propagate(&mut graph);
+        phase("dom_state", &mut t);
         shallow::attribute_internal_sizes(&mut graph);
+        phase("shallow", &mut t);
         shapes_used = match shapes {
             Some(s) => s.to_vec(),
             None => interfaces::infer(&graph),
         };
+        phase("interfaces infer", &mut t);
         interfaces::apply(&mut graph, &shapes_used);
+        phase("interfaces apply", &mut t);
     }
     // The class table and the parents only read the finished graph, so they are built on a
     // second thread: the table while this one computes the dominator tree (the longest step), the
@@ -325,6 +330,14 @@ fn one_thread() -> bool {
 
 fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
+}
+
+/// Prints how long each step took to stderr when `PERF_HEAP_PHASES=1` (for tuning).
+pub(crate) fn phase(name: &str, t: &mut std::time::Instant) {
+    if std::env::var_os("PERF_HEAP_PHASES").is_some_and(|v| v == "1") {
+        eprintln!("phase {name:<28} {:>6} ms", t.elapsed().as_millis());
+    }
+    *t = std::time::Instant::now();
 }
 
 #[cfg(test)]

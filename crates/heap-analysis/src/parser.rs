@@ -232,6 +232,12 @@ struct PartialGraph {
 
 impl Builder {
     fn section<R: Read>(&mut self, sc: &mut Scanner<'_, R>, key: &[u8], total: u64) -> Result<(), HeapError> {
+        let mut t = std::time::Instant::now();
+        let r = self.section_inner(sc, key, total);
+        crate::phase(&format!("parse {}", String::from_utf8_lossy(key)), &mut t);
+        r
+    }
+    fn section_inner<R: Read>(&mut self, sc: &mut Scanner<'_, R>, key: &[u8], total: u64) -> Result<(), HeapError> {
         match key {
             b"snapshot" => {
                 let raw = sc.capture_value("snapshot header")?;
@@ -387,7 +393,9 @@ impl Builder {
             file_size: total,
             locations: self.locations,
         };
+        let mut t = std::time::Instant::now();
         validate_references(&graph, end)?;
+        crate::phase("validate", &mut t);
         Ok(graph)
     }
 }
