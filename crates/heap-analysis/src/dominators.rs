@@ -328,6 +328,22 @@ fn eval(v: u32, ancestor: &mut [u32], label: &mut [u32], path: &mut Vec<u32>) ->
 
 /// Builds the dominator tree and retained sizes of `g` with the edge rules of `model`.
 pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
+    retained_sizes(g, tree(g, model))
+}
+
+/// The dominator tree in DFS numbers, before any size is looked at (so it can be built while
+/// another thread moves internal arrays' sizes into their owners).
+pub struct Tree {
+    /// Immediate dominator of each DFS number (`idom[1] == 1`, the root).
+    idom: Vec<u32>,
+    /// Node ordinal of each DFS number (`vertex[0]` unused).
+    vertex: Vec<u32>,
+    unreachable: u64,
+}
+
+/// The dominator tree of `g` with the edge rules of `model` (reads edges, ids and the names of
+/// synthetic nodes only, never sizes or object names).
+pub fn tree(g: &HeapGraph, model: Model) -> Tree {
     let mut t = std::time::Instant::now();
     let page = page_owned(g, model);
     crate::phase("page_owned", &mut t);
@@ -362,6 +378,14 @@ pub fn compute(g: &HeapGraph, model: Model) -> Dominators {
     }
     drop(semi);
     crate::phase("nca", &mut t);
+    Tree { idom, vertex, unreachable }
+}
+
+/// Retained sizes over the dominator `tree` of `g`, with its final self sizes.
+pub fn retained_sizes(g: &HeapGraph, tree: Tree) -> Dominators {
+    let mut t = std::time::Instant::now();
+    let Tree { idom, vertex, unreachable } = tree;
+    let n = vertex.len() - 1;
     let mut retained: Vec<u64> = (0..g.node_count() as u32).map(|v| g.self_size(v)).collect();
     let mut idom_ord = vec![ROOT; g.node_count()];
     for w in (2..=n).rev() {

@@ -152,11 +152,14 @@ fn build_tree(defs: &[Interface]) -> Vec<TreeNode> {
 }
 
 /// Renames every plain object of `g` to its best matching shape in `defs`.
+#[cfg(test)]
 pub fn apply(g: &mut HeapGraph, defs: &[Interface]) {
-    if defs.is_empty() {
-        return;
-    }
     let assigned = best_matches(g, defs);
+    rename(g, defs, assigned);
+}
+
+/// Renames the plain objects `assigned` to shapes of `defs` (from [`best_matches`]).
+pub fn rename(g: &mut HeapGraph, defs: &[Interface], assigned: Vec<(u32, usize)>) {
     let mut name_index: Vec<Option<u32>> = vec![None; defs.len()];
     for (v, def) in assigned {
         let idx = match name_index[def] {
@@ -172,8 +175,12 @@ pub fn apply(g: &mut HeapGraph, defs: &[Interface]) {
     }
 }
 
-/// (plain object, definition) for every plain object that matches a definition.
-fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, usize)> {
+/// (plain object, definition) for every plain object that matches a definition. Reads the graph
+/// only: it runs beside the dominator tree.
+pub fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, usize)> {
+    if defs.is_empty() {
+        return Vec::new();
+    }
     let tree = build_tree(defs);
     let mut out = Vec::new();
     let mut props: Vec<&str> = Vec::new();

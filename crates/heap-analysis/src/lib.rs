@@ -234,32 +234,16 @@ fn load_with<R: Read>(
     timings.read_ms = ms(t0);
     let t1 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Dominators, done: 0, total: 1 });
-    let mut shapes_used = Vec::new();
-    if model == Model::DevTools {
-        let mut t = Instant::now();
-        dom_state::propagate(&mut graph);
-        phase("dom_state", &mut t);
-        shallow::attribute_internal_sizes(&mut graph);
-        phase("shallow", &mut t);
-        shapes_used = match shapes {
-            Some(s) => s.to_vec(),
-            None => interfaces::infer(&graph),
-        };
-        phase("interfaces infer", &mut t);
-        interfaces::apply(&mut graph, &shapes_used);
-        phase("interfaces apply", &mut t);
-    }
-    // The class table and the parents only read the finished graph, so they are built on a
-    // second thread: the table while this one computes the dominator tree (the longest step), the
-    // parents afterwards (the dominators' working arrays are gone by then, so the walk's arrays
-    // do not raise the peak memory).
     let one_thread = one_thread();
+    let (tree, shapes_used) = tree_and_devtools_names(&mut graph, model, shapes, one_thread);
+    // The class table only reads the finished graph (names and sizes are final now), so it is
+    // built on a second thread while this one sums the retained sizes.
     let (dom, table) = std::thread::scope(|s| {
         if one_thread {
-            return (dominators::compute(&graph, model), summary::aggregate(&graph));
+            return (dominators::retained_sizes(&graph, tree), summary::aggregate(&graph));
         }
         let side = s.spawn(|| summary::aggregate(&graph));
-        let dom = dominators::compute(&graph, model);
+        let dom = dominators::retained_sizes(&graph, tree);
         (dom, side.join().unwrap_or_else(|_| summary::aggregate(&graph)))
     });
     timings.dominators_ms = ms(t1);
@@ -284,6 +268,45 @@ fn load_with<R: Read>(
         unreachable_nodes: dom.unreachable,
     };
     Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used, parent_edge })
+}
+
+/// The dominator tree, and for DevTools' model its renames and size moves: the detached DOM
+/// state, internal arrays' sizes moved into their owners, plain objects named by their shape
+/// (inferred from this snapshot unless `shapes` are given). The tree reads neither sizes nor
+/// object names, so the slow read-only halves of the others (finding owners and shapes) run on
+/// a second thread beside it, and their results are written once both are done.
+fn tree_and_devtools_names(
+    graph: &mut HeapGraph,
+    model: Model,
+    shapes: Option<&[interfaces::Interface]>,
+    one_thread: bool,
+) -> (dominators::Tree, Vec<interfaces::Interface>) {
+    if model != Model::DevTools {
+        return (dominators::tree(graph, model), Vec::new());
+    }
+    dom_state::propagate(graph);
+    let g = &*graph;
+    let names = || {
+        let owners = shallow::owners_if_any(g);
+        let shapes = shapes.map_or_else(|| interfaces::infer(g), <[_]>::to_vec);
+        let matches = interfaces::best_matches(g, &shapes);
+        (owners, shapes, matches)
+    };
+    let (tree, (owners, shapes, matches)) = std::thread::scope(|s| {
+        if one_thread {
+            return (dominators::tree(g, model), names());
+        }
+        let side = s.spawn(names);
+        let tree = dominators::tree(g, model);
+        (tree, side.join().unwrap_or_else(|_| names()))
+    });
+    let mut t = Instant::now();
+    if let Some(owners) = owners {
+        shallow::move_sizes(graph, &owners);
+    }
+    interfaces::rename(graph, &shapes, matches);
+    phase("sizes and names written", &mut t);
+    (tree, shapes)
 }
 
 impl Loaded {

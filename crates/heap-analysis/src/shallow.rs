@@ -16,12 +16,22 @@ const UNVISITED: u32 = u32::MAX;
 const MULTIPLE: u32 = u32::MAX - 1;
 
 /// Moves owned internal nodes' self sizes to their owners, in place.
+#[cfg(test)]
 pub fn attribute_internal_sizes(g: &mut HeapGraph) {
-    let has_user_roots = g.edges(ROOT).any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
-    if !has_user_roots {
-        return;
+    if let Some(owners) = owners_if_any(g) {
+        move_sizes(g, &owners);
     }
-    let owners = owners(g);
+}
+
+/// The owner of each node ([`move_sizes`] moves the sizes), or None when the root has no user
+/// roots (nothing moves). Reads the graph only: it runs beside the dominator tree.
+pub fn owners_if_any(g: &HeapGraph) -> Option<Vec<u32>> {
+    let has_user_roots = g.edges(ROOT).any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
+    has_user_roots.then(|| owners(g))
+}
+
+/// Moves owned internal nodes' self sizes to their `owners` (from [`owners_if_any`]).
+pub fn move_sizes(g: &mut HeapGraph, owners: &[u32]) {
     for v in 0..g.node_count() as u32 {
         let o = owners[v as usize];
         if o == UNVISITED || o == MULTIPLE || o == v || o == ROOT || g.is_type(o, g.types.node_synthetic) {
