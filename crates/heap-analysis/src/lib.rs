@@ -17,6 +17,7 @@
 //! and [`cli_main`] for `perf-hub analyze` / `perf-hub diff`.
 
 pub mod cli;
+mod column;
 pub mod diff;
 mod dom_state;
 pub mod dominators;

@@ -18,7 +18,10 @@ use serde::Deserialize;
 use crate::error::HeapError;
 use crate::graph::{HeapGraph, StringTable, TypeCodes, EDGE_TYPE_BITS, MAX_NODES};
 use crate::scan::Scanner;
-use crate::split::{self, RecordSink};
+use std::sync::Mutex;
+
+use crate::column::{self, Column};
+use crate::split::{self, RecordSink, RecordWindow};
 
 /// The `snapshot` header object.
 #[derive(Deserialize)]
@@ -148,8 +151,7 @@ fn type_enum(specs: &[TypeSpec], fields: &[String], field: &str, what: &str) -> 
 /// Parses a heap snapshot from `reader`. `total` is the input size if known (0 otherwise), used
 /// to bound preallocation; `on_bytes` receives the number of bytes read so far.
 pub fn parse<R: Read>(reader: R, total: u64, on_bytes: &mut dyn FnMut(u64)) -> Result<HeapGraph, HeapError> {
-    let block = if crate::one_thread() { 0 } else { split::BLOCK };
-    parse_with_block(reader, total, block, on_bytes)
+    parse_with_block(reader, total, split::BLOCK, on_bytes)
 }
 
 /// [`parse`] with `block` bytes of the big arrays split between two threads at a time (0: all
@@ -167,8 +169,15 @@ pub fn parse_with_block<R: Read>(
         Some(_) => return Err(HeapError::NotSnapshot("input does not start with a JSON object".into())),
         None => return Err(HeapError::NotSnapshot("input is empty".into())),
     }
-    let mut builder =
-        Builder { block, layout: None, graph: None, edges_done: false, strings: None, locations: Vec::new() };
+    let mut builder = Builder {
+        block,
+        one_thread: crate::one_thread(),
+        layout: None,
+        graph: None,
+        edges_done: false,
+        strings: None,
+        locations: Vec::new(),
+    };
     let mut key = Vec::new();
     let mut first = true;
     loop {
@@ -208,8 +217,10 @@ pub fn parse_with_block<R: Read>(
 
 /// Accumulates the sections as they are read.
 struct Builder {
-    /// Bytes of `nodes` / `edges` parsed on two threads at a time (0: one thread).
+    /// Bytes of the big arrays cut into pieces at a time (0: all sequential).
     block: usize,
+    /// The pieces parsed on this thread only (`PERF_HEAP_THREADS=1`).
+    one_thread: bool,
     layout: Option<Layout>,
     graph: Option<PartialGraph>,
     edges_done: bool,
@@ -259,22 +270,23 @@ impl Builder {
     fn read_nodes<R: Read>(&mut self, sc: &mut Scanner<'_, R>, total: u64) -> Result<(), HeapError> {
         let layout = self.layout()?;
         let cap = capacity_hint(layout.node_count_hint, total, 2 * layout.node_roles.len() as u64);
-        let mut g = PartialGraph {
-            node_type: Vec::with_capacity(cap),
-            node_name: Vec::with_capacity(cap),
-            node_id: Vec::with_capacity(cap),
-            self_size: Vec::with_capacity(cap),
-            first_edge: Vec::with_capacity(cap + 1),
-            ..PartialGraph::default()
-        };
-        g.first_edge.push(0);
         let types = layout.types.node_types.len() as u64;
         let fields = NodeFields::new(&layout.node_roles)?;
-        let mut sink = NodeSink { fields: &fields, types, g, edge_total: 0 };
-        let scratch = || NodeSink { fields: &fields, types, g: PartialGraph::default(), edge_total: 0 };
+        let mut first_edge = Column::with_expected(cap + 1);
+        first_edge.push(0);
+        let mut sink = NodeSink {
+            node_type: Column::with_expected(cap),
+            node_name: Column::with_expected(cap),
+            node_id: Column::with_expected(cap),
+            self_size: Column::with_expected(cap),
+            first_edge,
+            detachedness: Column::with_expected(if fields.detachedness.is_some() { cap } else { 0 }),
+            rules: NodeRules { fields: &fields, types },
+            big: Mutex::new(Vec::new()),
+        };
         sc.expect(b'[', "nodes")?;
-        split::read_records(sc, "nodes", layout.node_roles.len(), self.block, &mut sink, scratch)?;
-        self.graph = Some(sink.g);
+        split::read_records(sc, "nodes", layout.node_roles.len(), self.block, self.one_thread, &mut sink)?;
+        self.graph = Some(sink.finish().map_err(|m| sc.corrupt(format!("nodes: {m}")))?);
         Ok(())
     }
 
@@ -289,19 +301,17 @@ impl Builder {
         let nodes = g.node_type.len() as u64;
         let at = |role| layout.edge_roles.iter().position(|r| *r == role).unwrap_or(0);
         let fields = (at(EdgeRole::Type), at(EdgeRole::Name), at(EdgeRole::To));
-        let new_sink = |cap: usize| EdgeSink {
+        let rules = EdgeRules {
             fields,
             types: layout.types.edge_types.len() as u64,
             node_fields: FieldDivider::new(layout.node_roles.len() as u64),
             nodes,
-            edge_to: Vec::with_capacity(cap),
-            edge_name: Vec::with_capacity(cap),
         };
-        let mut sink = new_sink(cap);
+        let mut sink = EdgeSink { rules, edge_to: Column::with_expected(cap), edge_name: Column::with_expected(cap) };
         sc.expect(b'[', "edges")?;
-        split::read_records(sc, "edges", layout.edge_roles.len(), self.block, &mut sink, || new_sink(0))?;
-        g.edge_to = sink.edge_to;
-        g.edge_name = sink.edge_name;
+        split::read_records(sc, "edges", layout.edge_roles.len(), self.block, self.one_thread, &mut sink)?;
+        g.edge_to = sink.edge_to.into_vec();
+        g.edge_name = sink.edge_name.into_vec();
         self.edges_done = true;
         Ok(())
     }
@@ -311,22 +321,10 @@ impl Builder {
     fn read_locations<R: Read>(&mut self, sc: &mut Scanner<'_, R>) -> Result<(), HeapError> {
         let nf = self.layout()?.node_roles.len() as u64;
         sc.expect(b'[', "locations")?;
-        let (mut k, mut entry) = (0usize, [0u32; 4]);
-        let locations = &mut self.locations;
-        sc.read_uint_array("locations", |v| {
-            entry[k] = v.min(u64::from(u32::MAX)) as u32;
-            if k == 0 {
-                entry[0] = if v % nf == 0 && v / nf < MAX_NODES { (v / nf) as u32 } else { u32::MAX };
-            }
-            k += 1;
-            if k == 4 {
-                k = 0;
-                if entry[0] != u32::MAX {
-                    locations.push(entry);
-                }
-            }
-            Ok(())
-        })?;
+        let mut sink = LocationSink { node_fields: FieldDivider::new(nf), entries: Column::with_expected(0) };
+        split::read_records(sc, "locations", 4, self.block, self.one_thread, &mut sink)?;
+        self.locations = sink.entries.into_vec();
+        self.locations.retain(|e| e[0] != u32::MAX);
         self.locations.sort_unstable_by_key(|e| e[0]);
         Ok(())
     }
@@ -425,20 +423,28 @@ impl NodeFields {
     }
 }
 
-/// Node columns filled from the `nodes` array (one per thread; see [`split`]).
-struct NodeSink<'l> {
+/// How the fields of a `nodes` record are checked and stored.
+struct NodeRules<'l> {
     fields: &'l NodeFields,
     types: u64,
-    g: PartialGraph,
-    /// Sum of the edge counts received (`first_edge` holds the running sums: after the leading
-    /// 0 in the first sink, from the first node's end in a second thread's).
-    edge_total: u64,
 }
 
-impl RecordSink for NodeSink<'_> {
+/// One node, checked, as its columns store it.
+struct NodeRow {
+    ty: u8,
+    name: u32,
+    id: u32,
+    /// `u32::MAX` when the size is in `big`.
+    size: u32,
+    big: Option<u64>,
+    edges: u32,
+    detachedness: u8,
+}
+
+impl NodeRules<'_> {
     #[inline(always)]
-    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
-        let (f, g) = (self.fields, &mut self.g);
+    fn row(&self, record: u64, values: &[u64]) -> Result<NodeRow, String> {
+        let f = self.fields;
         if record >= MAX_NODES {
             return Err(format!("more than {MAX_NODES} nodes are not supported"));
         }
@@ -446,58 +452,164 @@ impl RecordSink for NodeSink<'_> {
         if ty >= self.types {
             return Err(format!("node type {ty} out of range"));
         }
-        g.node_type.push(ty as u8);
-        g.node_name.push(to_u32(values[f.name], "node name")?);
-        g.node_id.push(to_u32(values[f.id], "node id")?);
         let size = values[f.size];
-        if size >= u64::from(u32::MAX) {
-            g.big_sizes.insert(record as u32, size);
-            g.self_size.push(u32::MAX);
-        } else {
-            g.self_size.push(size as u32);
+        let big = (size >= u64::from(u32::MAX)).then_some(size);
+        Ok(NodeRow {
+            ty: ty as u8,
+            name: to_u32(values[f.name], "node name")?,
+            id: to_u32(values[f.id], "node id")?,
+            size: if big.is_some() { u32::MAX } else { size as u32 },
+            big,
+            edges: to_u32(values[f.edges], "edge count")?,
+            detachedness: f.detachedness.map_or(0, |d| values[d].min(255) as u8),
+        })
+    }
+}
+
+/// Node columns filled from the `nodes` array (see [`split`]). Until [`NodeSink::finish`],
+/// `first_edge[n + 1]` holds node `n`'s edge count, not the offset of its last edge.
+struct NodeSink<'l> {
+    node_type: Column<u8>,
+    node_name: Column<u32>,
+    node_id: Column<u32>,
+    self_size: Column<u32>,
+    first_edge: Column<u32>,
+    /// Empty when the snapshot has no `detachedness` field.
+    detachedness: Column<u8>,
+    rules: NodeRules<'l>,
+    /// Sizes of 4 GiB or more, by node (rare: a mutex the windows share is enough).
+    big: Mutex<Vec<(u32, u64)>>,
+}
+
+impl RecordSink for NodeSink<'_> {
+    type Window<'w>
+        = NodeWindow<'w>
+    where
+        Self: 'w;
+
+    fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
+        let row = self.rules.row(record, values)?;
+        self.node_type.push(row.ty);
+        self.node_name.push(row.name);
+        self.node_id.push(row.id);
+        self.self_size.push(row.size);
+        self.first_edge.push(row.edges);
+        if self.rules.fields.detachedness.is_some() {
+            self.detachedness.push(row.detachedness);
         }
-        self.edge_total += values[f.edges];
-        g.first_edge.push(to_u32(self.edge_total, "total edge count")?);
-        if let Some(d) = f.detachedness {
-            g.detachedness.push(values[d].min(255) as u8);
+        if let Some(size) = row.big {
+            self.big.lock().map_err(|_| "poisoned lock")?.push((record as u32, size));
         }
         Ok(())
     }
 
-    fn append(&mut self, later: &mut Self) -> Result<(), String> {
-        let (g, l) = (&mut self.g, &mut later.g);
-        let base = self.edge_total;
-        for &end in &l.first_edge {
-            g.first_edge.push(to_u32(base + u64::from(end), "total edge count")?);
+    fn windows(&mut self, counts: &[usize]) -> Vec<NodeWindow<'_>> {
+        let first = self.node_type.len() as u64;
+        let n: usize = counts.iter().sum();
+        let det = if self.rules.fields.detachedness.is_some() { n } else { 0 };
+        let mut ty = column::windows(self.node_type.grow(n), counts).into_iter();
+        let mut name = column::windows(self.node_name.grow(n), counts).into_iter();
+        let mut id = column::windows(self.node_id.grow(n), counts).into_iter();
+        let mut size = column::windows(self.self_size.grow(n), counts).into_iter();
+        let mut edges = column::windows(self.first_edge.grow(n), counts).into_iter();
+        let mut detachedness = column::windows(self.detachedness.grow(det), counts).into_iter();
+        let (rules, big) = (&self.rules, &self.big);
+        let mut at = first;
+        counts
+            .iter()
+            .map(|&n| {
+                let w = NodeWindow {
+                    rules,
+                    big,
+                    first: at,
+                    filled: 0,
+                    ty: ty.next().unwrap_or_default(),
+                    name: name.next().unwrap_or_default(),
+                    id: id.next().unwrap_or_default(),
+                    size: size.next().unwrap_or_default(),
+                    edges: edges.next().unwrap_or_default(),
+                    detachedness: detachedness.next().unwrap_or_default(),
+                };
+                at += n as u64;
+                w
+            })
+            .collect()
+    }
+}
+
+impl NodeSink<'_> {
+    /// The columns, with `first_edge` turned from edge counts into offsets.
+    fn finish(self) -> Result<PartialGraph, String> {
+        let mut first_edge = self.first_edge.into_vec();
+        let mut sum: u64 = 0;
+        for slot in first_edge.iter_mut().skip(1) {
+            sum += u64::from(*slot);
+            *slot = to_u32(sum, "total edge count")?;
         }
-        self.edge_total += later.edge_total;
-        later.edge_total = 0;
-        l.first_edge.clear();
-        g.node_type.append(&mut l.node_type);
-        g.node_name.append(&mut l.node_name);
-        g.node_id.append(&mut l.node_id);
-        g.self_size.append(&mut l.self_size);
-        g.detachedness.append(&mut l.detachedness);
-        g.big_sizes.extend(l.big_sizes.drain());
+        Ok(PartialGraph {
+            node_type: self.node_type.into_vec(),
+            node_name: self.node_name.into_vec(),
+            node_id: self.node_id.into_vec(),
+            self_size: self.self_size.into_vec(),
+            big_sizes: self.big.into_inner().map_err(|_| "poisoned lock")?.into_iter().collect(),
+            first_edge,
+            detachedness: self.detachedness.into_vec(),
+            ..PartialGraph::default()
+        })
+    }
+}
+
+/// One piece's rows of the node columns.
+struct NodeWindow<'w> {
+    rules: &'w NodeRules<'w>,
+    big: &'w Mutex<Vec<(u32, u64)>>,
+    /// Ordinal of the window's first node.
+    first: u64,
+    filled: usize,
+    ty: &'w mut [u8],
+    name: &'w mut [u32],
+    id: &'w mut [u32],
+    size: &'w mut [u32],
+    edges: &'w mut [u32],
+    detachedness: &'w mut [u8],
+}
+
+impl RecordWindow for NodeWindow<'_> {
+    #[inline(always)]
+    fn record(&mut self, values: &[u64]) -> Result<(), String> {
+        let i = self.filled;
+        let row = self.rules.row(self.first + i as u64, values)?;
+        let (Some(ty), Some(name), Some(id), Some(size), Some(edges)) =
+            (self.ty.get_mut(i), self.name.get_mut(i), self.id.get_mut(i), self.size.get_mut(i), self.edges.get_mut(i))
+        else {
+            return Err("more records than counted".into());
+        };
+        (*ty, *name, *id, *size, *edges) = (row.ty, row.name, row.id, row.size, row.edges);
+        if let Some(d) = self.detachedness.get_mut(i) {
+            *d = row.detachedness;
+        }
+        if let Some(size) = row.big {
+            self.big.lock().map_err(|_| "poisoned lock")?.push(((self.first + i as u64) as u32, size));
+        }
+        self.filled += 1;
         Ok(())
     }
 }
 
-/// Edge columns filled from the `edges` array (one per thread; see [`split`]).
-struct EdgeSink {
+/// How the fields of an `edges` record are checked and stored.
+struct EdgeRules {
     /// Positions of type, name_or_index and to_node in a record.
     fields: (usize, usize, usize),
     types: u64,
     node_fields: FieldDivider,
     /// Number of nodes (the `nodes` section comes first): targets are checked as they are read.
     nodes: u64,
-    edge_to: Vec<u32>,
-    edge_name: Vec<u32>,
 }
 
-impl RecordSink for EdgeSink {
+impl EdgeRules {
+    /// The packed target and the name of an edge.
     #[inline(always)]
-    fn record(&mut self, _record: u64, values: &[u64]) -> Result<(), String> {
+    fn row(&self, values: &[u64]) -> Result<(u32, u32), String> {
         let (ty, name, to) = (values[self.fields.0], values[self.fields.1], values[self.fields.2]);
         if ty >= self.types {
             return Err(format!("edge type {ty} out of range"));
@@ -510,14 +622,107 @@ impl RecordSink for EdgeSink {
         if ord >= self.nodes {
             return Err(format!("to_node {to} points past the last node"));
         }
-        self.edge_to.push((ord as u32) << EDGE_TYPE_BITS | ty as u32);
-        self.edge_name.push(to_u32(name, "edge name_or_index")?);
+        Ok(((ord as u32) << EDGE_TYPE_BITS | ty as u32, to_u32(name, "edge name_or_index")?))
+    }
+}
+
+/// Edge columns filled from the `edges` array (see [`split`]).
+struct EdgeSink {
+    rules: EdgeRules,
+    edge_to: Column<u32>,
+    edge_name: Column<u32>,
+}
+
+impl RecordSink for EdgeSink {
+    type Window<'w> = EdgeWindow<'w>;
+
+    fn record(&mut self, _record: u64, values: &[u64]) -> Result<(), String> {
+        let (to, name) = self.rules.row(values)?;
+        self.edge_to.push(to);
+        self.edge_name.push(name);
         Ok(())
     }
 
-    fn append(&mut self, later: &mut Self) -> Result<(), String> {
-        self.edge_to.append(&mut later.edge_to);
-        self.edge_name.append(&mut later.edge_name);
+    fn windows(&mut self, counts: &[usize]) -> Vec<EdgeWindow<'_>> {
+        let n: usize = counts.iter().sum();
+        let rules = &self.rules;
+        let names = column::windows(self.edge_name.grow(n), counts);
+        column::windows(self.edge_to.grow(n), counts)
+            .into_iter()
+            .zip(names)
+            .map(|(to, name)| EdgeWindow { rules, filled: 0, to, name })
+            .collect()
+    }
+}
+
+/// One piece's rows of the edge columns.
+struct EdgeWindow<'w> {
+    rules: &'w EdgeRules,
+    filled: usize,
+    to: &'w mut [u32],
+    name: &'w mut [u32],
+}
+
+impl RecordWindow for EdgeWindow<'_> {
+    #[inline(always)]
+    fn record(&mut self, values: &[u64]) -> Result<(), String> {
+        let i = self.filled;
+        let (to, name) = self.rules.row(values)?;
+        let (Some(t), Some(n)) = (self.to.get_mut(i), self.name.get_mut(i)) else {
+            return Err("more records than counted".into());
+        };
+        (*t, *n) = (to, name);
+        self.filled += 1;
+        Ok(())
+    }
+}
+
+/// Script positions from the `locations` array: `[node ordinal, script_id, line, column]`, the
+/// ordinal `u32::MAX` when the object index is not a node's.
+struct LocationSink {
+    node_fields: FieldDivider,
+    entries: Column<[u32; 4]>,
+}
+
+/// A `locations` record as stored (see [`LocationSink`]).
+#[inline(always)]
+fn location_entry(node_fields: &FieldDivider, values: &[u64]) -> [u32; 4] {
+    let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
+    let ord = node_fields.divide(values[0]);
+    let node = if ord * node_fields.d == values[0] && ord < MAX_NODES { ord as u32 } else { u32::MAX };
+    [node, clamp(values[1]), clamp(values[2]), clamp(values[3])]
+}
+
+impl RecordSink for LocationSink {
+    type Window<'w> = LocationWindow<'w>;
+
+    fn record(&mut self, _record: u64, values: &[u64]) -> Result<(), String> {
+        self.entries.push(location_entry(&self.node_fields, values));
+        Ok(())
+    }
+
+    fn windows(&mut self, counts: &[usize]) -> Vec<LocationWindow<'_>> {
+        let n: usize = counts.iter().sum();
+        let fields = &self.node_fields;
+        column::windows(self.entries.grow(n), counts)
+            .into_iter()
+            .map(|rows| LocationWindow { fields, rows, filled: 0 })
+            .collect()
+    }
+}
+
+/// One piece's rows of the locations.
+struct LocationWindow<'w> {
+    fields: &'w FieldDivider,
+    rows: &'w mut [[u32; 4]],
+    filled: usize,
+}
+
+impl RecordWindow for LocationWindow<'_> {
+    fn record(&mut self, values: &[u64]) -> Result<(), String> {
+        let row = self.rows.get_mut(self.filled).ok_or("more records than counted")?;
+        *row = location_entry(self.fields, values);
+        self.filled += 1;
         Ok(())
     }
 }

@@ -155,7 +155,9 @@ impl<'p, R: Read> Scanner<'p, R> {
     }
 
     /// Reads the elements of an integer array whose `[` has been consumed, up to and including
-    /// the closing `]`, handing each value to `sink`. Returns the number of values.
+    /// the closing `]`, handing each value to `sink`. Returns the number of values. (The parser
+    /// goes through [`crate::split::read_records`], which ends here resumed.)
+    #[cfg(test)]
     pub fn read_uint_array(
         &mut self,
         context: &'static str,

@@ -1,18 +1,19 @@
-//! Parsing the big integer arrays (`nodes`, `edges`) on two threads.
+//! Parsing the big integer arrays (`nodes`, `edges`, `locations`) on two threads.
 //!
 //! The arrays are flat lists of records of a fixed number of fields. The scanner's buffer is
 //! filled with a block of the array, which is cut into pieces, each cut right after a comma that
-//! ends a whole record (commas are counted, which is much cheaper than parsing), so every piece
-//! starts at field 0 of a known record ordinal. The calling thread parses pieces from the front
-//! straight into the final columns, a scoped thread parses them from the back, each into a
-//! scratch sink of its own that is appended in order afterwards: the columns come out exactly
-//! as a sequential parse makes them, and when the scheduler holds one thread back (the cores
-//! are shared) the other one takes its pieces instead of waiting. The rest of the array (less
-//! than half a block, with its closing `]`) goes through the sequential
-//! [`Scanner::read_uint_array`], which also reports every syntax error the pieces cannot see
-//! (a trailing comma, a truncated file).
+//! ends a whole record (commas are counted, which is much cheaper than parsing), so the number
+//! of records of every piece is known before it is parsed. The sink then grows its columns by
+//! the block's records and hands out one [`RecordWindow`] per piece — the piece's rows of every
+//! column — and the calling thread parses pieces from the front, a scoped thread from the back,
+//! each straight into its window: nothing is appended or copied afterwards, and when the
+//! scheduler holds one thread back (the cores are shared) the other one takes its pieces instead
+//! of waiting. The rest of the array (less than half a block, with its closing `]`) goes through
+//! the sequential [`Scanner::read_uint_array_resumed`], which also reports every syntax error the pieces
+//! cannot see (a trailing comma, a truncated file).
 
 use std::io::Read;
+use std::sync::Mutex;
 
 use crate::error::HeapError;
 use crate::scan::Scanner;
@@ -20,31 +21,40 @@ use crate::scan::Scanner;
 /// Bytes of the array handed to the two threads at a time (the scanner's buffer grows to this).
 pub const BLOCK: usize = 8 << 20;
 
-/// Receiver of the records of one half.
+/// Receiver of an array's records: columns that grow at the end.
 pub trait RecordSink: Send {
-    /// The field values of record `record` (its ordinal within the whole array).
+    /// Writer of one piece's records in place.
+    type Window<'w>: RecordWindow + Send
+    where
+        Self: 'w;
+    /// Appends record `record` (its ordinal within the whole array).
     fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String>;
-    /// Moves everything `later` received (the records after this sink's) onto the end of this
-    /// one and leaves `later` empty (ready for the next block, keeping its allocations).
-    fn append(&mut self, later: &mut Self) -> Result<(), String>;
+    /// Grows the columns by `counts.iter().sum()` records and hands out one window per count,
+    /// in order: window `i` writes the `counts[i]` records after those of window `i - 1`.
+    fn windows(&mut self, counts: &[usize]) -> Vec<Self::Window<'_>>;
 }
 
-/// Reads an integer array whose `[` has been consumed, up to and including `]`, handing values
-/// to `sink`; `new_scratch` makes the empty sinks of the second thread. `block` is the number of
-/// bytes split between the two threads at a time (0: all sequential). Returns the number of
-/// records; an array whose length is not a multiple of `fields` is an error.
+/// Writer of consecutive records into rows set aside by [`RecordSink::windows`].
+pub trait RecordWindow {
+    /// Writes the next record (an error if the window is full).
+    fn record(&mut self, values: &[u64]) -> Result<(), String>;
+}
+
+/// Reads an integer array whose `[` has been consumed, up to and including `]`, handing records
+/// to `sink`. `block` is the number of bytes split into pieces at a time (0: all sequential),
+/// parsed on two threads unless `one_thread`. Returns the number of records; an array whose
+/// length is not a multiple of `fields` is an error.
 pub fn read_records<R: Read, S: RecordSink>(
     sc: &mut Scanner<'_, R>,
     context: &'static str,
     fields: usize,
     block: usize,
+    one_thread: bool,
     sink: &mut S,
-    new_scratch: impl Fn() -> S,
 ) -> Result<u64, HeapError> {
     let fields = fields.max(1);
     let mut records: u64 = 0;
     let mut resumed = false;
-    let mut scratch: Vec<S> = Vec::new();
     if block > 0 {
         loop {
             let avail = sc.ensure(block)?;
@@ -57,15 +67,9 @@ pub fn read_records<R: Read, S: RecordSink>(
             }
             let cuts = piece_cuts(&region[..limit], fields, PIECES);
             let Some(&(end, end_records)) = cuts.last() else { break };
-            scratch.resize_with(cuts.len(), &new_scratch);
             let base = sc.offset();
-            let fail =
-                |at: usize, message: String| HeapError::corrupt(base + at as u64, format!("{context}: {message}"));
-            let later = share_pieces(&region[..end], &cuts, fields, records, sink, &mut scratch)
-                .map_err(|(at, m)| fail(at, m))?;
-            for (i, piece) in scratch.iter_mut().enumerate().skip(later) {
-                sink.append(piece).map_err(|m| fail(cuts[i].0, m))?;
-            }
+            share_pieces(&region[..end], &cuts, fields, one_thread, sink)
+                .map_err(|(at, message)| HeapError::corrupt(base + at as u64, format!("{context}: {message}")))?;
             records += end_records;
             sc.consume(end);
             resumed = true;
@@ -127,59 +131,62 @@ fn piece_cuts(body: &[u8], fields: usize, pieces: usize) -> Vec<(usize, u64)> {
     cuts
 }
 
-/// Parses the pieces of `body` (ending at `cuts`) on two threads: this one takes pieces from the
-/// front into `sink`, a scoped thread takes them from the back, each into its own `scratch`
-/// sink. Returns the index of the first piece the second thread parsed (`cuts.len()` if none);
-/// errors carry the offset within `body`. `records` is the ordinal of the first record.
+/// Parses the pieces of `body` (ending at `cuts`) into windows of `sink`: this thread takes
+/// pieces from the front, a scoped thread (unless `one_thread`) from the back. Errors carry the
+/// offset within `body`; of two, the front's (the earlier one).
 fn share_pieces<S: RecordSink>(
     body: &[u8],
     cuts: &[(usize, u64)],
     fields: usize,
-    records: u64,
+    one_thread: bool,
     sink: &mut S,
-    scratch: &mut [S],
-) -> Result<usize, (usize, String)> {
-    let piece = |i: usize| {
-        let (from, first) = if i == 0 { (0, 0) } else { cuts[i - 1] };
-        (from, &body[from..cuts[i].0], records + first)
-    };
-    // Unclaimed pieces: front..back.
-    let claims = std::sync::Mutex::new((0usize, cuts.len()));
+) -> Result<(), (usize, String)> {
+    let counts: Vec<usize> = cuts
+        .iter()
+        .scan(0u64, |prev, &(_, upto)| {
+            let n = upto - *prev;
+            *prev = upto;
+            Some(n as usize)
+        })
+        .collect();
+    // Unclaimed pieces: front..back, each with its window.
+    let windows: Vec<Option<S::Window<'_>>> = sink.windows(&counts).into_iter().map(Some).collect();
+    let claims = Mutex::new((0usize, cuts.len(), windows));
     let claim = |from_back: bool| {
         let mut c = claims.lock().ok()?;
-        (c.0 < c.1).then(|| {
-            if from_back {
-                c.1 -= 1;
-                c.1
-            } else {
-                c.0 += 1;
-                c.0 - 1
-            }
-        })
+        if c.0 >= c.1 {
+            return None;
+        }
+        let i = if from_back {
+            c.1 -= 1;
+            c.1
+        } else {
+            c.0 += 1;
+            c.0 - 1
+        };
+        c.2[i].take().map(|w| (i, w))
+    };
+    let parse = |i: usize, window: &mut S::Window<'_>| {
+        let from = if i == 0 { 0 } else { cuts[i - 1].0 };
+        parse_half(&body[from..cuts[i].0], fields, window).map_err(|(at, m)| (from + at, m))
+    };
+    let work = |from_back: bool| {
+        while let Some((i, mut window)) = claim(from_back) {
+            parse(i, &mut window)?;
+        }
+        Ok(())
     };
     let (front, back) = std::thread::scope(|s| {
-        let back = s.spawn(|| {
-            while let Some(i) = claim(true) {
-                let (from, bytes, first) = piece(i);
-                parse_half(bytes, fields, first, &mut scratch[i]).map_err(|(at, m)| (from + at, m))?;
-            }
-            Ok(())
-        });
-        let mut front = Ok(());
-        while let Some(i) = claim(false) {
-            let (from, bytes, first) = piece(i);
-            if let Err((at, m)) = parse_half(bytes, fields, first, sink) {
-                front = Err((from + at, m));
-                break;
-            }
-        }
-        (front, back.join())
+        let back = (!one_thread).then(|| s.spawn(|| work(true)));
+        let front = work(false);
+        (front, back.map(|b| b.join()))
     });
-    // The front's pieces come first, so its error is the earlier one.
     front?;
-    back.map_err(|_| (0, "parser thread panicked".to_string()))??;
-    let c = claims.lock().map_err(|_| (0, "parser thread panicked".to_string()))?;
-    Ok(c.0)
+    match back {
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Err((0, "parser thread panicked".to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Number of commas in `s`. Counted in byte-wide lanes, 255 bytes at a time (what keeps the
@@ -208,62 +215,75 @@ fn last_record_end(s: &[u8], commas: usize, fields: usize) -> Option<(usize, usi
     None
 }
 
-/// Most fields a record may have for the stack buffer of [`parse_half`] (V8 writes 3 to 7).
-const MAX_FIELDS: usize = 16;
-
 /// Parses one half: whole records, each value followed by a comma. Errors carry the offset
 /// within `body`.
 ///
-/// This is the hottest loop of the analysis (a 1 GB snapshot holds ~250 M numbers), so values
-/// are read eight bytes at a time ([`digits8`]): one load finds where the number ends and one
-/// multiply-shift sequence converts it, with no branch per digit. Near the end of the piece, and
-/// for numbers of 16 digits or more, the bytewise [`scalar_value`] takes over.
-fn parse_half<S: RecordSink>(body: &[u8], fields: usize, mut record: u64, sink: &mut S) -> Result<(), (usize, String)> {
-    if fields > MAX_FIELDS {
-        return parse_half_bytewise(body, fields, record, sink);
+/// This is the hottest loop of the analysis (a 1 GB snapshot holds ~250 M numbers), so the
+/// record layouts V8 writes get a loop of their own with the field count known at compile time
+/// ([`parse_fixed`]: one record per iteration, no field counter), and values are read eight
+/// bytes at a time ([`digits8`]).
+fn parse_half<W: RecordWindow>(body: &[u8], fields: usize, sink: &mut W) -> Result<(), (usize, String)> {
+    match fields {
+        1 => parse_fixed::<1, W>(body, sink),
+        3 => parse_fixed::<3, W>(body, sink),
+        4 => parse_fixed::<4, W>(body, sink),
+        5 => parse_fixed::<5, W>(body, sink),
+        6 => parse_fixed::<6, W>(body, sink),
+        7 => parse_fixed::<7, W>(body, sink),
+        8 => parse_fixed::<8, W>(body, sink),
+        _ => parse_half_bytewise(body, fields, sink),
     }
-    let mut values = [0u64; MAX_FIELDS];
-    let mut k = 0usize;
-    let mut record_start = 0;
+}
+
+/// [`parse_half`] for records of `F` fields.
+fn parse_fixed<const F: usize, W: RecordWindow>(body: &[u8], sink: &mut W) -> Result<(), (usize, String)> {
+    let mut values = [0u64; F];
     let mut i = 0;
-    let n = body.len();
-    while i < n {
-        // A value: digits (after any whitespace).
-        let start = i;
-        let (v, len) = body.get(i..i + 16).map_or((0, 0), digits16);
-        let v = if len > 0 && len < 16 {
-            i += len;
-            v
-        } else {
-            scalar_value(body, &mut i)?
-        };
-        if k == 0 {
-            record_start = start;
+    while i < body.len() {
+        let record_start = i;
+        for slot in values.iter_mut() {
+            *slot = value_and_comma(body, &mut i)?;
         }
-        values[k] = v;
-        k += 1;
-        if k == fields {
-            sink.record(record, &values[..fields]).map_err(|m| (record_start, m))?;
-            k = 0;
-            record += 1;
-        }
-        // Its comma (after any whitespace).
-        if body.get(i) == Some(&b',') {
-            i += 1;
-            continue;
-        }
-        while i < n && is_ws(body[i]) {
-            i += 1;
-        }
-        match body.get(i) {
-            Some(b',') => i += 1,
-            Some(b) if b.is_ascii_digit() => return Err((i, "missing ','".into())),
-            Some(&b) => return Err((i, unexpected(b))),
-            // Pieces end right after a comma; only a sequential caller's body may end here.
-            None => break,
-        }
+        sink.record(&values).map_err(|m| (record_start, m))?;
     }
     Ok(())
+}
+
+/// The value at `*i` and the comma after it (whitespace allowed around both); leaves `*i` after
+/// the comma. Numbers of up to 15 digits are read from one 16-byte window ([`digits16`]),
+/// others (and whitespace) by [`scalar_value`].
+#[inline(always)]
+fn value_and_comma(body: &[u8], i: &mut usize) -> Result<u64, (usize, String)> {
+    let (v, len) = body.get(*i..*i + 16).map_or((0, 0), digits16);
+    let v = if len > 0 && len < 16 {
+        *i += len;
+        v
+    } else {
+        scalar_value(body, i)?
+    };
+    if body.get(*i) == Some(&b',') {
+        *i += 1;
+        return Ok(v);
+    }
+    comma_after_whitespace(body, i)?;
+    Ok(v)
+}
+
+/// Skips whitespace at `*i`, then expects the comma that ends a value.
+#[cold]
+fn comma_after_whitespace(body: &[u8], i: &mut usize) -> Result<(), (usize, String)> {
+    while *i < body.len() && is_ws(body[*i]) {
+        *i += 1;
+    }
+    match body.get(*i) {
+        Some(b',') => {
+            *i += 1;
+            Ok(())
+        }
+        Some(b) if b.is_ascii_digit() => Err((*i, "missing ','".into())),
+        Some(&b) => Err((*i, unexpected(b))),
+        None => Err((*i, "expected ','".into())),
+    }
 }
 
 fn is_ws(b: u8) -> bool {
@@ -335,13 +355,8 @@ fn digits8(w: u64) -> (u64, usize) {
     (x, len)
 }
 
-/// [`parse_half`] for records of more than [`MAX_FIELDS`] fields (no V8 layout has them).
-fn parse_half_bytewise<S: RecordSink>(
-    body: &[u8],
-    fields: usize,
-    mut record: u64,
-    sink: &mut S,
-) -> Result<(), (usize, String)> {
+/// [`parse_half`] for record layouts without a loop of their own (no V8 layout).
+fn parse_half_bytewise<W: RecordWindow>(body: &[u8], fields: usize, sink: &mut W) -> Result<(), (usize, String)> {
     let mut values = vec![0u64; fields];
     let (mut i, mut k, mut record_start) = (0usize, 0usize, 0usize);
     while i < body.len() {
@@ -353,9 +368,8 @@ fn parse_half_bytewise<S: RecordSink>(
         values[k] = v;
         k += 1;
         if k == fields {
-            sink.record(record, &values).map_err(|m| (record_start, m))?;
+            sink.record(&values).map_err(|m| (record_start, m))?;
             k = 0;
-            record += 1;
         }
         while i < body.len() && is_ws(body[i]) {
             i += 1;
@@ -378,17 +392,55 @@ mod tests {
     #[derive(Default, Debug, PartialEq)]
     struct Triples(Vec<(usize, u64, u64)>);
 
-    impl RecordSink for Triples {
+    /// Records as rows, in place (what the real sinks do with their columns).
+    #[derive(Default)]
+    struct Rows(Vec<Vec<u64>>);
+
+    struct RowWindow<'w>(std::slice::IterMut<'w, Vec<u64>>);
+
+    fn check(values: &[u64]) -> Result<(), String> {
+        match values.contains(&666) {
+            true => Err("the number of the beast".into()),
+            false => Ok(()),
+        }
+    }
+
+    impl RecordSink for Rows {
+        type Window<'w> = RowWindow<'w>;
         fn record(&mut self, record: u64, values: &[u64]) -> Result<(), String> {
-            if values.contains(&666) {
-                return Err("the number of the beast".into());
-            }
-            self.0.extend(values.iter().enumerate().map(|(field, &v)| (field, record, v)));
+            assert_eq!(record, self.0.len() as u64, "records come in order");
+            check(values)?;
+            self.0.push(values.to_vec());
             Ok(())
         }
-        fn append(&mut self, later: &mut Self) -> Result<(), String> {
-            self.0.append(&mut later.0);
+        fn windows(&mut self, counts: &[usize]) -> Vec<RowWindow<'_>> {
+            let start = self.0.len();
+            self.0.resize(start + counts.iter().sum::<usize>(), Vec::new());
+            let mut rest = &mut self.0[start..];
+            counts
+                .iter()
+                .map(|&n| {
+                    let (mine, later) = std::mem::take(&mut rest).split_at_mut(n);
+                    rest = later;
+                    RowWindow(mine.iter_mut())
+                })
+                .collect()
+        }
+    }
+
+    impl RecordWindow for RowWindow<'_> {
+        fn record(&mut self, values: &[u64]) -> Result<(), String> {
+            check(values)?;
+            let row = self.0.next().ok_or("window full")?;
+            *row = values.to_vec();
             Ok(())
+        }
+    }
+
+    impl Rows {
+        fn triples(&self) -> Triples {
+            let rows = self.0.iter().enumerate();
+            Triples(rows.flat_map(|(r, vs)| vs.iter().enumerate().map(move |(f, &v)| (f, r as u64, v))).collect())
         }
     }
 
@@ -397,14 +449,14 @@ mod tests {
         let reader = Trickle { data: json.as_bytes(), chunk };
         let mut progress = |_| {};
         let mut sc = Scanner::new(reader, 0, &mut progress);
-        let mut sink = Triples::default();
-        let n = read_records(&mut sc, "test", fields, block, &mut sink, Triples::default)?;
+        let mut sink = Rows::default();
+        let n = read_records(&mut sc, "test", fields, block, false, &mut sink)?;
         let mut rest = Vec::new();
         while let Some(b) = sc.peek_non_ws()? {
             rest.push(b);
             sc.bump();
         }
-        Ok((n, sink, String::from_utf8_lossy(&rest).into_owned()))
+        Ok((n, sink.triples(), String::from_utf8_lossy(&rest).into_owned()))
     }
 
     /// A reader handing out at most `chunk` bytes per call (chunk boundaries everywhere).
@@ -545,15 +597,13 @@ mod tests {
         let body_end = json.rfind(',').map(|i| i + 1).unwrap_or(0);
         let body = &json.as_bytes()[..body_end];
         for pieces in [1, 2, 3, 16, 100] {
-            let cuts = piece_cuts(body, 1, pieces);
-            let mut sink = Triples::default();
-            let mut scratch: Vec<Triples> = (0..cuts.len()).map(|_| Triples::default()).collect();
-            let later = share_pieces(body, &cuts, 1, 0, &mut sink, &mut scratch).unwrap();
-            for piece in scratch.iter_mut().skip(later) {
-                sink.append(piece).unwrap();
+            for one_thread in [false, true] {
+                let cuts = piece_cuts(body, 1, pieces);
+                let mut sink = Rows::default();
+                share_pieces(body, &cuts, 1, one_thread, &mut sink).unwrap();
+                let n = cuts.last().map_or(0, |c| c.1 as usize);
+                assert_eq!(sink.triples(), expected(&values[..n], 1), "{pieces} pieces");
             }
-            let n = cuts.last().map_or(0, |c| c.1 as usize);
-            assert_eq!(sink, expected(&values[..n], 1), "{pieces} pieces");
         }
     }
 }
