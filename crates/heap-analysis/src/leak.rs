@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diff::Side;
+use crate::graph::HeapGraph;
 use crate::summary::Reporter;
 use crate::{AnalyzeOptions, HeapError, Progress};
 
@@ -72,56 +73,109 @@ pub fn is_internal(name: &str) -> bool {
 }
 
 /// Runs the hunt over `paths` (at least two, in the order they were taken).
+///
+/// Each snapshot after the first is read on a thread of its own while the one before it is
+/// analysed (the two take about as long, and each alone leaves a core idle half the time), so
+/// two graphs are in memory at a time. `PERF_HEAP_THREADS=1` reads them in turn.
 pub fn hunt_paths(
-    paths: &[impl AsRef<Path>],
+    paths: &[impl AsRef<Path> + Sync],
     opts: &AnalyzeOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<LeakReport, HeapError> {
     if paths.len() < 2 {
         return Err(HeapError::Invalid("a leak hunt needs at least two snapshots".into()));
     }
-    let mut by_name: Vec<Totals> = Vec::new();
-    let mut by_ctor: Vec<Totals> = Vec::new();
-    let mut total_sizes = Vec::new();
-    let mut first: Option<Side> = None;
-    let mut shapes = None;
-    let n = paths.len();
-    for (i, path) in paths.iter().enumerate() {
-        let path = path.as_ref();
+    let ordinal = |i: usize| u8::try_from(i).unwrap_or(u8::MAX);
+    let read = |i: usize, progress: &mut dyn FnMut(Progress)| -> Result<(HeapGraph, u64), HeapError> {
+        let path = paths[i].as_ref();
         let (file, size) = crate::open(path)?;
-        let snapshot = u8::try_from(i).unwrap_or(u8::MAX);
-        // Only the last snapshot's retainer paths are reported: only it walks the parents.
-        let mut loaded = crate::load_with(file, size, snapshot, opts.model, shapes.as_deref(), i + 1 == n, progress)
-            .map_err(|e| crate::with_path(e, path))?;
-        if shapes.is_none() {
-            // The first snapshot's object shapes name plain objects in all, so rows line up.
-            shapes = Some(loaded.shapes.clone());
+        let graph = crate::parse_graph(file, size, ordinal(i), progress).map_err(|e| crate::with_path(e, path))?;
+        Ok((graph, size))
+    };
+    let mut hunt = Hunt::default();
+    let n = paths.len();
+    std::thread::scope(|s| {
+        let mut current = read(0, progress)?;
+        for i in 0..n {
+            let ahead = (i + 1 < n && !crate::one_thread()).then(|| s.spawn(move || read(i + 1, &mut |_| {})));
+            let (graph, size) = current;
+            // Only the last snapshot's retainer paths are reported: only it walks the parents.
+            let how = crate::Load {
+                shapes: hunt.shapes.as_deref(),
+                parents: i + 1 == n,
+                owner_sizes: false,
+                ..crate::Load::plain(ordinal(i), opts.model)
+            };
+            let mut loaded = crate::analyse_graph(graph, size, &how, progress);
+            if i + 1 == n {
+                let parent_edge = loaded.parent_edge.take();
+                return Ok(hunt.finish(&loaded, parent_edge, opts));
+            }
+            hunt.add(&loaded, i == 0);
+            drop(loaded);
+            current = match ahead {
+                Some(thread) => {
+                    let next = thread.join().map_err(|_| HeapError::Invalid("snapshot reader panicked".into()))??;
+                    progress(Progress {
+                        snapshot: ordinal(i + 1),
+                        stage: crate::Stage::Reading,
+                        done: next.1,
+                        total: next.1,
+                    });
+                    next
+                }
+                None => read(i + 1, progress)?,
+            };
         }
+        Err(HeapError::Invalid("no snapshot read".into()))
+    })
+}
+
+/// What a hunt keeps of the snapshots analysed so far.
+#[derive(Default)]
+struct Hunt {
+    by_name: Vec<Totals>,
+    by_ctor: Vec<Totals>,
+    total_sizes: Vec<u64>,
+    /// The first snapshot's classes and sorted object ids.
+    first: Option<Side>,
+    /// The first snapshot's object shapes: they name plain objects in all, so rows line up.
+    shapes: Option<Vec<crate::interfaces::Interface>>,
+}
+
+impl Hunt {
+    /// Keeps the class totals of `loaded` (and, of the first, its ids and shapes).
+    fn add(&mut self, loaded: &crate::Loaded, first: bool) {
         // Only the first snapshot's object ids are compared (with the last's objects).
-        let side = if i == 0 {
+        let side = if first {
             Side::new(&loaded.graph, &loaded.table, loaded.info.clone())
         } else {
             Side::classes(&loaded.graph, &loaded.table, loaded.info.clone())
         };
-        total_sizes.push(side.info.total_size);
+        self.total_sizes.push(side.info.total_size);
         let mut names = Totals::new();
         for (slot, name) in side.names.iter().enumerate() {
             let t = names.entry((name.clone(), None)).or_default();
             t.0 += side.count[slot];
             t.1 += side.retained[slot];
         }
-        by_name.push(names);
-        by_ctor.push(per_constructor(&side));
-        if i + 1 == n {
-            let first = first.take().unwrap_or(side);
-            let parent_edge = loaded.parent_edge.take();
-            return Ok(report(rows(&by_name, &by_ctor), total_sizes, &first, &loaded, parent_edge, opts));
-        }
-        if first.is_none() {
-            first = Some(side);
+        self.by_name.push(names);
+        self.by_ctor.push(per_constructor(&side));
+        if first {
+            self.shapes = Some(loaded.shapes.clone());
+            self.first = Some(side);
         }
     }
-    Err(HeapError::Invalid("no snapshot read".into()))
+
+    /// The report, with the last snapshot `last`.
+    fn finish(mut self, last: &crate::Loaded, parent_edge: Option<Vec<u32>>, opts: &AnalyzeOptions) -> LeakReport {
+        self.add(last, self.first.is_none());
+        let Hunt { by_name, by_ctor, total_sizes, first, .. } = self;
+        match first {
+            Some(first) => report(rows(&by_name, &by_ctor), total_sizes, &first, last, parent_edge, opts),
+            None => LeakReport { suspects: Vec::new(), total_sizes },
+        }
+    }
 }
 
 /// Counts and retained sizes per (class, constructor location): the class table's slots whose

@@ -143,7 +143,7 @@ pub fn analyze_reader<R: Read>(
     opts: &AnalyzeOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Analysis, HeapError> {
-    let loaded = load_with(reader, total, 0, opts.model, None, opts.paths, progress)?;
+    let loaded = load_with(reader, total, &Load { parents: opts.paths, ..Load::plain(0, opts.model) }, progress)?;
     Ok(loaded.analysis(opts, progress))
 }
 
@@ -163,7 +163,8 @@ pub fn diff_paths(
         (diff::Side::new(&a.graph, &a.table, a.info.clone()), a.shapes)
     };
     let mut b =
-        load_with(fb, sb, 1, opts.model, Some(&shapes), opts.paths, progress).map_err(|e| with_path(e, b_path))?;
+        load_with(fb, sb, &Load { shapes: Some(&shapes), parents: opts.paths, ..Load::plain(1, opts.model) }, progress)
+            .map_err(|e| with_path(e, b_path))?;
     let parent_edge = b.parent_edge.take();
     let side_b = diff::Side::new(&b.graph, &b.table, b.info.clone());
     progress(Progress { snapshot: 1, stage: Stage::Paths, done: 0, total: 1 });
@@ -202,6 +203,28 @@ struct Loaded {
     parent_edge: Option<Vec<u32>>,
 }
 
+/// How a snapshot is loaded.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    /// Its place in a diff or hunt (for progress).
+    snapshot: u8,
+    model: Model,
+    /// Plain-object shapes to name objects by (inferred from this snapshot when None).
+    shapes: Option<&'a [interfaces::Interface]>,
+    /// Walk the breadth-first parents of the retainer paths too (on a second thread).
+    parents: bool,
+    /// Move owned internal arrays' sizes into their owners (DevTools' Summary). A leak hunt
+    /// leaves this out: it changes only the sizes of V8-internal kinds, which a hunt never
+    /// ranks (owners' retained sizes stay the same, see `shallow`).
+    owner_sizes: bool,
+}
+
+impl Load<'_> {
+    fn plain(snapshot: u8, model: Model) -> Load<'static> {
+        Load { snapshot, model, shapes: None, parents: false, owner_sizes: true }
+    }
+}
+
 fn load<R: Read>(
     reader: R,
     total: u64,
@@ -210,33 +233,49 @@ fn load<R: Read>(
     shapes: Option<&[interfaces::Interface]>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Loaded, HeapError> {
-    load_with(reader, total, snapshot, model, shapes, false, progress)
+    load_with(reader, total, &Load { shapes, ..Load::plain(snapshot, model) }, progress)
 }
 
-/// [`load`], with the breadth-first parents of the retainer paths too when `parents` is set
-/// (walked on a second thread while this one builds the dominator tree's children lists and
-/// the classes' retained sizes).
+/// Parses and analyses a snapshot as `how` says.
 fn load_with<R: Read>(
     reader: R,
     total: u64,
-    snapshot: u8,
-    model: Model,
-    shapes: Option<&[interfaces::Interface]>,
-    parents: bool,
+    how: &Load<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Loaded, HeapError> {
-    let mut timings = Timings::default();
     let t0 = Instant::now();
-    let mut graph = {
+    let graph = parse_graph(reader, total, how.snapshot, progress)?;
+    let read_ms = ms(t0);
+    let mut loaded = analyse_graph(graph, total, how, progress);
+    loaded.timings.read_ms = read_ms;
+    Ok(loaded)
+}
+
+/// Reads a snapshot into its graph.
+fn parse_graph<R: Read>(
+    reader: R,
+    total: u64,
+    snapshot: u8,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<HeapGraph, HeapError> {
+    let graph = {
         let mut on_bytes = |done: u64| progress(Progress { snapshot, stage: Stage::Reading, done, total });
         parser::parse(reader, total, &mut on_bytes)?
     };
     progress(Progress { snapshot, stage: Stage::Reading, done: total, total });
-    timings.read_ms = ms(t0);
+    Ok(graph)
+}
+
+/// The dominator tree, retained sizes and class table of a parsed snapshot (and the parents of
+/// the retainer paths when `how.parents`).
+fn analyse_graph(mut graph: HeapGraph, total: u64, how: &Load<'_>, progress: &mut dyn FnMut(Progress)) -> Loaded {
+    let snapshot = how.snapshot;
+    let parents = how.parents;
+    let mut timings = Timings::default();
     let t1 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Dominators, done: 0, total: 1 });
     let one_thread = one_thread();
-    let (tree, shapes_used) = tree_and_devtools_names(&mut graph, model, shapes, one_thread);
+    let (tree, shapes_used) = tree_and_devtools_names(&mut graph, how, one_thread);
     // The class table only reads the finished graph (names and sizes are final now), so it is
     // built on a second thread while this one sums the retained sizes.
     let (dom, table) = std::thread::scope(|s| {
@@ -268,7 +307,7 @@ fn load_with<R: Read>(
         total_size: dom.retained[graph::ROOT as usize],
         unreachable_nodes: dom.unreachable,
     };
-    Ok(Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used, parent_edge })
+    Loaded { graph, dom, dominated, table, info, timings, shapes: shapes_used, parent_edge }
 }
 
 /// The dominator tree, and for DevTools' model its renames and size moves: the detached DOM
@@ -278,17 +317,17 @@ fn load_with<R: Read>(
 /// a second thread beside it, and their results are written once both are done.
 fn tree_and_devtools_names(
     graph: &mut HeapGraph,
-    model: Model,
-    shapes: Option<&[interfaces::Interface]>,
+    how: &Load<'_>,
     one_thread: bool,
 ) -> (dominators::Tree, Vec<interfaces::Interface>) {
+    let (model, shapes) = (how.model, how.shapes);
     if model != Model::DevTools {
         return (dominators::tree(graph, model), Vec::new());
     }
     dom_state::propagate(graph);
     let g = &*graph;
     let names = || {
-        let owners = shallow::owners_if_any(g);
+        let owners = if how.owner_sizes { shallow::owners_if_any(g) } else { None };
         let shapes = shapes.map_or_else(|| interfaces::infer(g), <[_]>::to_vec);
         let matches = interfaces::best_matches(g, &shapes);
         (owners, shapes, matches)
