@@ -261,11 +261,12 @@ fn value_and_comma(body: &[u8], i: &mut usize) -> Result<u64, (usize, String)> {
     } else {
         scalar_value(body, i)?
     };
-    if body.get(*i) == Some(&b',') {
-        *i += 1;
-        return Ok(v);
+    // V8 ends every record with "\n,": both separators are taken here, anything else below.
+    match (body.get(*i), body.get(*i + 1)) {
+        (Some(b','), _) => *i += 1,
+        (Some(b'\n'), Some(b',')) => *i += 2,
+        _ => comma_after_whitespace(body, i)?,
     }
-    comma_after_whitespace(body, i)?;
     Ok(v)
 }
 
