@@ -43,6 +43,10 @@ impl Bits {
     pub fn new(n: usize) -> Self {
         Bits(vec![0; n.div_ceil(64)])
     }
+    /// Number of bits (rounded up to a multiple of 64).
+    pub fn capacity(&self) -> usize {
+        self.0.len() * 64
+    }
     #[inline]
     pub fn get(&self, i: usize) -> bool {
         self.0[i >> 6] >> (i & 63) & 1 == 1

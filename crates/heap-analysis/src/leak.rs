@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diff::Side;
+use crate::dominators::Bits;
 use crate::graph::HeapGraph;
 use crate::summary::Reporter;
 use crate::{AnalyzeOptions, HeapError, Progress};
@@ -137,8 +138,8 @@ struct Hunt {
     by_name: Vec<Totals>,
     by_ctor: Vec<Totals>,
     total_sizes: Vec<u64>,
-    /// The first snapshot's classes and sorted object ids.
-    first: Option<Side>,
+    /// The first snapshot's object ids.
+    first: Option<IdSet>,
     /// The first snapshot's object shapes: they name plain objects in all, so rows line up.
     shapes: Option<Vec<crate::interfaces::Interface>>,
 }
@@ -146,12 +147,7 @@ struct Hunt {
 impl Hunt {
     /// Keeps the class totals of `loaded` (and, of the first, its ids and shapes).
     fn add(&mut self, loaded: &crate::Loaded, first: bool) {
-        // Only the first snapshot's object ids are compared (with the last's objects).
-        let side = if first {
-            Side::new(&loaded.graph, &loaded.table, loaded.info.clone())
-        } else {
-            Side::classes(&loaded.graph, &loaded.table, loaded.info.clone())
-        };
+        let side = Side::classes(&loaded.graph, &loaded.table, loaded.info.clone());
         self.total_sizes.push(side.info.total_size);
         let mut names = Totals::new();
         for (slot, name) in side.names.iter().enumerate() {
@@ -163,7 +159,8 @@ impl Hunt {
         self.by_ctor.push(per_constructor(&side));
         if first {
             self.shapes = Some(loaded.shapes.clone());
-            self.first = Some(side);
+            // Only the first snapshot's object ids are compared (with the last's objects).
+            self.first = Some(IdSet::of(&loaded.graph, &loaded.table));
         }
     }
 
@@ -174,6 +171,37 @@ impl Hunt {
         match first {
             Some(first) => report(rows(&by_name, &by_ctor), total_sizes, &first, last, parent_edge, opts),
             None => LeakReport { suspects: Vec::new(), total_sizes },
+        }
+    }
+}
+
+/// The object ids of a snapshot (its counted objects, as the class table counts them), to tell
+/// a later snapshot's new objects from old ones: a bit per id when the ids are dense enough —
+/// V8 numbers objects as it first sees them, so they are — else sorted.
+enum IdSet {
+    Bits(Bits),
+    Sorted(Vec<u32>),
+}
+
+impl IdSet {
+    fn of(g: &HeapGraph, t: &crate::summary::ClassTable) -> IdSet {
+        let ids = || (0..g.node_count() as u32).filter(|&v| t.slot(g, v).is_some()).map(|v| g.node_id[v as usize]);
+        let max = ids().max().unwrap_or(0) as usize;
+        // At most 8 bytes of bits per node.
+        if max < 64 * g.node_count().max(1) {
+            let mut bits = Bits::new(max + 1);
+            ids().for_each(|id| bits.set(id as usize));
+            return IdSet::Bits(bits);
+        }
+        let mut sorted: Vec<u32> = ids().collect();
+        sorted.sort_unstable();
+        IdSet::Sorted(sorted)
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        match self {
+            IdSet::Bits(bits) => (id as usize) < bits.capacity() && bits.get(id as usize),
+            IdSet::Sorted(ids) => ids.binary_search(&id).is_ok(),
         }
     }
 }
@@ -233,7 +261,7 @@ fn steadiness(counts: &[u64]) -> (u64, u64) {
 fn report(
     per_class: Rows,
     total_sizes: Vec<u64>,
-    first: &Side,
+    first: &IdSet,
     last: &crate::Loaded,
     parent_edge: Option<Vec<u32>>,
     opts: &AnalyzeOptions,
@@ -278,24 +306,15 @@ fn report(
             wanted.get(&(name.as_str(), loc)).copied()
         })
         .collect();
-    // The suspects' objects by id, merged with the first snapshot's sorted ids: the new ones
-    // are those it lacks; the representative is the first new one in node order.
-    let mut candidates: Vec<(u32, u32, usize)> = Vec::new();
-    for v in 0..g.node_count() as u32 {
-        if let Some(i) = t.slot(g, v).and_then(|slot| suspect_of_slot[slot as usize]) {
-            candidates.push((g.node_id[v as usize], v, i));
-        }
-    }
-    candidates.sort_unstable();
+    // The suspects' objects the first snapshot lacks; the representative is the first in node
+    // order.
     let mut representative: Vec<Option<u32>> = vec![None; suspects.len()];
     let mut new_counts = vec![0u64; suspects.len()];
-    let mut old = first.ids.iter().map(|e| e.id).peekable();
-    for (id, v, i) in candidates {
-        while old.next_if(|&o| o < id).is_some() {}
-        if old.peek() != Some(&id) {
+    for v in 0..g.node_count() as u32 {
+        let Some(i) = t.slot(g, v).and_then(|slot| suspect_of_slot[slot as usize]) else { continue };
+        if !first.contains(g.node_id[v as usize]) {
             new_counts[i] += 1;
-            let r = representative[i].get_or_insert(v);
-            *r = (*r).min(v);
+            representative[i].get_or_insert(v);
         }
     }
     for (i, s) in suspects.iter_mut().enumerate() {
