@@ -113,7 +113,8 @@ pub fn hunt_paths(
                 return Ok(hunt.finish(&loaded, parent_edge, opts));
             }
             hunt.add(&loaded, i == 0);
-            drop(loaded);
+            // Giving a graph's memory back takes a while: not on the way of the next analysis.
+            s.spawn(move || drop(loaded));
             current = match ahead {
                 Some(thread) => {
                     let next = thread.join().map_err(|_| HeapError::Invalid("snapshot reader panicked".into()))??;
@@ -186,7 +187,7 @@ enum IdSet {
 impl IdSet {
     fn of(g: &HeapGraph, t: &crate::summary::ClassTable) -> IdSet {
         let ids = || (0..g.node_count() as u32).filter(|&v| t.slot(g, v).is_some()).map(|v| g.node_id[v as usize]);
-        let max = ids().max().unwrap_or(0) as usize;
+        let max = g.node_id.iter().copied().max().unwrap_or(0) as usize;
         // At most 8 bytes of bits per node.
         if max < 64 * g.node_count().max(1) {
             let mut bits = Bits::new(max + 1);

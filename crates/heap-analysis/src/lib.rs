@@ -398,7 +398,9 @@ fn ms(t: Instant) -> u64 {
 /// Prints how long each step took to stderr when `PERF_HEAP_PHASES=1` (for tuning).
 pub(crate) fn phase(name: &str, t: &mut std::time::Instant) {
     if std::env::var_os("PERF_HEAP_PHASES").is_some_and(|v| v == "1") {
-        eprintln!("phase {name:<28} {:>6} ms", t.elapsed().as_millis());
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let at = START.get_or_init(Instant::now).elapsed().as_millis();
+        eprintln!("phase {name:<28} {:>6} ms (at {at} ms)", t.elapsed().as_millis());
     }
     *t = std::time::Instant::now();
 }
