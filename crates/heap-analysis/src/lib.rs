@@ -277,26 +277,31 @@ fn analyse_graph(mut graph: HeapGraph, total: u64, how: &Load<'_>, progress: &mu
     let one_thread = one_thread();
     let (tree, shapes_used) = tree_and_devtools_names(&mut graph, how, one_thread);
     // The class table only reads the finished graph (names and sizes are final now), so it is
-    // built on a second thread while this one sums the retained sizes.
-    let (dom, table) = std::thread::scope(|s| {
+    // built on a second thread while this one sums the retained sizes and lists the dominator
+    // tree's children.
+    let dominance = |tree| {
+        let dom = dominators::retained_sizes(&graph, tree);
+        let dominated = DominatedNodes::build(&dom.idom);
+        (dom, dominated)
+    };
+    let ((dom, dominated), table) = std::thread::scope(|s| {
         if one_thread {
-            return (dominators::retained_sizes(&graph, tree), summary::aggregate(&graph));
+            return (dominance(tree), summary::aggregate(&graph));
         }
         let side = s.spawn(|| summary::aggregate(&graph));
-        let dom = dominators::retained_sizes(&graph, tree);
+        let dom = dominance(tree);
         (dom, side.join().unwrap_or_else(|_| summary::aggregate(&graph)))
     });
     timings.dominators_ms = ms(t1);
     let t2 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Summary, done: 0, total: 1 });
-    let (dominated, table, parent_edge) = std::thread::scope(|s| {
+    let (table, parent_edge) = std::thread::scope(|s| {
         let walk = (parents && !one_thread).then(|| s.spawn(|| summary::bfs_parents(&graph)));
-        let dominated = DominatedNodes::build(&dom.idom);
         let mut table = table;
         summary::class_retained(&graph, &dom, &dominated, &mut table);
         // A failed walk is walked again by the reporter.
         let parent_edge = walk.and_then(|w| w.join().ok());
-        (dominated, table, parent_edge)
+        (table, parent_edge)
     });
     timings.summary_ms = ms(t2);
     let info = SnapshotInfo {
