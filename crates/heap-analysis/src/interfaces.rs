@@ -159,9 +159,10 @@ pub fn apply(g: &mut HeapGraph, defs: &[Interface]) {
 }
 
 /// Renames the plain objects `assigned` to shapes of `defs` (from [`best_matches`]).
-pub fn rename(g: &mut HeapGraph, defs: &[Interface], assigned: Vec<(u32, usize)>) {
+pub fn rename(g: &mut HeapGraph, defs: &[Interface], assigned: Vec<(u32, u32)>) {
     let mut name_index: Vec<Option<u32>> = vec![None; defs.len()];
     for (v, def) in assigned {
+        let def = def as usize;
         let idx = match name_index[def] {
             Some(i) => i,
             None => {
@@ -177,7 +178,7 @@ pub fn rename(g: &mut HeapGraph, defs: &[Interface], assigned: Vec<(u32, usize)>
 
 /// (plain object, definition) for every plain object that matches a definition. Reads the graph
 /// only: it runs beside the dominator tree.
-pub fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, usize)> {
+pub fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, u32)> {
     if defs.is_empty() {
         return Vec::new();
     }
@@ -213,7 +214,8 @@ pub fn best_matches(g: &HeapGraph, defs: &[Interface]) -> Vec<(u32, usize)> {
         }
         if let Some((count, def)) = best {
             if count > 0 {
-                out.push((v, def));
+                // Fewer definitions than u32::MAX (each is a string of the snapshot).
+                out.push((v, def as u32));
             }
         }
     }

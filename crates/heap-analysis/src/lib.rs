@@ -330,25 +330,30 @@ fn tree_and_devtools_names(
         return (dominators::tree(graph, model), Vec::new());
     }
     dom_state::propagate(graph);
+    // The sizes are moved on the second thread, in place, as soon as the owners are known (the
+    // owners array is gone before the tree's working arrays peak).
+    let mut sizes = shallow::Sizes::take(graph);
     let g = &*graph;
-    let names = || {
-        let owners = if how.owner_sizes { shallow::owners_if_any(g) } else { None };
+    let names = |sizes: &mut shallow::Sizes| {
+        if how.owner_sizes {
+            sizes.attribute_internal(g);
+        }
         let shapes = shapes.map_or_else(|| interfaces::infer(g), <[_]>::to_vec);
         let matches = interfaces::best_matches(g, &shapes);
-        (owners, shapes, matches)
+        (shapes, matches)
     };
-    let (tree, (owners, shapes, matches)) = std::thread::scope(|s| {
+    let (tree, (shapes, matches)) = std::thread::scope(|s| {
         if one_thread {
-            return (dominators::tree(g, model), names());
+            return (dominators::tree(g, model), names(&mut sizes));
         }
-        let side = s.spawn(names);
+        let side = s.spawn(|| names(&mut sizes));
         let tree = dominators::tree(g, model);
-        (tree, side.join().unwrap_or_else(|_| names()))
+        // The sizes may be half moved: no second try (the caller sees the panic as an error).
+        let names = side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (tree, names)
     });
     let mut t = Instant::now();
-    if let Some(owners) = owners {
-        shallow::move_sizes(graph, &owners);
-    }
+    sizes.put_back(graph);
     interfaces::rename(graph, &shapes, matches);
     phase("sizes and names written", &mut t);
     (tree, shapes)

@@ -18,32 +18,67 @@ const MULTIPLE: u32 = u32::MAX - 1;
 /// Moves owned internal nodes' self sizes to their owners, in place.
 #[cfg(test)]
 pub fn attribute_internal_sizes(g: &mut HeapGraph) {
-    if let Some(owners) = owners_if_any(g) {
-        move_sizes(g, &owners);
+    let mut sizes = Sizes::take(g);
+    sizes.attribute_internal(g);
+    sizes.put_back(g);
+}
+
+/// A graph's self sizes, taken out of it so that one thread can move them while others read
+/// the rest of the graph (the dominator tree never looks at sizes).
+pub struct Sizes {
+    small: Vec<u32>,
+    big: std::collections::HashMap<u32, u64>,
+}
+
+impl Sizes {
+    /// Takes the sizes out of `g` (which has none until [`Sizes::put_back`]).
+    pub fn take(g: &mut HeapGraph) -> Sizes {
+        Sizes { small: std::mem::take(&mut g.self_size), big: std::mem::take(&mut g.big_sizes) }
     }
-}
 
-/// The owner of each node ([`move_sizes`] moves the sizes), or None when the root has no user
-/// roots (nothing moves). Reads the graph only: it runs beside the dominator tree.
-pub fn owners_if_any(g: &HeapGraph) -> Option<Vec<u32>> {
-    let has_user_roots = g.edges(ROOT).any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
-    has_user_roots.then(|| owners(g))
-}
+    pub fn put_back(self, g: &mut HeapGraph) {
+        g.self_size = self.small;
+        g.big_sizes = self.big;
+    }
 
-/// Moves owned internal nodes' self sizes to their `owners` (from [`owners_if_any`]).
-pub fn move_sizes(g: &mut HeapGraph, owners: &[u32]) {
-    for v in 0..g.node_count() as u32 {
-        let o = owners[v as usize];
-        if o == UNVISITED || o == MULTIPLE || o == v || o == ROOT || g.is_type(o, g.types.node_synthetic) {
-            continue;
+    fn get(&self, n: u32) -> u64 {
+        match self.small[n as usize] {
+            u32::MAX => self.big.get(&n).copied().unwrap_or(u64::from(u32::MAX)),
+            s => u64::from(s),
         }
-        let size = g.self_size(v);
-        if size == 0 {
-            continue;
+    }
+
+    fn set(&mut self, n: u32, size: u64) {
+        if size >= u64::from(u32::MAX) {
+            self.small[n as usize] = u32::MAX;
+            self.big.insert(n, size);
+        } else {
+            self.small[n as usize] = size as u32;
+            self.big.remove(&n);
         }
-        g.set_self_size(v, 0);
-        let total = g.self_size(o) + size;
-        g.set_self_size(o, total);
+    }
+
+    /// Moves owned internal nodes' sizes to their owners (`g`: the graph these came from).
+    /// Nothing moves when the root has no user roots.
+    pub fn attribute_internal(&mut self, g: &HeapGraph) {
+        let has_user_roots = g.edges(ROOT).any(|e| !g.is_type(g.edge_target(e), g.types.node_synthetic));
+        if !has_user_roots || self.small.len() != g.node_count() {
+            return;
+        }
+        let owners = owners(g);
+        for v in 0..g.node_count() as u32 {
+            let o = owners[v as usize];
+            if o == UNVISITED || o == MULTIPLE || o == v || o == ROOT || g.is_type(o, g.types.node_synthetic) {
+                continue;
+            }
+            let size = self.get(v);
+            if size == 0 {
+                continue;
+            }
+            self.set(v, 0);
+            let total = self.get(o) + size;
+            self.set(o, total);
+        }
     }
 }
 
