@@ -218,17 +218,6 @@ impl HeapGraph {
         }
     }
 
-    /// Sets the self size of node `n`.
-    pub fn set_self_size(&mut self, n: u32, size: u64) {
-        if size >= u64::from(u32::MAX) {
-            self.self_size[n as usize] = u32::MAX;
-            self.big_sizes.insert(n, size);
-        } else {
-            self.self_size[n as usize] = size as u32;
-            self.big_sizes.remove(&n);
-        }
-    }
-
     /// True when node `n` has type `t`.
     #[inline]
     pub fn is_type(&self, n: u32, t: Option<u8>) -> bool {
