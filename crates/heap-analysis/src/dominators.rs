@@ -190,7 +190,9 @@ struct Numbering {
     unreachable: u64,
 }
 
-fn number_nodes(g: &HeapGraph, ess: &Bits, preds: &Preds, model: Model) -> Numbering {
+/// The DFS numbering from the root (the nodes it does not reach are numbered by
+/// [`number_the_rest`], which needs the retainers).
+fn number_from_root(g: &HeapGraph, ess: &Bits) -> Numbering {
     let n = g.node_count();
     let mut num = Numbering {
         pre: vec![0u32; n],
@@ -201,8 +203,15 @@ fn number_nodes(g: &HeapGraph, ess: &Bits, preds: &Preds, model: Model) -> Numbe
     };
     num.vertex.push(u32::MAX);
     num.parent.push(0);
+    dfs_from(g, ess, &mut num, &mut Vec::new(), ROOT, 0);
+    num
+}
+
+/// Numbers what the search from the root did not reach: nodes without retaining edges and their
+/// subgraphs, then cycles retained only by one another.
+fn number_the_rest(g: &HeapGraph, ess: &Bits, preds: &Preds, model: Model, mut num: Numbering) -> Numbering {
+    let n = g.node_count();
     let mut stack: Vec<(u32, u32)> = Vec::new();
-    dfs_from(g, ess, &mut num, &mut stack, ROOT, 0);
     let reached = num.vertex.len() - 1;
     num.unreachable = (n - reached) as u64;
     if reached < n {
@@ -354,10 +363,20 @@ pub fn tree(g: &HeapGraph, model: Model) -> Tree {
     let ess = essential_edges(g, &page, model);
     crate::phase("essential_edges", &mut t);
     drop(page);
-    let mut preds = build_preds(g, &ess);
-    crate::phase("build_preds", &mut t);
-    let Numbering { pre, vertex, parent, detached_from, unreachable } = number_nodes(g, &ess, &preds, model);
-    crate::phase("number_nodes", &mut t);
+    // The retainers and the search from the root both only read the graph and the edge bits:
+    // one each on the two threads.
+    let (mut preds, from_root) = std::thread::scope(|s| {
+        if crate::one_thread() {
+            return (build_preds(g, &ess), number_from_root(g, &ess));
+        }
+        let retainers = s.spawn(|| build_preds(g, &ess));
+        let from_root = number_from_root(g, &ess);
+        (retainers.join().unwrap_or_else(|_| build_preds(g, &ess)), from_root)
+    });
+    crate::phase("retainers and search", &mut t);
+    let numbering = number_the_rest(g, &ess, &preds, model, from_root);
+    let Numbering { pre, vertex, parent, detached_from, unreachable } = numbering;
+    crate::phase("number the rest", &mut t);
     drop(ess);
     // Retainers in DFS numbers from here on.
     for p in preds.preds.iter_mut() {
