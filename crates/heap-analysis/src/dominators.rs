@@ -105,16 +105,38 @@ pub fn weakmap_table_id(name: &str) -> Option<u32> {
     tail[at + MARK.len()..].parse().ok()
 }
 
-/// One bit per edge: does it retain its target (see the module docs)?
+/// One bit per edge: does it retain its target (see the module docs)? The edges are split in
+/// two halves at a word of the bit vector, one half per thread.
 pub fn essential_edges(g: &HeapGraph, page: &Bits, model: Model) -> Bits {
+    let m = g.edge_count();
+    let mut bits = Bits::new(m);
+    let half = if crate::one_thread() { m } else { (m / 2) & !63 };
+    let (front, back) = bits.0.split_at_mut(half / 64);
+    std::thread::scope(|s| {
+        if half < m {
+            s.spawn(move || mark_essential(g, page, model, half..m, back));
+        }
+        mark_essential(g, page, model, 0..half, front);
+    });
+    bits
+}
+
+/// Sets the bits of the essential edges among `edges` in `words` (bit 0: the range's first edge,
+/// which starts a word).
+fn mark_essential(g: &HeapGraph, page: &Bits, model: Model, edges: std::ops::Range<usize>, words: &mut [u64]) {
     const UNKNOWN: u32 = u32::MAX;
     const NOT_WEAKMAP: u32 = u32::MAX - 1;
     let mut weakmap_cache = vec![UNKNOWN; g.strings.len()];
-    let mut bits = Bits::new(g.edge_count());
     let (weak, shortcut, internal) = (g.types.edge_weak, g.types.edge_shortcut, g.types.edge_internal);
-    for v in 0..g.node_count() as u32 {
+    // The node whose edges hold the range's first edge.
+    let first_node = g.first_edge.partition_point(|&f| f as usize <= edges.start).saturating_sub(1);
+    for v in first_node as u32..g.node_count() as u32 {
+        let own = g.edges(v);
+        if own.start >= edges.end {
+            break;
+        }
         let v_page = page.get(v as usize);
-        for e in g.edges(v) {
+        for e in own.start.max(edges.start)..own.end.min(edges.end) {
             let t = Some(g.edge_type(e));
             let to = g.edge_target(e);
             if t == weak || to == v {
@@ -134,10 +156,10 @@ pub fn essential_edges(g: &HeapGraph, page: &Bits, model: Model) -> Bits {
                     }
                 }
             }
-            bits.set(e);
+            let i = e - edges.start;
+            words[i >> 6] |= 1 << (i & 63);
         }
     }
-    bits
 }
 
 /// Retainers through essential edges, as CSR: `preds[first[v]..first[v + 1]]`.
