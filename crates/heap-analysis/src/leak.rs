@@ -10,8 +10,8 @@
 //!   of its own, it shows up on the suspects' retainer paths;
 //! - a class that grew in one step and fell in another (churn, a cache that is trimmed).
 //!
-//! Memory: one snapshot loaded at a time; of the earlier ones only class totals are kept, and of
-//! the first its sorted object ids.
+//! Memory: one snapshot analysed at a time while the next one is read (two graphs); of the
+//! earlier ones only class totals are kept, and of the first its object ids (a bit per id).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -8,10 +8,14 @@
 //! - the diff of two snapshots of one process (per-class deltas, new objects by V8 id).
 //!
 //! Snapshots are streamed through a hand-written scanner into compact column arrays (see
-//! `parser`, `graph`), the big `nodes` and `edges` arrays on two threads (see `split`);
-//! dominators are computed without recursion (see `dominators`), with the class table and the
-//! retainer-path walk on the second thread beside them, so a 1 GB snapshot is analysed in
-//! seconds in little more than its size in memory. `PERF_HEAP_THREADS=1` keeps it on one thread.
+//! `parser`, `graph`), the big arrays on two threads straight into their columns (see `split`,
+//! `column`); dominators are computed without recursion (see `dominators`). The second thread
+//! works beside each step: DevTools' owner and shape passes beside the dominator tree (they
+//! read the graph only), the retainers beside the DFS numbering, the class table beside the
+//! retained sizes, the retainer-path walk beside the classes' retained sizes; a leak hunt reads
+//! the next snapshot while it analyses the current one. So a 1 GB snapshot is analysed in about
+//! five seconds in little more than its size in memory. `PERF_HEAP_THREADS=1` keeps it on one
+//! thread; `PERF_HEAP_PHASES=1` prints how long each step took.
 //!
 //! Entry points: [`analyze_path`], [`diff_paths`], [`render_analysis_text`], [`render_diff_text`],
 //! and [`cli_main`] for `perf-hub analyze` / `perf-hub diff`.
