@@ -45,6 +45,12 @@ impl<T: Copy + Default> Column<T> {
         rows
     }
 
+    /// Appends `counts.iter().sum()` rows and returns them split into consecutive windows of
+    /// `counts` rows, to be written in place (see [`windows`]).
+    pub fn grow_windows(&mut self, counts: &[usize]) -> Vec<&mut [T]> {
+        windows(self.grow(counts.iter().sum()), counts)
+    }
+
     /// The rows written.
     pub fn into_vec(mut self) -> Vec<T> {
         self.data.truncate(self.len);

@@ -387,14 +387,7 @@ pub fn tree(g: &HeapGraph, model: Model) -> Tree {
     drop(page);
     // The retainers and the search from the root both only read the graph and the edge bits:
     // one each on the two threads.
-    let (mut preds, from_root) = std::thread::scope(|s| {
-        if crate::one_thread() {
-            return (build_preds(g, &ess), number_from_root(g, &ess));
-        }
-        let retainers = s.spawn(|| build_preds(g, &ess));
-        let from_root = number_from_root(g, &ess);
-        (retainers.join().unwrap_or_else(|_| build_preds(g, &ess)), from_root)
-    });
+    let (from_root, mut preds) = crate::beside(|| number_from_root(g, &ess), || build_preds(g, &ess));
     crate::phase("retainers and search", &mut t);
     let numbering = number_the_rest(g, &ess, &preds, model, from_root);
     let Numbering { pre, vertex, parent, detached_from, unreachable } = numbering;

@@ -175,6 +175,16 @@ pub struct HeapGraph {
     pub locations: Vec<[u32; 4]>,
 }
 
+/// The self size of node `n` as the graph stores sizes: `small[n]`, or its entry in `big` when
+/// that is `u32::MAX`.
+#[inline]
+pub fn stored_size(small: &[u32], big: &HashMap<u32, u64>, n: u32) -> u64 {
+    match small[n as usize] {
+        u32::MAX => big.get(&n).copied().unwrap_or(u64::from(u32::MAX)),
+        s => u64::from(s),
+    }
+}
+
 /// Root node ordinal (V8 always writes the synthetic root first).
 pub const ROOT: u32 = 0;
 
@@ -210,12 +220,7 @@ impl HeapGraph {
     /// Self size of node `n` in bytes.
     #[inline]
     pub fn self_size(&self, n: u32) -> u64 {
-        let s = self.self_size[n as usize];
-        if s == u32::MAX {
-            self.big_sizes.get(&n).copied().unwrap_or(u64::from(u32::MAX))
-        } else {
-            u64::from(s)
-        }
+        stored_size(&self.self_size, &self.big_sizes, n)
     }
 
     /// True when node `n` has type `t`.

@@ -288,14 +288,7 @@ fn analyse_graph(mut graph: HeapGraph, total: u64, how: &Load<'_>, progress: &mu
         let dominated = DominatedNodes::build(&dom.idom);
         (dom, dominated)
     };
-    let ((dom, dominated), table) = std::thread::scope(|s| {
-        if one_thread {
-            return (dominance(tree), summary::aggregate(&graph));
-        }
-        let side = s.spawn(|| summary::aggregate(&graph));
-        let dom = dominance(tree);
-        (dom, side.join().unwrap_or_else(|_| summary::aggregate(&graph)))
-    });
+    let ((dom, dominated), table) = beside(|| dominance(tree), || summary::aggregate(&graph));
     timings.dominators_ms = ms(t1);
     let t2 = Instant::now();
     progress(Progress { snapshot, stage: Stage::Summary, done: 0, total: 1 });
@@ -403,6 +396,19 @@ impl Loaded {
 /// a second thread.
 fn one_thread() -> bool {
     std::env::var_os("PERF_HEAP_THREADS").is_some_and(|v| v == "1")
+}
+
+/// Runs `main` on this thread and `side` on a second one (both here, one after the other, with
+/// `PERF_HEAP_THREADS=1`). A side that panicked is run again here: it only reads.
+pub(crate) fn beside<A, B: Send>(main: impl FnOnce() -> A, side: impl Fn() -> B + Sync) -> (A, B) {
+    if one_thread() {
+        return (main(), side());
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(&side);
+        let a = main();
+        (a, other.join().unwrap_or_else(|_| side()))
+    })
 }
 
 fn ms(t: Instant) -> u64 {

@@ -20,7 +20,7 @@ use crate::graph::{HeapGraph, StringTable, TypeCodes, EDGE_TYPE_BITS, MAX_NODES}
 use crate::scan::Scanner;
 use std::sync::Mutex;
 
-use crate::column::{self, Column};
+use crate::column::Column;
 use crate::split::{self, RecordSink, RecordWindow};
 
 /// The `snapshot` header object.
@@ -505,14 +505,17 @@ impl RecordSink for NodeSink<'_> {
 
     fn windows(&mut self, counts: &[usize]) -> Vec<NodeWindow<'_>> {
         let first = self.node_type.len() as u64;
-        let n: usize = counts.iter().sum();
-        let det = if self.rules.fields.detachedness.is_some() { n } else { 0 };
-        let mut ty = column::windows(self.node_type.grow(n), counts).into_iter();
-        let mut name = column::windows(self.node_name.grow(n), counts).into_iter();
-        let mut id = column::windows(self.node_id.grow(n), counts).into_iter();
-        let mut size = column::windows(self.self_size.grow(n), counts).into_iter();
-        let mut edges = column::windows(self.first_edge.grow(n), counts).into_iter();
-        let mut detachedness = column::windows(self.detachedness.grow(det), counts).into_iter();
+        let mut ty = self.node_type.grow_windows(counts).into_iter();
+        let mut name = self.node_name.grow_windows(counts).into_iter();
+        let mut id = self.node_id.grow_windows(counts).into_iter();
+        let mut size = self.self_size.grow_windows(counts).into_iter();
+        let mut edges = self.first_edge.grow_windows(counts).into_iter();
+        // No rows when the snapshot has no such field: the windows get empty slices.
+        let mut detachedness = match self.rules.fields.detachedness {
+            Some(_) => self.detachedness.grow_windows(counts),
+            None => Vec::new(),
+        }
+        .into_iter();
         let (rules, big) = (&self.rules, &self.big);
         let mut at = first;
         counts
@@ -614,11 +617,9 @@ impl EdgeRules {
         if ty >= self.types {
             return Err(format!("edge type {ty} out of range"));
         }
-        let ord = self.node_fields.divide(to);
-        let nf = self.node_fields.d;
-        if ord * nf != to {
-            return Err(format!("to_node {to} is not a multiple of node_fields ({nf})"));
-        }
+        let Some(ord) = self.node_fields.exact(to) else {
+            return Err(format!("to_node {to} is not a multiple of node_fields ({})", self.node_fields.d));
+        };
         if ord >= self.nodes {
             return Err(format!("to_node {to} points past the last node"));
         }
@@ -644,10 +645,10 @@ impl RecordSink for EdgeSink {
     }
 
     fn windows(&mut self, counts: &[usize]) -> Vec<EdgeWindow<'_>> {
-        let n: usize = counts.iter().sum();
         let rules = &self.rules;
-        let names = column::windows(self.edge_name.grow(n), counts);
-        column::windows(self.edge_to.grow(n), counts)
+        let names = self.edge_name.grow_windows(counts);
+        self.edge_to
+            .grow_windows(counts)
             .into_iter()
             .zip(names)
             .map(|(to, name)| EdgeWindow { rules, filled: 0, to, name })
@@ -688,8 +689,10 @@ struct LocationSink {
 #[inline(always)]
 fn location_entry(node_fields: &FieldDivider, values: &[u64]) -> [u32; 4] {
     let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
-    let ord = node_fields.divide(values[0]);
-    let node = if ord * node_fields.d == values[0] && ord < MAX_NODES { ord as u32 } else { u32::MAX };
+    let node = match node_fields.exact(values[0]) {
+        Some(ord) if ord < MAX_NODES => ord as u32,
+        _ => u32::MAX,
+    };
     [node, clamp(values[1]), clamp(values[2]), clamp(values[3])]
 }
 
@@ -702,12 +705,8 @@ impl RecordSink for LocationSink {
     }
 
     fn windows(&mut self, counts: &[usize]) -> Vec<LocationWindow<'_>> {
-        let n: usize = counts.iter().sum();
         let fields = &self.node_fields;
-        column::windows(self.entries.grow(n), counts)
-            .into_iter()
-            .map(|rows| LocationWindow { fields, rows, filled: 0 })
-            .collect()
+        self.entries.grow_windows(counts).into_iter().map(|rows| LocationWindow { fields, rows, filled: 0 }).collect()
     }
 }
 
@@ -741,6 +740,13 @@ impl FieldDivider {
     fn new(d: u64) -> FieldDivider {
         let d = d.max(1);
         FieldDivider { d, m: if d == 1 { 0 } else { u64::MAX / d + 1 } }
+    }
+
+    /// `x / d` when `x` is a multiple of `d` (a node's field index), else None.
+    #[inline(always)]
+    fn exact(&self, x: u64) -> Option<u64> {
+        let q = self.divide(x);
+        (q * self.d == x).then_some(q)
     }
 
     #[inline(always)]

@@ -42,10 +42,7 @@ impl Sizes {
     }
 
     fn get(&self, n: u32) -> u64 {
-        match self.small[n as usize] {
-            u32::MAX => self.big.get(&n).copied().unwrap_or(u64::from(u32::MAX)),
-            s => u64::from(s),
-        }
+        crate::graph::stored_size(&self.small, &self.big, n)
     }
 
     fn set(&mut self, n: u32, size: u64) {

@@ -219,9 +219,9 @@ fn last_record_end(s: &[u8], commas: usize, fields: usize) -> Option<(usize, usi
 /// within `body`.
 ///
 /// This is the hottest loop of the analysis (a 1 GB snapshot holds ~250 M numbers), so the
-/// record layouts V8 writes get a loop of their own with the field count known at compile time
-/// ([`parse_fixed`]: one record per iteration, no field counter), and values are read eight
-/// bytes at a time ([`digits8`]).
+/// record layouts V8 writes get a copy of [`parse_records`] of their own ([`parse_fixed`]) with the field count
+/// known at compile time (one record per iteration, no field counter), and values are read
+/// eight bytes at a time ([`digits8`]).
 fn parse_half<W: RecordWindow>(body: &[u8], fields: usize, sink: &mut W) -> Result<(), (usize, String)> {
     match fields {
         1 => parse_fixed::<1, W>(body, sink),
@@ -231,20 +231,25 @@ fn parse_half<W: RecordWindow>(body: &[u8], fields: usize, sink: &mut W) -> Resu
         6 => parse_fixed::<6, W>(body, sink),
         7 => parse_fixed::<7, W>(body, sink),
         8 => parse_fixed::<8, W>(body, sink),
-        _ => parse_half_bytewise(body, fields, sink),
+        _ => parse_records(body, &mut vec![0; fields], sink),
     }
 }
 
-/// [`parse_half`] for records of `F` fields.
+/// [`parse_records`] with a record buffer of `F` fields (a function of its own per layout).
 fn parse_fixed<const F: usize, W: RecordWindow>(body: &[u8], sink: &mut W) -> Result<(), (usize, String)> {
-    let mut values = [0u64; F];
+    parse_records(body, &mut [0; F], sink)
+}
+
+/// [`parse_half`] for records of `values.len()` fields (`values` is the buffer of one record).
+#[inline(always)]
+fn parse_records<W: RecordWindow>(body: &[u8], values: &mut [u64], sink: &mut W) -> Result<(), (usize, String)> {
     let mut i = 0;
     while i < body.len() {
         let record_start = i;
         for slot in values.iter_mut() {
             *slot = value_and_comma(body, &mut i)?;
         }
-        sink.record(&values).map_err(|m| (record_start, m))?;
+        sink.record(values).map_err(|m| (record_start, m))?;
     }
     Ok(())
 }
@@ -356,35 +361,6 @@ fn digits8(w: u64) -> (u64, usize) {
     (x, len)
 }
 
-/// [`parse_half`] for record layouts without a loop of their own (no V8 layout).
-fn parse_half_bytewise<W: RecordWindow>(body: &[u8], fields: usize, sink: &mut W) -> Result<(), (usize, String)> {
-    let mut values = vec![0u64; fields];
-    let (mut i, mut k, mut record_start) = (0usize, 0usize, 0usize);
-    while i < body.len() {
-        let start = i;
-        let v = scalar_value(body, &mut i)?;
-        if k == 0 {
-            record_start = start;
-        }
-        values[k] = v;
-        k += 1;
-        if k == fields {
-            sink.record(&values).map_err(|m| (record_start, m))?;
-            k = 0;
-        }
-        while i < body.len() && is_ws(body[i]) {
-            i += 1;
-        }
-        match body.get(i) {
-            Some(b',') => i += 1,
-            Some(b) if b.is_ascii_digit() => return Err((i, "missing ','".into())),
-            Some(&b) => return Err((i, unexpected(b))),
-            None => break,
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,15 +393,7 @@ mod tests {
         fn windows(&mut self, counts: &[usize]) -> Vec<RowWindow<'_>> {
             let start = self.0.len();
             self.0.resize(start + counts.iter().sum::<usize>(), Vec::new());
-            let mut rest = &mut self.0[start..];
-            counts
-                .iter()
-                .map(|&n| {
-                    let (mine, later) = std::mem::take(&mut rest).split_at_mut(n);
-                    rest = later;
-                    RowWindow(mine.iter_mut())
-                })
-                .collect()
+            crate::column::windows(&mut self.0[start..], counts).into_iter().map(|w| RowWindow(w.iter_mut())).collect()
         }
     }
 
