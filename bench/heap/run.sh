@@ -14,7 +14,10 @@
 # Env: HEAP_ANALYZE_BIN (default: release build in $CARGO_TARGET_DIR or the workspace target),
 #      SKIP_MEMLAB=1, SKIP_DEVTOOLS=1, DEVTOOLS_MAX_MB (default 2000) and DEVTOOLS_DIFF_MAX_MB
 #      (default 500: DevTools' diff is slow): largest file DevTools' model is run on,
-#      PERF_HEAP_THREADS=1 (ours on one thread, to see what the second core brings).
+#      PERF_HEAP_THREADS=1 (ours on one thread, to see what the second core brings),
+#      RUNS (default 1): runs of every row; the row shows the median wall time (ratios are of
+#      medians), the largest peak RSS and every run's time; LEAK_RUNS (default RUNS) and
+#      LEAK_GOAL_S (default 15) for the leak hunt, which also prints how many runs met the goal.
 # References come from bench/heap/node_modules:
 #   (cd bench/heap && PUPPETEER_SKIP_DOWNLOAD=1 npm i --ignore-scripts)
 # Make snapshots with gen-snapshot.mjs (see its header).
@@ -30,21 +33,33 @@ DEVTOOLS_MAX_MB="${DEVTOOLS_MAX_MB:-2000}"
 DEVTOOLS_DIFF_MAX_MB="${DEVTOOLS_DIFF_MAX_MB:-500}"
 TMP="$(mktemp)"
 trap 'rm -f "$TMP"' EXIT
+RUNS="${RUNS:-1}"
+LEAK_RUNS="${LEAK_RUNS:-$RUNS}"
+LEAK_GOAL_S="${LEAK_GOAL_S:-15}"
 WALL=0
 RSS=0
+WALLS=""
 
 mb() { du -m "$1" 2>/dev/null | cut -f1; }
 
-# measure LABEL FILE-MB NOTE CMD...: runs CMD under /usr/bin/time -v, prints one row and leaves
-# the wall time (s) and peak RSS (MB) in WALL and RSS. NOTE is a shell snippet printed after
-# the row (evaluated once WALL/RSS are set).
+# measure LABEL FILE-MB NOTE CMD...: runs CMD $RUNS times under /usr/bin/time -v, prints one
+# row and leaves the median wall time (s) in WALL, the largest peak RSS (MB) in RSS and every
+# run's time in WALLS. NOTE is a shell snippet printed after the row (evaluated once they are set).
 measure() {
   local label="$1" size="$2" note="$3"; shift 3
-  local status
-  if /usr/bin/time -v "$@" >/dev/null 2>"$TMP"; then status=ok; else status="FAILED($(grep -m1 -i error "$TMP" | cut -c1-60))"; fi
-  WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  RSS=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP")
-  printf '%9s  %-40s %8.2f s %8s MB  %-28s %s\n' "$size MB" "$label" "$WALL" "$RSS" "$(eval "$note")" "$status"
+  local status=ok run wall rss
+  WALLS="" RSS=0
+  for ((run = 0; run < RUNS; run++)); do
+    if ! /usr/bin/time -v "$@" >/dev/null 2>"$TMP"; then status="FAILED($(grep -m1 -i error "$TMP" | cut -c1-60))"; fi
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP")
+    WALLS="$WALLS $wall"
+    ((rss > RSS)) && RSS=$rss
+  done
+  WALL=$(tr ' ' '\n' <<<"$WALLS" | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  local runs=""
+  ((RUNS > 1)) && runs="runs:$WALLS"
+  printf '%9s  %-40s %8.2f s %8s MB  %-28s %s %s\n' "$size MB" "$label" "$WALL" "$RSS" "$(eval "$note")" "$status" "$runs"
 }
 
 rss_ratio() { awk -v r="$RSS" -v f="$1" 'BEGIN { printf "RSS %.2fx file", r / f }'; }
@@ -86,7 +101,9 @@ if [[ -n "$LEAK" ]]; then
   total=0
   for f in "${files[@]}"; do total=$((total + $(mb "$f"))); done
   echo "## leak hunt over ${#files[@]} snapshots"
-  measure "ours: leak ${#files[@]} snapshots" "$total" 'rss_ratio $(mb ${files[-1]})' "$HEAP_ANALYZE_BIN" leak "${files[@]}" --json --quiet
+  RUNS=$LEAK_RUNS measure "ours: leak ${#files[@]} snapshots" "$total" 'rss_ratio $(mb ${files[-1]})' "$HEAP_ANALYZE_BIN" leak "${files[@]}" --json --quiet
+  met=$(tr ' ' '\n' <<<"$WALLS" | grep . | awk -v goal="$LEAK_GOAL_S" '$1 < goal { n++ } END { print n + 0 }')
+  echo "   leak hunt under ${LEAK_GOAL_S} s in $met of $LEAK_RUNS runs"
 fi
 if [[ -n "$EXPLORE" ]]; then
   size=$(mb "$EXPLORE")
