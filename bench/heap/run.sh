@@ -38,27 +38,27 @@ LEAK_RUNS="${LEAK_RUNS:-$RUNS}"
 LEAK_GOAL_S="${LEAK_GOAL_S:-15}"
 WALL=0
 RSS=0
-WALLS=""
+WALLS=()
 
 mb() { du -m "$1" 2>/dev/null | cut -f1; }
 
 # measure LABEL FILE-MB NOTE CMD...: runs CMD $RUNS times under /usr/bin/time -v, prints one
 # row and leaves the median wall time (s) in WALL, the largest peak RSS (MB) in RSS and every
-# run's time in WALLS. NOTE is a shell snippet printed after the row (evaluated once they are set).
+# run's time in the array WALLS. NOTE is a shell snippet printed after the row (evaluated once they are set).
 measure() {
   local label="$1" size="$2" note="$3"; shift 3
   local status=ok run wall rss
-  WALLS="" RSS=0
+  WALLS=() RSS=0
   for ((run = 0; run < RUNS; run++)); do
     if ! /usr/bin/time -v "$@" >/dev/null 2>"$TMP"; then status="FAILED($(grep -m1 -i error "$TMP" | cut -c1-60))"; fi
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$TMP" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
     rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$TMP")
-    WALLS="$WALLS $wall"
+    WALLS+=("$wall")
     ((rss > RSS)) && RSS=$rss
   done
-  WALL=$(tr ' ' '\n' <<<"$WALLS" | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  WALL=$(printf '%s\n' "${WALLS[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
   local runs=""
-  ((RUNS > 1)) && runs="runs:$WALLS"
+  ((RUNS > 1)) && runs="runs: ${WALLS[*]}"
   printf '%9s  %-40s %8.2f s %8s MB  %-28s %s %s\n' "$size MB" "$label" "$WALL" "$RSS" "$(eval "$note")" "$status" "$runs"
 }
 
@@ -102,7 +102,7 @@ if [[ -n "$LEAK" ]]; then
   for f in "${files[@]}"; do total=$((total + $(mb "$f"))); done
   echo "## leak hunt over ${#files[@]} snapshots"
   RUNS=$LEAK_RUNS measure "ours: leak ${#files[@]} snapshots" "$total" 'rss_ratio $(mb ${files[-1]})' "$HEAP_ANALYZE_BIN" leak "${files[@]}" --json --quiet
-  met=$(tr ' ' '\n' <<<"$WALLS" | grep . | awk -v goal="$LEAK_GOAL_S" '$1 < goal { n++ } END { print n + 0 }')
+  met=$(printf '%s\n' "${WALLS[@]}" | awk -v goal="$LEAK_GOAL_S" '$1 < goal { n++ } END { print n + 0 }')
   echo "   leak hunt under ${LEAK_GOAL_S} s in $met of $LEAK_RUNS runs"
 fi
 if [[ -n "$EXPLORE" ]]; then
